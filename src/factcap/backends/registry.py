@@ -1,0 +1,181 @@
+"""The one place that maps a model spec string to a backend class.
+
+Spec strings (see DESIGN.md):
+
+- ``hf:<hub id or local directory>`` — transformers, loaded with ``from_pretrained``; the
+  backend is chosen by the checkpoint's ``model_type`` and the role it plays;
+- ``openai:<model name>`` — any OpenAI-compatible server;
+- ``rapidocr`` — the OCR expert shipped inside ``rapidocr-onnxruntime``;
+- ``tiny:<family>`` — a tiny random-weight checkpoint built offline, then loaded as ``hf:``.
+
+Backends are imported lazily, only when built, so nothing here imports torch.
+
+>>> parse_spec("hf:Salesforce/blip-image-captioning-base")
+('hf', 'Salesforce/blip-image-captioning-base')
+>>> entry_for("detector", "hf", "owlv2").target
+'factcap.backends.hf_detectors:OwlDetector'
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factcap.errors import ConfigError, ModelNotAvailable
+
+SCHEMES = ("hf", "openai", "rapidocr", "tiny")
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One backend: for ``role`` and ``scheme``, checkpoints whose model_type is in ``families``
+    (``*`` = any not claimed by another entry) are served by ``target`` ("module:Class")."""
+
+    role: str
+    scheme: str
+    families: tuple[str, ...]
+    target: str
+    description: str
+
+    @property
+    def family_label(self) -> str:
+        return "any other" if self.families == (ANY,) else ", ".join(self.families)
+
+
+def _e(role: str, scheme: str, families: tuple[str, ...], target: str, description: str) -> Entry:
+    return Entry(role, scheme, families, f"factcap.backends.{target}", description)
+
+
+ENTRIES: tuple[Entry, ...] = (
+    _e("captioner", "hf", ("blip",), "hf_blip:BlipCaptioner", "BLIP image captioning"),
+    _e("captioner", "hf", ("blip-2",), "hf_blip:Blip2Captioner", "BLIP-2 (OPT / Flan-T5)"),
+    _e("captioner", "hf", ("kosmos-2",), "hf_blip:Kosmos2Captioner", "Kosmos-2 grounded captions"),
+    _e("captioner", "hf", (ANY,), "hf_vlm:ChatVLMCaptioner",
+       "any chat VLM AutoModelForImageTextToText loads (LLaVA, Qwen2.5-VL, SmolVLM, ...)"),
+    _e("captioner", "openai", (ANY,), "openai_compat:OpenAICaptioner",
+       "a vision chat model behind an OpenAI-compatible server"),
+    _e("detector", "hf", ("grounding-dino", "mm-grounding-dino"),
+       "hf_detectors:GroundingDinoDetector", "Grounding DINO zero-shot detection"),
+    _e("detector", "hf", ("owlv2", "owlvit"), "hf_detectors:OwlDetector",
+       "OWL-ViT / OWLv2 zero-shot detection"),
+    _e("vqa", "hf", ("blip",), "hf_blip:BlipVQA", "BLIP VQA, P(yes) from the answer decoder"),
+    _e("vqa", "hf", (ANY,), "hf_vlm:ChatVLMJudge", "any chat VLM as a yes/no judge, P(yes)"),
+    _e("vqa", "openai", (ANY,), "openai_compat:OpenAIJudge",
+       "a vision chat model as yes/no judge, P(yes) from logprobs"),
+    _e("llm", "hf", (ANY,), "hf_llm:CausalLM", "a causal LM with its chat template"),
+    _e("llm", "openai", (ANY,), "openai_compat:OpenAILLM", "any OpenAI-compatible chat server"),
+    _e("embedder", "hf", ("clip", "siglip", "siglip2"), "hf_clip:ClipEmbedder",
+       "CLIP / SigLIP joint embeddings"),
+    _e("ocr", "rapidocr", (ANY,), "ocr_rapid:RapidOCRReader", "PP-OCR via rapidocr-onnxruntime"),
+)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``scheme:rest``; a bare ``rapidocr`` is its own scheme."""
+    spec = spec.strip()
+    if spec == "rapidocr":
+        return "rapidocr", ""
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in SCHEMES or (not rest and scheme != "rapidocr"):
+        raise ConfigError(
+            f"bad model spec {spec!r}: expected hf:<hub id or dir>, openai:<model>, rapidocr "
+            f"or tiny:<family> (see 'factcap models list')"
+        )
+    return scheme, rest
+
+
+def entry_for(role: str, scheme: str, family: str) -> Entry:
+    """The backend entry serving ``family`` checkpoints in ``role`` over ``scheme``."""
+    candidates = [e for e in ENTRIES if e.role == role and e.scheme == scheme]
+    for entry in candidates:
+        if family in entry.families:
+            return entry
+    for entry in candidates:
+        if entry.families == (ANY,):
+            return entry
+    served = sorted({f for e in candidates for f in e.families if f != ANY})
+    raise ConfigError(
+        f"no {role} backend for {scheme}: model_type {family!r}"
+        + (f"; {role} supports: {', '.join(served)}" if served else "")
+    )
+
+
+def model_type(location: str) -> str:
+    """The ``model_type`` of a checkpoint: from ``config.json`` in a local directory, else from
+    the hub (or its local cache) via transformers' ``AutoConfig``."""
+    local = Path(location).expanduser()
+    if local.is_dir():
+        cfg = local / "config.json"
+        if not cfg.exists():
+            raise ModelNotAvailable(f"{local} has no config.json: not a transformers checkpoint")
+        return json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
+    from factcap.backends.hf_common import load_pretrained
+
+    import transformers
+
+    return load_pretrained(transformers.AutoConfig, location).model_type
+
+
+def locate(spec: str) -> tuple[str, str]:
+    """Turn ``tiny:<family>`` into the local ``hf`` directory (building it once); pass others."""
+    scheme, rest = parse_spec(spec)
+    if scheme == "tiny":
+        from factcap.backends import tiny
+
+        return "hf", str(tiny.ensure(rest))
+    return scheme, rest
+
+
+def build(role: str, spec: str, **options: Any) -> Any:
+    """Build the backend for ``role`` from ``spec``; ``options`` go to its constructor.
+
+    Raises :class:`ConfigError` for a spec no backend serves and :class:`ModelNotAvailable`
+    when the weights are neither on disk nor reachable.
+    """
+    scheme, location = locate(spec)
+    family = model_type(location) if scheme == "hf" else ANY
+    entry = entry_for(role, scheme, family)
+    module_name, class_name = entry.target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    backend = cls(location, **options)
+    backend.name = spec
+    return backend
+
+
+def availability(spec: str) -> tuple[bool, str]:
+    """Whether ``spec``'s weights can be had without a network, and where they are.
+
+    Used by ``factcap models check``; loads no weights.
+    """
+    scheme, rest = parse_spec(spec)
+    if scheme == "tiny":
+        from factcap.backends import tiny
+
+        path = tiny.cache_dir() / rest
+        built = (path / "config.json").exists()
+        return True, f"{'built at' if built else 'will be built offline into'} {path}"
+    if scheme == "openai":
+        return True, "remote: served by the OpenAI-compatible server in the config"
+    if scheme == "rapidocr":
+        import importlib.util
+
+        ok = importlib.util.find_spec("rapidocr_onnxruntime") is not None
+        return ok, "models inside the rapidocr-onnxruntime wheel" if ok else (
+            "pip install 'factcap[ocr]'"
+        )
+    local = Path(rest).expanduser()
+    if local.is_dir():
+        ok = (local / "config.json").exists()
+        return ok, f"local directory {local}" + ("" if ok else " (no config.json)")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False, "pip install 'factcap[hf]' to use hf: models"
+    found = try_to_load_from_cache(rest, "config.json")
+    if isinstance(found, str):
+        return True, f"in the Hugging Face cache ({Path(found).parent})"
+    return False, "not on disk: download it (hf download " + rest + ") or use hf:/local/dir"

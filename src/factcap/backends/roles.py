@@ -1,0 +1,122 @@
+"""The small protocols every backend implements, one per model role.
+
+Every method takes a *batch* and returns one result per item, in order. A backend runs a
+batch through one forward / generate call (or, for remote servers, concurrent requests),
+never a Python loop of single-image calls.
+
+Images are RGB :class:`PIL.Image.Image` objects at their original size (after EXIF
+orientation); boxes come back in pixel coordinates of those images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+ChatMessage = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass(slots=True)
+class Detection:
+    """One box found for one text query. ``query`` is the query string it answers."""
+
+    query: str
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in original-image pixels
+
+
+@dataclass(slots=True)
+class TextSpan:
+    """A piece of text read from an image by OCR."""
+
+    text: str
+    score: float
+    box: tuple[float, float, float, float] = field(default=(0.0, 0.0, 0.0, 0.0))
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """Writes one caption per image. ``prompt`` is used by instruction-following models."""
+
+    name: str
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]: ...
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Zero-shot detection: ``queries[i]`` are the phrases to look for in ``images[i]``.
+
+    All queries of one image are answered by one model call; returns, per image, the
+    detections above the backend's threshold.
+    """
+
+    name: str
+
+    def detect(
+        self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]
+    ) -> list[list[Detection]]: ...
+
+
+@runtime_checkable
+class VQA(Protocol):
+    """Answers yes/no questions: returns P("yes") for each (image, question) pair.
+
+    The probability comes from the model's logits (or a server's logprobs), renormalised over
+    the "yes" and "no" answer tokens, never from matching generated strings.
+    """
+
+    name: str
+
+    def yes_probability(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[float]: ...
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A chat language model: one reply string per conversation."""
+
+    name: str
+
+    def chat(
+        self,
+        conversations: Sequence[Sequence[ChatMessage]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> list[str]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A joint image-text embedding model (CLIP family); rows are L2-normalised."""
+
+    name: str
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class OCR(Protocol):
+    """Reads text from images: a list of spans per image."""
+
+    name: str
+
+    def read(self, images: Sequence[Image.Image]) -> list[list[TextSpan]]: ...
+
+
+ROLES: dict[str, type] = {
+    "captioner": Captioner,
+    "detector": Detector,
+    "vqa": VQA,
+    "llm": LLM,
+    "embedder": Embedder,
+    "ocr": OCR,
+}
