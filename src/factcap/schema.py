@@ -72,6 +72,7 @@ class Record:
     claims: list[Claim] = field(default_factory=list)
     captions: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,7 @@ class Record:
             "claims": [c.to_dict() for c in self.claims],
             "captions": dict(self.captions),
             "removed": list(self.removed),
+            "notes": list(self.notes),
             "error": asdict(self.error) if self.error else None,
             "timings_ms": dict(self.timings_ms),
             "models": dict(self.models),
@@ -120,6 +122,7 @@ class Record:
             claims=[Claim(**c) for c in data.get("claims", [])],
             captions=dict(data.get("captions", {})),
             removed=list(data.get("removed", [])),
+            notes=list(data.get("notes", [])),
             error=ErrorInfo(**err) if err else None,
             timings_ms=dict(data.get("timings_ms", {})),
             models=dict(data.get("models", {})),

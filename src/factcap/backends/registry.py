@@ -113,9 +113,9 @@ def model_type(location: str) -> str:
         if not cfg.exists():
             raise ModelNotAvailable(f"{local} has no config.json: not a transformers checkpoint")
         return json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
-    from factcap.backends.hf_common import load_pretrained
-
     import transformers
+
+    from factcap.backends.hf_common import load_pretrained
 
     return load_pretrained(transformers.AutoConfig, location).model_type
 

@@ -1,0 +1,228 @@
+"""The ``factcap`` command line: a thin layer over the library.
+
+Heavy modules (pydantic models, torch, transformers) are imported inside the command
+handlers, so ``factcap --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from factcap import __version__
+
+STYLES = ("detailed", "short", "t2i", "alt")
+
+CAPTION_EXAMPLES = """examples:
+  factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
+  factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
+  factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
+"""
+
+MODELS_EXAMPLES = """examples:
+  factcap models list
+  factcap models check --preset vfc
+  factcap models make-tiny --out ./tiny-models
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="factcap",
+        description="Detailed image captions, fact-checked against the image.",
+        epilog="Run 'factcap COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"factcap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    cap = sub.add_parser(
+        "caption",
+        help="caption images: propose, fact-check, compose",
+        description="Caption images with several models, check the claims against the image "
+        "and write one JSON record per input.",
+        epilog=CAPTION_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cap.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="image files, directories (recursive), globs, or .txt/.jsonl manifests")
+    cap.add_argument("-o", "--output", required=True, type=Path, help="output JSONL file")
+    src = cap.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="tiny (default), small, vfc or api")
+    src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
+    cap.add_argument("--style", action="append", choices=STYLES, dest="styles",
+                     help="caption style; repeat for several (default: detailed)")
+    cap.add_argument("--instruction", help="a free instruction for one more caption")
+    cap.add_argument("--batch-size", type=int, help="images per batch")
+    cap.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto")
+    cap.add_argument("--no-verify", action="store_true",
+                     help="skip fact-checking (compose from the proposals alone)")
+    cap.add_argument("--quiet", action="store_true", help="no progress bar")
+    cap.set_defaults(handler=_cmd_caption)
+
+    models = sub.add_parser("models", help="list, check or build models",
+                            epilog=MODELS_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    lst = msub.add_parser("list", help="backend families, presets and the spec syntax")
+    lst.set_defaults(handler=_cmd_models_list)
+    chk = msub.add_parser("check", help="which of a preset's weights are available offline")
+    chk_src = chk.add_mutually_exclusive_group()
+    chk_src.add_argument("--preset", default=None)
+    chk_src.add_argument("--config", type=Path)
+    chk.set_defaults(handler=_cmd_models_check)
+    tiny = msub.add_parser("make-tiny", help="build tiny random-weight checkpoints offline")
+    tiny.add_argument("--out", type=Path, required=True, help="directory to write them to")
+    tiny.add_argument("--family", action="append", dest="families",
+                      help="only this family (repeatable); default: all")
+    tiny.set_defaults(handler=_cmd_make_tiny)
+    return parser
+
+
+def _load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    from factcap.config import load_config
+
+    return load_config(path=args.config, preset=args.preset, overrides=overrides)
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    from factcap.inputs import expand
+    from factcap.pipeline import Pipeline
+
+    overrides: dict[str, Any] = {}
+    if args.styles:
+        overrides["styles"] = args.styles
+    if args.instruction:
+        overrides["instruction"] = args.instruction
+    if args.batch_size:
+        if args.batch_size < 1:
+            raise _usage("--batch-size must be at least 1")
+        overrides["batch_size"] = args.batch_size
+    if args.device:
+        overrides["device"] = args.device
+    if args.no_verify:
+        overrides["verify"] = {"enabled": False}
+    config = _load_config(args, overrides)
+    items = list(expand(args.inputs))
+    if not items:
+        raise _usage("the inputs hold no image files")
+    pipeline = Pipeline(config)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    bar = tqdm(total=len(items), unit="img", disable=args.quiet, desc="captioning",
+               dynamic_ncols=True)
+    with args.output.open("w", encoding="utf-8") as out:
+        for record in pipeline.run(items):
+            out.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            out.flush()
+            statuses[record.status] += 1
+            if record.error:
+                errors[record.error.type] += 1
+            bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+    n = sum(statuses.values())
+    detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())
+    print(
+        f"factcap: {n} images in {seconds:.1f} s ({n / seconds:.2f} img/s, "
+        f"{seconds / n:.2f} s/img): {statuses['ok']} ok, {statuses['error']} errors"
+        + (f" ({detail})" if detail else "")
+        + f" -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from factcap.backends.registry import ENTRIES
+    from factcap.backends.tiny import FAMILIES
+    from factcap.config import preset_dict, preset_names
+
+    print("Model spec syntax:")
+    print("  hf:<hub id or local dir>   transformers / from_pretrained")
+    print("  openai:<model>             OpenAI-compatible server (OPENAI_BASE_URL, OPENAI_API_KEY)")
+    print("  rapidocr                   PP-OCR shipped in rapidocr-onnxruntime")
+    print("  tiny:<family>              tiny random-weight checkpoint built offline")
+    print("\nBackends (role / scheme / model_type -> backend):")
+    for e in ENTRIES:
+        print(f"  {e.role:<10} {e.scheme:<9} {e.family_label:<28} {e.description}")
+    print(f"\nTiny families: {', '.join(sorted(FAMILIES))}")
+    print("\nPresets:")
+    for name in preset_names():
+        data = preset_dict(name)
+        caps = ", ".join(c["model"] for c in data.get("captioners", []))
+        print(f"  {name}:")
+        print(f"    captioners: {caps}")
+        for role in ("llm", "detector", "vqa", "ocr", "embedder"):
+            if data.get(role):
+                print(f"    {role + ':':<11} {data[role]['model']}")
+    return 0
+
+
+def _cmd_models_check(args: argparse.Namespace) -> int:
+    from factcap.backends.registry import availability
+
+    config = _load_config(args)
+    specs = [("captioner", rc.model) for rc in config.captioners]
+    specs += [(role, rc.model) for role, rc in config.roles().items()]
+    missing = 0
+    for role, spec in specs:
+        ok, where = availability(spec)
+        missing += not ok
+        print(f"{'ok     ' if ok else 'MISSING'} {role:<10} {spec:<45} {where}")
+    print(f"preset {config.preset or '(config)'}: "
+          + ("all weights available" if not missing else f"{missing} model(s) missing"))
+    return 0 if not missing else 1
+
+
+def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from factcap.backends import tiny
+
+    start = time.perf_counter()
+    built = tiny.build_all(args.out, args.families)
+    for family, path in built.items():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(f"{family:<16} {size / 1e6:6.2f} MB  {path}")
+    print(f"built {len(built)} tiny checkpoints in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``factcap`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    from factcap.errors import FactcapError
+
+    try:
+        return args.handler(args)
+    except (FactcapError, _UsageError) as err:
+        print(f"factcap: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("factcap: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

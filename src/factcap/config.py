@@ -1,0 +1,175 @@
+"""Validated configuration: presets (YAML files shipped with factcap) plus user overrides.
+
+A config file is YAML. It may name a ``preset:`` to start from; every key it sets then
+overrides the preset's (nested mappings merge, lists replace). Unknown keys are errors, so a
+typo never passes silently.
+
+>>> cfg = load_config(preset="tiny", overrides={"batch_size": 2})
+>>> cfg.batch_size, cfg.captioners[0].model
+(2, 'tiny:blip')
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from factcap.errors import ConfigError
+
+STYLES = ("detailed", "short", "t2i", "alt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoleConfig(_Strict):
+    """One model role. ``device``/``dtype``/``batch_size`` default to the top-level values;
+    ``options`` go to the backend's constructor (e.g. ``max_new_tokens``, ``box_threshold``)."""
+
+    model: str
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMConfig(RoleConfig):
+    """The LLM that extracts claims and writes the final captions."""
+
+    max_new_tokens: int = Field(default=384, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+
+
+class VerifyConfig(_Strict):
+    """How checker outputs become verdicts (see ``factcap.pipeline.verify``)."""
+
+    enabled: bool = True
+    supported_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    refuted_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    text_match_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    max_claims: int = Field(default=32, ge=1)
+
+
+class LimitsConfig(_Strict):
+    """Limits on inputs; an image over a limit becomes an error record."""
+
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    max_file_mb: float = Field(default=64.0, gt=0)
+
+
+class OpenAIConfig(_Strict):
+    """The OpenAI-compatible server used by ``openai:`` models.
+
+    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    max_concurrency: int = Field(default=8, ge=1)
+    max_retries: int = Field(default=2, ge=0)
+
+
+class Config(_Strict):
+    """Everything a :class:`factcap.Pipeline` needs."""
+
+    preset: str | None = None
+    captioners: list[RoleConfig] = Field(min_length=1)
+    llm: LLMConfig
+    detector: RoleConfig | None = None
+    vqa: RoleConfig | None = None
+    ocr: RoleConfig | None = None
+    embedder: RoleConfig | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = Field(default=4, ge=1)
+    styles: list[str] = Field(default_factory=lambda: ["detailed"])
+    instruction: str | None = None
+    prompts: dict[str, str] = Field(default_factory=dict)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+
+    @field_validator("styles")
+    @classmethod
+    def _known_styles(cls, styles: list[str]) -> list[str]:
+        unknown = [s for s in styles if s not in STYLES]
+        if unknown:
+            raise ValueError(f"unknown style(s) {unknown}; choose from {list(STYLES)}")
+        return list(dict.fromkeys(styles))
+
+    def roles(self) -> dict[str, RoleConfig]:
+        """The configured single-model roles, by name (captioners are listed separately)."""
+        named = {"llm": self.llm, "detector": self.detector, "vqa": self.vqa, "ocr": self.ocr,
+                 "embedder": self.embedder}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with factcap."""
+    folder = resources.files("factcap") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw mapping of a shipped preset."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+    text = (resources.files("factcap") / "presets" / f"{name}.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    data["preset"] = name
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build a :class:`Config` from a preset, a YAML file and overrides, in that order.
+
+    With neither ``path`` nor ``preset``, the ``tiny`` preset is used. A ``preset:`` key in the
+    file is the base when no ``preset`` argument is given.
+    """
+    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    base_name = preset or data.get("preset") or ("tiny" if not path else None)
+    base = preset_dict(base_name) if base_name else {}
+    merged = _merge(_merge(base, data), overrides or {})
+    if base_name:
+        merged["preset"] = base_name
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()
+        )
+        source = path or f"preset {base_name}"
+        raise ConfigError(f"invalid config ({source}): {problems}") from None
