@@ -1,0 +1,194 @@
+"""Chat vision-language models through transformers (LLaVA, Qwen2.5-VL, SmolVLM, ...).
+
+Any checkpoint that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load, whose processor
+has a chat template taking ``{"type": "image"}`` / ``{"type": "text"}`` content parts, serves
+as a captioner (:class:`ChatVLMCaptioner`) and as a yes/no judge (:class:`ChatVLMJudge`).
+Imported lazily by the registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from factcap.backends.hf_common import HFModel
+from factcap.backends.hf_llm import (
+    check_token_counts,
+    decode_new_tokens,
+    generation_kwargs,
+    take_options,
+)
+from factcap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+YES_SPELLINGS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
+NO_SPELLINGS = ("no", "No", "NO", " no", " No", " NO")
+
+
+def image_messages(image: Image.Image, prompt: str) -> list[dict[str, Any]]:
+    """One user turn holding the image, then the prompt.
+
+    >>> image_messages(None, "Describe.")[0]["content"][1]
+    {'type': 'text', 'text': 'Describe.'}
+    """
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": prompt}],
+        }
+    ]
+
+
+def first_token_ids(tokenizer: Any, spellings: Sequence[str]) -> set[int]:
+    """The first token id of each spelling (a word's probability is carried by its first token)."""
+    ids = set()
+    for spelling in spellings:
+        encoded = tokenizer.encode(spelling, add_special_tokens=False)
+        if encoded:
+            ids.add(int(encoded[0]))
+    return ids
+
+
+class _ChatVLM(HFModel):
+    """Shared loading and input building: chat-templated, left-padded image+prompt batches."""
+
+    model_class = "AutoModelForImageTextToText"
+    processor_class = "AutoProcessor"
+    defaults: dict[str, Any] = {}
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
+        opts = take_options(type(self).__name__, options, self.defaults)
+        self._check(opts)
+        super().__init__(location, device=device, dtype=dtype)
+        self.options = opts
+        if not getattr(self.processor, "chat_template", None):
+            raise ConfigError(
+                f"{location!r} has no chat template: use an instruction-tuned (chat) VLM"
+            )
+        self.tokenizer = self.processor.tokenizer
+        # Decoder-only generation reads the last positions: real tokens must sit on the right.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _check(self, options: dict[str, Any]) -> None:
+        """Validate option values before any weights are loaded."""
+
+    def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Any]:
+        """The processor's batch for ``images[i]`` asked ``prompts[i]``, ready to generate from."""
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        conversations = [image_messages(im, p) for im, p in zip(images, prompts, strict=True)]
+        batch = self.processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+        )
+        return self.to_device(batch)
+
+
+class ChatVLMCaptioner(_ChatVLM):
+    """Captions images with a chat VLM: the image and a prompt in one user turn, one batched
+    ``generate`` call, only the new tokens decoded.
+
+    Options: ``max_new_tokens`` (128), ``min_new_tokens`` (0), ``prompt``
+    ("Describe this image in detail.").
+
+    >>> from factcap.backends import registry
+    >>> captioner = registry.build("captioner", "tiny:chat_vlm", min_new_tokens=4)  # doctest: +SKIP
+    >>> captioner.caption([image_a, image_b])  # doctest: +SKIP
+    ['...', '...']
+    """
+
+    defaults: dict[str, Any] = {
+        "max_new_tokens": 128,
+        "min_new_tokens": 0,
+        "prompt": "Describe this image in detail.",
+    }
+
+    def _check(self, options: dict[str, Any]) -> None:
+        check_token_counts(
+            type(self).__name__, options["max_new_tokens"], options["min_new_tokens"]
+        )
+        if not isinstance(options["prompt"], str) or not options["prompt"].strip():
+            raise ValueError(f"{type(self).__name__}: prompt must be a non-empty string")
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
+        """One caption per image; ``prompt`` overrides the configured one for this batch."""
+        if not images:
+            return []
+        batch = self.encode(images, [prompt or self.options["prompt"]] * len(images))
+        kwargs = generation_kwargs(
+            self.tokenizer.pad_token_id,
+            self.options["max_new_tokens"],
+            self.options["min_new_tokens"],
+        )
+        with torch.inference_mode():
+            output = self.model.generate(**batch, **kwargs)
+        return decode_new_tokens(self.tokenizer, output, batch["input_ids"].shape[1])
+
+
+class ChatVLMJudge(_ChatVLM):
+    """A chat VLM as a yes/no judge: P(yes) from one batched forward pass.
+
+    Each question is asked as "<question> Answer yes or no." after the image; at the first
+    answer position, P(yes) and P(no) each sum the probabilities of the first tokens of their
+    common spellings ("yes", "Yes", " yes", ...), and the result is P(yes) / (P(yes) + P(no)).
+    Option: ``instruction`` (the sentence appended to every question).
+
+    >>> from factcap.backends import registry
+    >>> judge = registry.build("vqa", "tiny:chat_vlm")  # doctest: +SKIP
+    >>> judge.yes_probability([image], ["Is there a cat?"])  # doctest: +SKIP
+    [0.53...]
+    """
+
+    defaults: dict[str, Any] = {"instruction": "Answer yes or no."}
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
+        super().__init__(location, device=device, dtype=dtype, **options)
+        yes = first_token_ids(self.tokenizer, YES_SPELLINGS)
+        no = first_token_ids(self.tokenizer, NO_SPELLINGS)
+        # A token that starts both words (e.g. a bare space) says nothing about the answer.
+        shared = yes & no
+        self.yes_ids, self.no_ids = sorted(yes - shared), sorted(no - shared)
+        if not self.yes_ids or not self.no_ids:
+            raise ConfigError(f"{location!r}: its tokenizer has no distinct 'yes'/'no' tokens")
+        self._keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    def _check(self, options: dict[str, Any]) -> None:
+        if not isinstance(options["instruction"], str):
+            raise ValueError(f"{type(self).__name__}: instruction must be a string")
+
+    def question_prompt(self, question: str) -> str:
+        """The text asked next to the image for ``question``."""
+        return f"{question.strip()} {self.options['instruction']}".strip()
+
+    def yes_probability(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[float]:
+        """P(yes) for each (image, question) pair, renormalised over the yes/no tokens."""
+        if len(images) != len(questions):
+            raise ValueError(f"got {len(images)} images but {len(questions)} questions")
+        if not images:
+            return []
+        batch = self.encode(images, [self.question_prompt(q) for q in questions])
+        extra = {"logits_to_keep": 1} if self._keep_last else {}
+        with torch.inference_mode():
+            logits = self.model(**batch, **extra).logits[:, -1, :].float()
+        # log(sum P(yes)) - log(sum P(no)); the softmax normaliser cancels.
+        margin = torch.logsumexp(logits[:, self.yes_ids], -1) - torch.logsumexp(
+            logits[:, self.no_ids], -1
+        )
+        return torch.sigmoid(margin).tolist()
