@@ -1,0 +1,247 @@
+"""Zero-shot detectors from transformers: Grounding DINO and OWL-ViT / OWLv2.
+
+Each ``detect`` call runs every query of every image through ONE forward pass and returns
+boxes in the pixel coordinates of the original images, clipped to their bounds, each labelled
+with exactly one of the query strings it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from factcap.backends.hf_common import HFModel
+from factcap.backends.roles import Detection
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Grounding DINO splits its prompt into phrases at these characters.
+_DELIMITERS = re.compile(r"[.?]+")
+_SPACES = re.compile(r"\s+")
+
+
+def _threshold(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+    y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+    return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+def _check_batch(images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> None:
+    if len(images) != len(queries):
+        raise ValueError(f"got {len(images)} images but {len(queries)} query lists")
+    for qs in queries:
+        if isinstance(qs, str):
+            raise TypeError("queries[i] must be a list of strings, not a single string")
+
+
+class GroundingDinoDetector(HFModel):
+    """Grounding DINO (and MM-Grounding-DINO): open-vocabulary boxes for text phrases.
+
+    The queries of one image become one prompt (``"a cat. a red car."``); prompts of
+    different lengths are padded together, so a whole batch is a single forward call. Each box
+    is labelled with the query whose tokens score highest for it; its score is that query's
+    best token probability.
+
+    Options: ``box_threshold`` (default 0.3) keeps boxes whose best token probability exceeds
+    it; ``text_threshold`` (default 0.25) is the least probability the labelling query must
+    reach.
+
+    >>> det = GroundingDinoDetector("IDEA-Research/grounding-dino-tiny")  # doctest: +SKIP
+    >>> det.detect([image], [["a cat", "a remote control"]])  # doctest: +SKIP
+    [[Detection(query='a cat', score=0.47, box=(12.3, 51.9, 316.9, 472.4)), ...]]
+    """
+
+    model_class = "AutoModelForZeroShotObjectDetection"
+    processor_class = "AutoProcessor"
+
+    def __init__(
+        self,
+        location: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        *,
+        box_threshold: float = 0.3,
+        text_threshold: float = 0.25,
+    ):
+        self.box_threshold = _threshold("box_threshold", box_threshold)
+        self.text_threshold = _threshold("text_threshold", text_threshold)
+        super().__init__(location, device=device, dtype=dtype)
+        self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
+
+    @staticmethod
+    def _prompt(queries: Sequence[str]) -> tuple[str, list[tuple[int, int, str]]]:
+        """The prompt for one image and, per distinct phrase, its character span and query."""
+        parts: list[str] = []
+        spans: list[tuple[int, int, str]] = []
+        seen: set[str] = set()
+        pos = 0
+        for query in queries:
+            phrase = _SPACES.sub(" ", _DELIMITERS.sub(" ", query)).strip().lower()
+            if not phrase or phrase in seen:
+                continue
+            seen.add(phrase)
+            spans.append((pos, pos + len(phrase), query))
+            parts.append(phrase)
+            pos += len(phrase) + 2  # ". "
+        return ". ".join(parts) + ("." if parts else ""), spans
+
+    def detect(
+        self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]
+    ) -> list[list[Detection]]:
+        """Boxes per image for its queries, in original-image pixels (see the class doc)."""
+        _check_batch(images, queries)
+        results: list[list[Detection]] = [[] for _ in images]
+        prompts = [self._prompt(qs) for qs in queries]
+        active = [i for i, (_, spans) in enumerate(prompts) if spans]
+        if not active:
+            return results
+
+        batch = self.processor(
+            images=[images[i] for i in active],
+            text=[prompts[i][0] for i in active],
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_len,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
+        offsets = batch.pop("offset_mapping")
+        input_ids = batch["input_ids"]
+        # token -> index of the phrase it belongs to (-1: special, delimiter or padding)
+        phrase_of = torch.full(input_ids.shape, -1, dtype=torch.long)
+        for row, i in enumerate(active):
+            spans = prompts[i][1]
+            for t, (start, end) in enumerate(offsets[row].tolist()):
+                if end <= start:
+                    continue
+                for k, (s0, s1, _) in enumerate(spans):
+                    if s0 <= start and end <= s1:
+                        phrase_of[row, t] = k
+                        break
+            missing = len(spans) - int(phrase_of[row].max()) - 1
+            if missing > 0:
+                log.warning(
+                    "prompt for image %d is over %d tokens: %d queries left out",
+                    i,
+                    self.max_text_len,
+                    missing,
+                )
+
+        with torch.inference_mode():
+            outputs = self.model(**self.to_device(batch))
+        outputs.logits = outputs.logits.float().cpu()
+        outputs.pred_boxes = outputs.pred_boxes.float().cpu()
+        sizes = [(images[i].height, images[i].width) for i in active]
+        # The processor scales the boxes to each original size; its decoded ``text_labels`` are
+        # token strings, not our queries, so labels come from phrase_of below instead.
+        processed = self.processor.post_process_grounded_object_detection(
+            outputs,
+            input_ids=input_ids,
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=sizes,
+        )
+        probs = outputs.logits.sigmoid()  # (batch, slots, max_text_len)
+        kept_slots = probs.amax(-1) > self.box_threshold  # the processor's own selection
+
+        for row, i in enumerate(active):
+            spans = prompts[i][1]
+            seq = phrase_of[row]
+            p = probs[row][kept_slots[row]][:, : seq.shape[0]]  # (boxes, tokens)
+            member = seq[:, None] == torch.arange(len(spans))[None, :]  # (tokens, phrases)
+            # per kept box, the best token probability of each phrase: (boxes, phrases)
+            per_phrase = torch.where(member[None], p[:, :, None], 0.0).amax(1)
+            scores, best = per_phrase.max(-1)
+            boxes = processed[row]["boxes"]
+            width, height = images[i].width, images[i].height
+            for score, k, box in zip(scores.tolist(), best.tolist(), boxes.tolist(), strict=True):
+                if score <= self.text_threshold or score <= self.box_threshold:
+                    continue
+                results[i].append(
+                    Detection(spans[k][2], float(score), _clip_box(box, width, height))
+                )
+            results[i].sort(key=lambda d: -d.score)
+        return results
+
+
+class OwlDetector(HFModel):
+    """OWLv2 and OWL-ViT: open-vocabulary boxes, one class-embedding per query.
+
+    Query lists of different lengths are padded to the same count (the padding queries are
+    masked out), so a batch is a single forward call. OWLv2 pads each image to a square before
+    resizing; boxes are mapped back to the original image and clipped to its bounds (a box
+    lying wholly in the padding is dropped).
+
+    Options: ``box_threshold`` (default 0.1) keeps boxes whose query probability exceeds it.
+
+    >>> det = OwlDetector("google/owlv2-base-patch16-ensemble")  # doctest: +SKIP
+    >>> det.detect([image], [["a cat", "a remote control"]])  # doctest: +SKIP
+    [[Detection(query='a cat', score=0.71, box=(11.0, 53.2, 318.0, 470.9)), ...]]
+    """
+
+    model_class = "AutoModelForZeroShotObjectDetection"
+    processor_class = "AutoProcessor"
+
+    def __init__(
+        self,
+        location: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        *,
+        box_threshold: float = 0.1,
+    ):
+        self.box_threshold = _threshold("box_threshold", box_threshold)
+        super().__init__(location, device=device, dtype=dtype)
+
+    def detect(
+        self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]
+    ) -> list[list[Detection]]:
+        """Boxes per image for its queries, in original-image pixels (see the class doc)."""
+        _check_batch(images, queries)
+        results: list[list[Detection]] = [[] for _ in images]
+        active = [i for i, qs in enumerate(queries) if len(qs) > 0]
+        if not active:
+            return results
+
+        texts = [list(queries[i]) for i in active]
+        batch = self.processor(
+            images=[images[i] for i in active], text=texts, truncation=True, return_tensors="pt"
+        )
+        with torch.inference_mode():
+            outputs: Any = self.model(**self.to_device(batch))
+        logits = outputs.logits.float().cpu()  # (batch, boxes, max queries)
+        counts = torch.tensor([len(t) for t in texts])
+        padding = torch.arange(logits.shape[-1])[None, :] >= counts[:, None]
+        outputs.logits = logits.masked_fill(padding[:, None, :], float("-inf"))
+        outputs.pred_boxes = outputs.pred_boxes.float().cpu()
+        sizes = [(images[i].height, images[i].width) for i in active]
+        processed = self.processor.post_process_grounded_object_detection(
+            outputs, threshold=self.box_threshold, target_sizes=sizes
+        )
+        for row, i in enumerate(active):
+            out = processed[row]
+            width, height = images[i].width, images[i].height
+            for score, label, box in zip(
+                out["scores"].tolist(), out["labels"].tolist(), out["boxes"].tolist(), strict=True
+            ):
+                clipped = _clip_box(box, width, height)
+                if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                    continue
+                results[i].append(Detection(texts[row][label], float(score), clipped))
+            results[i].sort(key=lambda d: -d.score)
+        return results

@@ -1,0 +1,234 @@
+"""Zero-shot detectors (Grounding DINO, OWLv2) on tiny random-weight checkpoints and real photos.
+
+Random weights say nothing about *what* is found, so these tests check the contract: one
+forward per batch, boxes in each original image's pixels, labels that are input queries, and
+boxes that agree with the model's raw normalised predictions mapped back by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from PIL import Image
+
+from factcap.backends import registry
+from factcap.backends.roles import Detection, Detector
+
+pytestmark = pytest.mark.slow
+
+SPECS = {"grounding_dino": "tiny:grounding_dino", "owlv2": "tiny:owlv2"}
+ZERO = {
+    "grounding_dino": {"box_threshold": 0.0, "text_threshold": 0.0},
+    "owlv2": {"box_threshold": 0.0},
+}
+# Different numbers of queries per image, one duplicate, one with Grounding DINO's delimiters.
+QUERIES = [
+    ["a cat", "a red car.", "a man?"],
+    ["a cup of coffee"],
+    ["a dog", "grass", "a dog", "sky"],
+]
+
+
+@pytest.fixture(scope="module")
+def images(request) -> list[Image.Image]:
+    """Three real photos of different sizes: landscape, portrait and square."""
+    try:
+        photos = request.getfixturevalue("photos")
+    except ImportError:  # factcap.examples not written yet: same photos straight from skimage
+        from skimage import data
+
+        photos = [Image.fromarray(f()).convert("RGB") for f in (data.chelsea, data.astronaut)]
+    chosen: dict[str, Image.Image] = {}
+    for photo in photos:
+        chosen.setdefault(_shape(photo), photo)
+    if "portrait" not in chosen:  # a real portrait: the middle of a landscape photo
+        land = chosen["landscape"]
+        width = land.height * 2 // 3
+        left = (land.width - width) // 2
+        chosen["portrait"] = land.crop((left, 0, left + width, land.height))
+    result = [chosen[k] for k in ("landscape", "portrait", "square") if k in chosen]
+    assert len(result) >= 2 and len({im.size for im in result}) == len(result)
+    return result
+
+
+def _shape(image: Image.Image) -> str:
+    if image.width == image.height:
+        return "square"
+    return "landscape" if image.width > image.height else "portrait"
+
+
+@pytest.fixture(scope="module", params=sorted(SPECS))
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def detector(family):
+    return registry.build("detector", SPECS[family], **ZERO[family])
+
+
+def _count_forwards(model: torch.nn.Module) -> tuple[list[int], object]:
+    calls = [0]
+
+    def hook(module, args, output):
+        calls[0] += 1
+
+    return calls, model.register_forward_hook(hook)
+
+
+def test_loaded_through_registry(detector, family):
+    assert isinstance(detector, Detector)
+    assert detector.name == SPECS[family]
+    assert (
+        type(detector).__name__
+        == {"grounding_dino": "GroundingDinoDetector", "owlv2": "OwlDetector"}[family]
+    )
+
+
+def test_detections_inside_original_bounds_and_labelled_with_inputs(detector, images):
+    queries = QUERIES[: len(images)]
+    results = detector.detect(images, queries)
+    assert len(results) == len(images)
+    for image, qs, dets in zip(images, queries, results, strict=True):
+        assert dets, f"threshold 0 must give detections on a {image.size} photo"
+        assert all(isinstance(d, Detection) for d in dets)
+        for d in dets:
+            assert d.query in qs
+            assert 0.0 < d.score <= 1.0
+            x0, y0, x1, y1 = d.box
+            assert 0 <= x0 <= x1 <= image.width and 0 <= y0 <= y1 <= image.height, (d, image.size)
+        assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+
+
+def test_one_forward_per_batch_whatever_the_query_count(detector, images):
+    calls, handle = _count_forwards(detector.model)
+    try:
+        detector.detect(images, [["a cat"]] * len(images))
+        assert calls[0] == 1
+        many = [[f"{w} {n}" for w in ("a cat", "a dog", "a car") for n in ("one", "two")]] * len(
+            images
+        )
+        detector.detect(images, many)
+        assert calls[0] == 2
+        # images without queries are left out of the batch; none with queries: no forward at all
+        results = detector.detect(images, [[]] + [["a cat"]] * (len(images) - 1))
+        assert calls[0] == 3 and results[0] == [] and all(results[1:])
+        assert detector.detect(images, [[] for _ in images]) == [[] for _ in images]
+        assert calls[0] == 3
+    finally:
+        handle.remove()
+
+
+def test_deterministic(detector, images):
+    queries = QUERIES[: len(images)]
+    assert detector.detect(images, queries) == detector.detect(images, queries)
+
+
+def test_boxes_match_raw_predictions_mapped_by_hand(detector, family, images):
+    """Recompute every box from the model's normalised (cx, cy, w, h) output: OWLv2 pads each
+    image to a square (bottom/right), so its boxes scale by the longer side; Grounding DINO
+    predicts relative to each image's own unpadded extent."""
+    captured = {}
+    handle = detector.model.register_forward_hook(
+        lambda m, a, k, out: captured.update(out=out, ids=k["input_ids"]), with_kwargs=True
+    )
+    try:
+        queries = QUERIES[: len(images)]
+        results = detector.detect(images, queries)
+    finally:
+        handle.remove()
+    out = captured["out"]
+    for row, (image, qs, dets) in enumerate(zip(images, queries, results, strict=True)):
+        w, h = image.size
+        cx, cy, bw, bh = out.pred_boxes[row].float().unbind(-1)
+        if family == "owlv2":
+            scale = torch.tensor([max(w, h)] * 4)
+            probs = out.logits[row, :, : len(qs)].float().sigmoid()  # padding queries excluded
+            score, label = probs.max(-1)
+        else:
+            scale = torch.tensor([w, h, w, h])
+            probs = out.logits[row].float().sigmoid()
+            ids = captured["ids"][row].tolist()
+            score, label = _gdino_phrase_scores(detector, probs, ids, qs)
+        corners = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * scale
+        corners[:, 0::2] = corners[:, 0::2].clamp(0, w)
+        corners[:, 1::2] = corners[:, 1::2].clamp(0, h)
+        expected = [
+            (qs[int(lab)], float(s), tuple(b.tolist()))
+            for s, lab, b in zip(score, label, corners, strict=True)
+            if s > 0 and b[2] > b[0] and b[3] > b[1]
+        ]
+        got = [(d.query, d.score, d.box) for d in dets]
+        assert len(got) == len(expected)
+        for (gq, gs, gb), (eq, es, eb) in zip(
+            got, sorted(expected, key=lambda e: -e[1]), strict=True
+        ):
+            assert gq == eq
+            assert gs == pytest.approx(es, abs=1e-5)
+            assert gb == pytest.approx(eb, abs=1e-2)
+
+
+def _phrase(query: str) -> str:
+    return query.replace(".", " ").replace("?", " ").strip().lower()
+
+
+def _gdino_phrase_scores(detector, probs, ids, queries):
+    """Per box: the best token probability of each query, found by locating each query's own
+    token ids inside the prompt (independent of the backend's character offsets). A repeated
+    query is asked once, and its detections carry its first spelling."""
+    tokenizer = detector.processor.tokenizer
+    first: dict[str, int] = {}
+    columns = []
+    for n, q in enumerate(queries):
+        sub = tokenizer(_phrase(q), add_special_tokens=False)["input_ids"]
+        starts = [i for i in range(len(ids) - len(sub) + 1) if ids[i : i + len(sub)] == sub]
+        assert starts, f"{q!r} not in the prompt"
+        column = probs[:, starts[0] : starts[0] + len(sub)].amax(-1)
+        columns.append(column if first.setdefault(_phrase(q), n) == n else column * 0 - 1)
+    return torch.stack(columns, -1).max(-1)
+
+
+def test_owl_batch_equals_one_image_at_a_time(images):
+    """OWL sees each image alone, and padded queries are masked: batching changes nothing.
+    (Grounding DINO pads the images of a batch together, which shifts its features.)"""
+    det = registry.build("detector", SPECS["owlv2"], **ZERO["owlv2"])
+    queries = QUERIES[: len(images)]
+    batched = det.detect(images, queries)
+    for image, qs, dets in zip(images, queries, batched, strict=True):
+        (single,) = det.detect([image], [qs])
+        assert [d.query for d in single] == [d.query for d in dets]
+        for a, b in zip(single, dets, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            assert a.box == pytest.approx(b.box, abs=1e-2)
+
+
+def test_default_thresholds_and_option_checks(family, images):
+    det = registry.build("detector", SPECS[family])
+    default = {"grounding_dino": 0.3, "owlv2": 0.1}[family]
+    assert det.box_threshold == default
+    if family == "grounding_dino":
+        assert det.text_threshold == 0.25
+    for dets in det.detect(images, QUERIES[: len(images)]):
+        assert all(d.score > default for d in dets)
+    strict = registry.build("detector", SPECS[family], box_threshold=1.0)
+    assert strict.detect(images, QUERIES[: len(images)]) == [[] for _ in images]
+    with pytest.raises(TypeError):
+        registry.build("detector", SPECS[family], no_such_option=1)
+    with pytest.raises(ValueError):
+        registry.build("detector", SPECS[family], box_threshold=1.5)
+    with pytest.raises(ValueError):
+        det.detect(images, [["a cat"]])
+
+
+def test_tiny_builds_are_deterministic_and_small(family, tmp_path):
+    from factcap.backends import tiny
+
+    a = tiny.build(family, tmp_path / "a")
+    b = tiny.build(family, tmp_path / "b")
+    digest = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (a, b)]
+    assert digest[0] == digest[1]
+    size = sum(p.stat().st_size for p in a.iterdir())
+    assert size < 5 * 2**20
+    assert (a / "processor_config.json").exists()
