@@ -29,6 +29,7 @@ FAMILIES: dict[str, str] = {
     "blip": "blip:build_blip_captioner",
     "blip_vqa": "blip:build_blip_vqa",
     "blip2": "blip:build_blip2",
+    "kosmos2": "blip:build_kosmos2",
     "chat_vlm": "chat:build_chat_vlm",
     "llm": "chat:build_causal_lm",
     "clip": "chat:build_clip",

@@ -1,0 +1,277 @@
+"""BLIP, BLIP-2 and Kosmos-2 captioners and the BLIP VQA judge (transformers).
+
+Each backend runs a whole batch through one ``generate`` call (captioners) or one forward pass
+(VQA). These models are captioners, not instruction followers: the text they are conditioned
+on is the caption *prefix* given by the ``prompt`` option when the backend is built, so the
+per-call ``prompt`` of :meth:`caption` (meant for chat VLMs) is not used. The prefix is part
+of the returned caption, as the models write it ("a photo of a cat on a sofa").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from factcap.backends.hf_common import HFModel
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+_GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 40, "min_new_tokens": 0, "num_beams": 1}
+
+
+def _settings(cls_name: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated by ``options``; unknown names and bad values raise at build time."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{cls_name} got unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(defaults))}"
+        )
+    merged = {**defaults, **options}
+    for key in ("max_new_tokens", "min_new_tokens", "num_beams"):
+        if key in merged:
+            value = merged[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{cls_name}: {key} must be a non-negative int, got {value!r}")
+    if merged.get("num_beams", 1) < 1 or merged.get("max_new_tokens", 1) < 1:
+        raise ValueError(f"{cls_name}: num_beams and max_new_tokens must be at least 1")
+    if merged.get("min_new_tokens", 0) > merged.get("max_new_tokens", 0):
+        raise ValueError(f"{cls_name}: min_new_tokens must not exceed max_new_tokens")
+    prompt = merged.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise ValueError(f"{cls_name}: prompt must be a string or None, got {prompt!r}")
+    return merged
+
+
+class _BlipFamilyCaptioner(HFModel):
+    """Shared option handling and decoding of the BLIP-family captioners."""
+
+    defaults: dict[str, Any] = {**_GENERATION_DEFAULTS, "prompt": None}
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
+        self.settings = _settings(type(self).__name__, options, self.defaults)
+        self.prompt: str | None = self.settings["prompt"] or None
+        super().__init__(location, device=device, dtype=dtype, **options)
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        return {key: self.settings[key] for key in _GENERATION_DEFAULTS}
+
+    def _decode(self, sequences: torch.Tensor) -> list[str]:
+        texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
+        return [" ".join(text.split()) for text in texts]
+
+
+class BlipCaptioner(_BlipFamilyCaptioner):
+    """BLIP image captioning (``BlipForConditionalGeneration``), optionally conditioned on a
+    caption prefix.
+
+    Options: ``prompt`` (caption prefix, e.g. ``"a photography of"``; default none),
+    ``max_new_tokens`` (40), ``min_new_tokens`` (0), ``num_beams`` (1).
+
+    >>> cap = BlipCaptioner("Salesforce/blip-image-captioning-base")  # doctest: +SKIP
+    >>> cap.caption([Image.open("cat.jpg"), Image.open("dog.jpg")])  # doctest: +SKIP
+    ['a cat laying on a couch', 'a dog running on the grass']
+    """
+
+    model_class = "BlipForConditionalGeneration"
+    processor_class = "BlipProcessor"
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
+        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
+        if not images:
+            return []
+        text = [self.prompt] * len(images) if self.prompt else None
+        inputs = self.to_device(
+            self.processor(images=list(images), text=text, padding=True, return_tensors="pt")
+        )
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, **self._generate_kwargs())
+        return self._decode(sequences)
+
+
+class Blip2Captioner(_BlipFamilyCaptioner):
+    """BLIP-2 captioning (``Blip2ForConditionalGeneration``, OPT or Flan-T5 language model).
+
+    Options: ``prompt`` (caption prefix such as ``"a photo of"``, or a question in BLIP-2's
+    ``"Question: ... Answer:"`` form; default none), ``max_new_tokens`` (40),
+    ``min_new_tokens`` (0), ``num_beams`` (1). The returned caption is the prompt followed by
+    what the model wrote, whether the language model echoes the prompt (OPT) or not (Flan-T5).
+
+    >>> cap = Blip2Captioner("Salesforce/blip2-opt-2.7b", prompt="a photo of")  # doctest: +SKIP
+    >>> cap.caption([Image.open("cat.jpg")])  # doctest: +SKIP
+    ['a photo of a cat sitting on a couch']
+    """
+
+    model_class = "Blip2ForConditionalGeneration"
+    processor_class = "Blip2Processor"
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
+        super().__init__(location, device=device, dtype=dtype, **options)
+        # Decoder-only generation appends to the prompt: pad on the left.
+        self.processor.tokenizer.padding_side = "left"
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
+        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
+        if not images:
+            return []
+        text = [self.prompt] * len(images) if self.prompt else None
+        inputs = self.to_device(
+            self.processor(images=list(images), text=text, padding=True, return_tensors="pt")
+        )
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, **self._generate_kwargs())
+        if text is not None and not self.model.config.is_encoder_decoder:
+            sequences = sequences[:, inputs["input_ids"].shape[1] :]
+        written = self._decode(sequences)
+        if not self.prompt:
+            return written
+        return [f"{self.prompt.strip()} {caption}".strip() for caption in written]
+
+
+class Kosmos2Captioner(_BlipFamilyCaptioner):
+    """Kosmos-2 grounded captioning (``Kosmos2ForConditionalGeneration``).
+
+    The model is prompted with ``"<grounding>An image of"`` (option ``prompt``); the grounding
+    markup it writes (``<phrase>``, ``<object>``, patch-index tokens) is removed with the
+    processor's ``post_process_generation``, leaving plain text. Options as for
+    :class:`BlipCaptioner`.
+
+    >>> cap = Kosmos2Captioner("microsoft/kosmos-2-patch14-224")  # doctest: +SKIP
+    >>> cap.caption([Image.open("snowman.jpg")])  # doctest: +SKIP
+    ['An image of a snowman warming himself by a fire.']
+    """
+
+    model_class = "Kosmos2ForConditionalGeneration"
+    processor_class = "Kosmos2Processor"
+    defaults: dict[str, Any] = {**_GENERATION_DEFAULTS, "prompt": "<grounding>An image of"}
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
+        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
+        if not images:
+            return []
+        # Every image gets the same prompt, so the rows have equal length: no padding needed.
+        inputs = self.processor(
+            images=list(images),
+            text=[self.prompt or ""] * len(images),
+            num_image_tokens=self.model.config.latent_query_num,
+            return_tensors="pt",
+        )
+        inputs = self.to_device(inputs)
+        with torch.inference_mode():
+            sequences = self.model.generate(
+                pixel_values=inputs["pixel_values"],
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                image_embeds_position_mask=inputs["image_embeds_position_mask"],
+                **self._generate_kwargs(),
+            )
+        texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
+        captions = [self.processor.post_process_generation(text)[0] for text in texts]
+        return [" ".join(caption.split()) for caption in captions]
+
+
+def _mask_padded_questions(decoder: torch.nn.Module) -> None:
+    """Make the answer decoder's cross-attention honour the question padding mask.
+
+    In transformers 5.x ``BlipTextAttention`` hands the cross-attention mask to
+    ``BlipTextSelfAttention`` as ``attention_mask``, which the latter discards for
+    cross-attention (it reads ``encoder_attention_mask``, left unset), so padded question
+    tokens were attended to and a pair's answer depended on the longest question in its batch.
+    This pre-hook passes the mask under the name that is read; it changes nothing once
+    transformers passes ``encoder_attention_mask`` itself.
+    """
+
+    def restore_mask(
+        module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        cross = kwargs.get("encoder_hidden_states") is not None
+        if cross and kwargs.get("encoder_attention_mask") is None:
+            kwargs["encoder_attention_mask"] = kwargs.get("attention_mask")
+        return args, kwargs
+
+    for layer in decoder.bert.encoder.layer:
+        cross = getattr(layer, "crossattention", None)
+        if cross is not None:
+            cross.self.register_forward_pre_hook(restore_mask, with_kwargs=True)
+
+
+class BlipVQA(HFModel):
+    """BLIP visual question answering as a yes/no judge (``BlipForQuestionAnswering``).
+
+    ``yes_probability`` encodes the image, encodes each question against it, and runs the
+    answer decoder for ONE step from its start token. From the logits of the first answer
+    token it takes the entries of the tokenizer's ``"yes"`` and ``"no"`` tokens and returns
+
+        P(yes) / (P(yes) + P(no))  ==  softmax([logit_yes, logit_no])[0]
+
+    i.e. the model's answer distribution renormalised over the two answers, ignoring the mass
+    it puts on any other first token. The batch goes through one forward pass; padded
+    questions are masked, so a pair gets the same probability alone or in a batch.
+
+    >>> vqa = BlipVQA("Salesforce/blip-vqa-base")  # doctest: +SKIP
+    >>> vqa.yes_probability([cat, cat], ["is there a cat?", "is there a dog?"])  # doctest: +SKIP
+    [0.98, 0.03]
+    """
+
+    model_class = "BlipForQuestionAnswering"
+    processor_class = "BlipProcessor"
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
+        _settings(type(self).__name__, options, {})
+        super().__init__(location, device=device, dtype=dtype)
+        tokenizer = self.processor.tokenizer
+        self.yes_id = self._answer_id(tokenizer, "yes")
+        self.no_id = self._answer_id(tokenizer, "no")
+        if self.yes_id == self.no_id:
+            raise ValueError(f"{location}: 'yes' and 'no' map to the same token; not a VQA model")
+        _mask_padded_questions(self.model.text_decoder)
+
+    @staticmethod
+    def _answer_id(tokenizer: Any, word: str) -> int:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids or ids[0] == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no token for the answer {word!r}")
+        return int(ids[0])
+
+    def yes_probability(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[float]:
+        """P("yes") renormalised over "yes"/"no", one per (image, question) pair."""
+        if len(images) != len(questions):
+            raise ValueError(f"got {len(images)} images but {len(questions)} questions")
+        if not images:
+            return []
+        inputs = self.to_device(
+            self.processor(
+                images=list(images), text=list(questions), padding=True, return_tensors="pt"
+            )
+        )
+        model = self.model
+        with torch.inference_mode():
+            image_embeds = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
+            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+            question_embeds = model.text_encoder(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                encoder_hidden_states=image_embeds,
+                encoder_attention_mask=image_mask,
+            ).last_hidden_state
+            start = torch.full(
+                (len(questions), 1), model.decoder_start_token_id, device=self.device
+            )
+            logits = model.text_decoder(
+                input_ids=start,
+                encoder_hidden_states=question_embeds,
+                encoder_attention_mask=inputs["attention_mask"],
+            ).logits[:, -1, :]
+        pair = logits[:, [self.yes_id, self.no_id]].float()
+        return pair.softmax(dim=-1)[:, 0].tolist()
