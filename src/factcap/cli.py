@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,17 @@ def _load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = No
     return load_config(path=args.config, preset=args.preset, overrides=overrides)
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for factcap's own progress bar: no per-checkpoint bars or advisories
+    from transformers / huggingface_hub (a user's explicit settings win)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # Pillow warns about odd-but-decodable files; the record's status says what matters.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def _cmd_caption(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from factcap.inputs import expand
     from factcap.pipeline import Pipeline
 
@@ -185,6 +197,7 @@ def _cmd_models_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from factcap.backends import tiny
 
     start = time.perf_counter()

@@ -105,9 +105,12 @@ class ChatVLMCaptioner(_ChatVLM):
     ("Describe this image in detail.").
 
     >>> from factcap.backends import registry
-    >>> captioner = registry.build("captioner", "tiny:chat_vlm", min_new_tokens=4)  # doctest: +SKIP
-    >>> captioner.caption([image_a, image_b])  # doctest: +SKIP
-    ['...', '...']
+    >>> from PIL import Image
+    >>> from factcap.examples import example_paths
+    >>> images = [Image.open(p).convert("RGB") for p in example_paths()[:2]]
+    >>> captioner = registry.build("captioner", "tiny:chat_vlm", min_new_tokens=4)
+    >>> len(captioner.caption(images))
+    2
     """
 
     defaults: dict[str, Any] = {
@@ -147,9 +150,12 @@ class ChatVLMJudge(_ChatVLM):
     Option: ``instruction`` (the sentence appended to every question).
 
     >>> from factcap.backends import registry
-    >>> judge = registry.build("vqa", "tiny:chat_vlm")  # doctest: +SKIP
-    >>> judge.yes_probability([image], ["Is there a cat?"])  # doctest: +SKIP
-    [0.53...]
+    >>> from PIL import Image
+    >>> from factcap.examples import example_paths
+    >>> image = Image.open(example_paths()[0]).convert("RGB")
+    >>> [p] = registry.build("vqa", "tiny:chat_vlm").yes_probability([image], ["Is there a cat?"])
+    >>> 0.0 < p < 1.0
+    True
     """
 
     defaults: dict[str, Any] = {"instruction": "Answer yes or no."}

@@ -264,16 +264,25 @@ def noun_phrases(text: str) -> list[tuple[str, int | None]]:
     return phrases
 
 
+def content_words(text: str) -> list[str]:
+    """Words of three or more letters that are neither function words nor common verbs."""
+    return [w for w in _WORD.findall(text.lower())
+            if len(w) >= 3 and not _ends_phrase(w) and w not in _DETERMINERS]
+
+
 def fallback_claims(proposals: Sequence[str], max_claims: int = 32) -> list[Claim]:
     """Object claims (and count claims for number words) from the proposals' noun phrases.
 
-    The documented fallback when the LLM's answer cannot be parsed even after one repair retry.
+    The documented fallback when the LLM's answer cannot be parsed even after one repair
+    retry. Proposals in which the chunker finds no determiner-led phrase (terse or broken
+    text) contribute their content words as single-word objects instead.
     """
     claims: list[Claim] = []
     seen: set[str] = set()
     counts: list[Claim] = []
     for text in proposals:
-        for phrase, count in noun_phrases(text):
+        phrases = noun_phrases(text) or [(_singular(w), None) for w in content_words(text)]
+        for phrase, count in phrases:
             if phrase not in seen:
                 seen.add(phrase)
                 claims.append(Claim(kind="object", text=f"There is a {phrase}.", subject=phrase))
@@ -290,6 +299,18 @@ def fallback_claims(proposals: Sequence[str], max_claims: int = 32) -> list[Clai
     return (claims + counts)[:max_claims]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+
+
+def clean_text(text: str) -> str:
+    """Model output made printable: control and replacement characters dropped, spaces folded.
+
+    >>> clean_text("a\\x00 cat\\n on  a\\ufffd mat")
+    'a cat on a mat'
+    """
+    return " ".join(_CONTROL.sub("", text).split())
+
+
 def clean_caption(answer: str) -> str:
     """The caption inside a compose answer: no code fences, labels or wrapping quotes."""
     if not isinstance(answer, str):
@@ -301,4 +322,4 @@ def clean_caption(answer: str) -> str:
     text = re.sub(r"^(final\s+)?(caption|alt[- ]?text|prompt|answer)\s*:\s*", "", text, flags=re.I)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
-    return " ".join(text.split())
+    return clean_text(text)

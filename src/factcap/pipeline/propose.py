@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from factcap.pipeline.parsing import clean_text
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import Proposal
 
@@ -34,7 +35,7 @@ def propose(
                 fail_all(items, err, f"captioner {captioner.name} failed")
                 continue
         for w, text in zip(items, texts, strict=True):
-            w.record.proposals.append(Proposal(model=captioner.name, text=" ".join(text.split())))
+            w.record.proposals.append(Proposal(model=captioner.name, text=clean_text(text)))
     if ocr is not None:
         read_text(live(batch), *ocr)
 
@@ -52,6 +53,7 @@ def read_text(items: Sequence[Work], ocr: Any, size: int | None) -> None:
     for w, spans in zip(items, spans_per_image, strict=True):
         w.ocr_spans = [s for s in spans if s.text.strip()]
         if w.ocr_spans:
+            w.ocr_model = ocr.name
             quoted = ", ".join(f'"{s.text.strip()}"' for s in w.ocr_spans)
             w.record.proposals.append(
                 Proposal(model=ocr.name, text=f"Text visible in the image: {quoted}.")

@@ -63,9 +63,11 @@ def build_role(config: Config, role: str, rc: RoleConfig) -> Role:
 class Pipeline:
     """Fact-checked captioning with the models of a config; models load on first use, once.
 
-    >>> pipe = Pipeline.from_preset("tiny")          # doctest: +SKIP
-    >>> [r.captions["detailed"] for r in pipe.caption(["cat.jpg"])]   # doctest: +SKIP
-    ['A grey cat sits on a red sofa ...']
+    >>> from factcap.examples import example_paths
+    >>> pipe = Pipeline.from_preset("tiny")
+    >>> [record] = pipe.caption(example_paths()[:1], styles=["detailed", "alt"])
+    >>> record.status, sorted(record.captions), len(record.proposals) >= 2
+    ('ok', ['alt', 'detailed'], True)
     """
 
     def __init__(self, config: Config, models: Models | None = None):

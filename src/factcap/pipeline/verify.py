@@ -81,7 +81,8 @@ def extract_claims(
             return
     for w, claims in zip(items, parsed, strict=True):
         if claims is None:
-            claims = fallback_claims([p.text for p in w.record.proposals], max_claims)
+            captions = [p.text for p in w.record.proposals if p.model != w.ocr_model]
+            claims = fallback_claims(captions, max_claims)
             w.record.notes.append(
                 "claims: the LLM answer was not parseable after one repair retry; "
                 "used noun phrases from the proposals"

@@ -21,6 +21,7 @@ class Work:
     record: Record
     image: Any  # PIL.Image.Image, RGB, original size
     ocr_spans: list[Any] | None = None  # None: OCR not run; []: ran, read nothing
+    ocr_model: str | None = None  # the OCR backend whose text became a proposal
     extra: dict[str, Any] = field(default_factory=dict)
 
 

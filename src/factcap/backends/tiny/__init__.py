@@ -6,8 +6,8 @@ it through the very same ``from_pretrained`` path as a hub model (``tiny:blip`` 
 ``hf:<cache>/tiny/blip``). Weights come from fixed seeds, so the same family gives the same
 checkpoint, and the same outputs for the same inputs, on any machine.
 
->>> sorted(FAMILIES)[:3]
-['blip', 'blip_vqa', 'chat_vlm']
+>>> sorted(FAMILIES)[:4]
+['blip', 'blip2', 'blip_vqa', 'chat_vlm']
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from factcap.errors import ConfigError
 
 # Bump when a builder changes, so cached checkpoints are rebuilt.
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 # family name -> "module:function" (relative to this package). The builder takes an output
 # directory and writes a complete checkpoint there (config, weights, processor, tokenizer).

@@ -60,7 +60,8 @@ def chat_tokenizer(with_image_token: bool = False):
         unk_token=None,
         extra_special_tokens=extra,
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        # the pipeline's real prompts run to ~1,000 tokens of this small vocabulary
+        model_max_length=4096,
         padding_side="left",
     )
 
@@ -75,7 +76,7 @@ def _llama_config(tokenizer, **overrides):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

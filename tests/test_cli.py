@@ -1,0 +1,77 @@
+"""Command-line behaviour: help, errors, model management."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from factcap.cli import main
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = ("import sys, time; t=time.perf_counter(); from factcap.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "print(time.perf_counter()-t, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[-2:] == ["False", "False"]
+    assert float(out[-3]) < 1.0
+
+
+@pytest.mark.parametrize("cmd", [["caption", "--help"], ["models", "--help"]])
+def test_subcommand_help_has_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(cmd)
+    assert exit_.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
+    assert main(["caption", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["caption", str(ROOT), "-o", "x.jsonl", "--preset", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nbatch_sise: 3\n")
+    assert main(["caption", str(ROOT), "-o", "x.jsonl", "--config", str(bad)]) == 2
+    assert "batch_sise" in capsys.readouterr().err
+
+
+def test_missing_model_is_one_line_not_a_traceback(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"preset: tiny\ncaptioners: [{{model: 'hf:{tmp_path}/no-such-model'}}]\n")
+    photo = ROOT / "src/factcap/examples/chelsea.jpg"
+    assert main(["caption", str(photo), "-o", str(tmp_path / "o.jsonl"), "--config", str(cfg),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no-such-model" in err and "hf:/path/to" in err and "Traceback" not in err
+
+
+def test_models_list_shows_specs_families_and_presets(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    for text in ("hf:<hub id or local dir>", "grounding-dino", "tiny:<family>", "vfc:", "api:"):
+        assert text in out
+
+
+def test_models_check_reports_missing_weights(capsys):
+    assert main(["models", "check", "--preset", "tiny"]) == 0
+    assert main(["models", "check", "--preset", "vfc"]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING captioner  hf:llava-hf/llava-1.5-7b-hf" in out
+    assert "model(s) missing" in out
+
+
+@pytest.mark.slow
+def test_make_tiny_builds_every_family(tmp_path, capsys):
+    from factcap.backends.tiny import FAMILIES
+
+    assert main(["models", "make-tiny", "--out", str(tmp_path)]) == 0
+    for family in FAMILIES:
+        config = json.loads((tmp_path / family / "config.json").read_text())
+        assert config["model_type"]
+    assert f"built {len(FAMILIES)} tiny checkpoints" in capsys.readouterr().err
