@@ -48,19 +48,23 @@ def main() -> None:
         for stage, ms in record.timings_ms.items():
             stages[stage.split(":")[0]] += ms / 1000.0
     inside = sum(stages.values())
-    print(json.dumps({
-        "benchmark": "tiny_pipeline",
-        "images": len(records),
-        "ok": sum(r.ok for r in records),
-        "batch_size": args.batch_size,
-        "model_build_s": round(build_s, 2),
-        "wall_s": round(wall, 2),
-        "s_per_image": round(wall / len(records), 3),
-        "images_per_s": round(len(records) / wall, 2),
-        "overhead_ratio": round(wall / inside, 3),
-        "stage_share": {k: round(v / inside, 3) for k, v in sorted(stages.items())},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "tiny_pipeline",
+                "images": len(records),
+                "ok": sum(r.ok for r in records),
+                "batch_size": args.batch_size,
+                "model_build_s": round(build_s, 2),
+                "wall_s": round(wall, 2),
+                "s_per_image": round(wall / len(records), 3),
+                "images_per_s": round(len(records) / wall, 2),
+                "overhead_ratio": round(wall / inside, 3),
+                "stage_share": {k: round(v / inside, 3) for k, v in sorted(stages.items())},
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-ruff check src tests benchmarks
+ruff check . && ruff format --check .
 python -m pytest -q --doctest-modules src/factcap tests "$@"

@@ -59,8 +59,14 @@ class ScriptedDetector:
         out = []
         for image, qs in zip(images, queries, strict=True):
             w, h = image.size
-            out.append([Detection(query=q, score=0.9, box=(1.0, 2.0, w - 1.0, h - 2.0))
-                        for q in qs if q in self.present for _ in range(self.boxes.get(q, 1))])
+            out.append(
+                [
+                    Detection(query=q, score=0.9, box=(1.0, 2.0, w - 1.0, h - 2.0))
+                    for q in qs
+                    if q in self.present
+                    for _ in range(self.boxes.get(q, 1))
+                ]
+            )
         return out
 
 
@@ -82,8 +88,9 @@ class ScriptedOCR:
         self.texts = list(texts)
 
     def read(self, images):
-        return [[TextSpan(text=t, score=0.99, box=(0, 0, 10, 10)) for t in self.texts]
-                for _ in images]
+        return [
+            [TextSpan(text=t, score=0.99, box=(0, 0, 10, 10)) for t in self.texts] for _ in images
+        ]
 
 
 class Exploding:

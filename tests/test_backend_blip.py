@@ -13,6 +13,7 @@ import pytest
 
 from factcap.backends import registry, tiny
 from factcap.backends.tiny import blip
+from spies import count_forwards, spy_generate
 
 pytestmark = pytest.mark.slow
 
@@ -35,29 +36,6 @@ def kosmos_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def captioner_spec(request, kosmos_dir) -> str:
     return "hf:" + str(kosmos_dir) if request.param == "kosmos2" else request.param
-
-
-def spy_generate(monkeypatch, model) -> list[dict]:
-    """Record every ``model.generate`` call (its kwargs and output); the real call still runs."""
-    calls: list[dict] = []
-    real = model.generate
-
-    def generate(*args, **kwargs):
-        output = real(*args, **kwargs)
-        calls.append({**kwargs, "output": output})
-        return output
-
-    monkeypatch.setattr(model, "generate", generate)
-    return calls
-
-
-def count_forwards(module) -> tuple[list[tuple], object]:
-    """A forward hook recording each call's (kwargs, output); returns (calls, handle)."""
-    calls: list[tuple] = []
-    handle = module.register_forward_hook(
-        lambda _m, _args, kwargs, out: calls.append((kwargs, out)), with_kwargs=True
-    )
-    return calls, handle
 
 
 CAPTIONERS = [

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from factcap.backends import registry, tiny
+from spies import count_forwards, spy_generate
 
 pytestmark = pytest.mark.slow
 
@@ -47,29 +48,6 @@ def llm():
 @pytest.fixture(scope="module")
 def clip():
     return registry.build("embedder", "tiny:clip")
-
-
-def spy_generate(monkeypatch, model) -> list[dict]:
-    """Record every ``model.generate`` call (its kwargs and output); the real call still runs."""
-    calls: list[dict] = []
-    real = model.generate
-
-    def generate(*args, **kwargs):
-        output = real(*args, **kwargs)
-        calls.append({**kwargs, "output": output})
-        return output
-
-    monkeypatch.setattr(model, "generate", generate)
-    return calls
-
-
-def count_forwards(module) -> tuple[list[dict], object]:
-    """A forward hook recording each call's keyword inputs; returns (calls, handle)."""
-    calls: list[dict] = []
-    handle = module.register_forward_hook(
-        lambda _m, _args, kwargs, _out: calls.append(kwargs), with_kwargs=True
-    )
-    return calls, handle
 
 
 def test_tiny_chat_vlm_is_a_consistent_llava():
@@ -167,10 +145,10 @@ def test_chat_vlm_judge_one_forward_probabilities(judge, images):
         handle.remove()
 
     assert len(calls) == 1
-    assert calls[0]["pixel_values"].shape[0] == len(images)
+    assert calls[0][0]["pixel_values"].shape[0] == len(images)
     assert len(probs) == len(images)
     assert all(0.0 < p < 1.0 for p in probs)
-    decoded = judge.tokenizer.decode(calls[0]["input_ids"][0])
+    decoded = judge.tokenizer.decode(calls[0][0]["input_ids"][0])
     assert decoded.endswith("Is there a cat? Answer yes or no.<|im_end|>\n<|im_start|>assistant\n")
     # The answer tokens: distinct first tokens of yes/no spellings.
     assert judge.yes_ids and judge.no_ids and not set(judge.yes_ids) & set(judge.no_ids)

@@ -13,11 +13,14 @@ from factcap.cli import main
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys, time; t=time.perf_counter(); from factcap.cli import main\n"
-            "try: main(['--help'])\nexcept SystemExit: pass\n"
-            "print(time.perf_counter()-t, 'torch' in sys.modules, 'transformers' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    code = (
+        "import sys, time; t=time.perf_counter(); from factcap.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        "print(time.perf_counter()-t, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[-2:] == ["False", "False"]
     assert float(out[-3]) < 1.0
 
@@ -45,8 +48,20 @@ def test_missing_model_is_one_line_not_a_traceback(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"preset: tiny\ncaptioners: [{{model: 'hf:{tmp_path}/no-such-model'}}]\n")
     photo = ROOT / "src/factcap/examples/chelsea.jpg"
-    assert main(["caption", str(photo), "-o", str(tmp_path / "o.jsonl"), "--config", str(cfg),
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "caption",
+                str(photo),
+                "-o",
+                str(tmp_path / "o.jsonl"),
+                "--config",
+                str(cfg),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "no-such-model" in err and "hf:/path/to" in err and "Traceback" not in err
 

@@ -20,15 +20,31 @@ ODD = DATA / "odd-images"
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "factcap.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "factcap.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out.jsonl"
-    proc = run_cli("caption", str(ROOT / "src/factcap/examples"), str(ODD), "-o", str(out),
-                   "--style", "detailed", "--style", "short", "--quiet")
+    proc = run_cli(
+        "caption",
+        str(ROOT / "src/factcap/examples"),
+        str(ODD),
+        "-o",
+        str(out),
+        "--style",
+        "detailed",
+        "--style",
+        "short",
+        "--quiet",
+    )
     return proc, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -47,8 +63,11 @@ def test_photos_are_captioned_and_fact_checked(tiny_run):
     for r in (r for r in records if r["source"] in photos):
         assert r["status"] == "ok", r["error"]
         assert len(r["proposals"]) >= 2
-        checked = [c for c in r["claims"] if c["verdict"] in ("supported", "refuted", "uncertain")
-                   and c["score"] is not None]
+        checked = [
+            c
+            for c in r["claims"]
+            if c["verdict"] in ("supported", "refuted", "uncertain") and c["score"] is not None
+        ]
         assert checked, r["claims"]
         assert r["captions"]["detailed"].strip() and r["captions"]["short"].strip()
         assert r["models"]["detector"] == "tiny:grounding_dino"
@@ -100,8 +119,11 @@ def test_detector_runs_once_per_image_whatever_the_claims(photos):
 
 def test_python_api_takes_paths_and_pil_images(photos):
     pipe = Pipeline.from_preset("tiny")
-    records = pipe.caption([photos[0], str(example_paths()[1])], styles=["alt", "t2i"],
-                           instruction="Mention the colours.")
+    records = pipe.caption(
+        [photos[0], str(example_paths()[1])],
+        styles=["alt", "t2i"],
+        instruction="Mention the colours.",
+    )
     assert [r.status for r in records] == ["ok", "ok"]
     assert records[0].source == "<image 0>"
     assert set(records[0].captions) == {"alt", "t2i", "instruction"}

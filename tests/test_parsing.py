@@ -18,8 +18,10 @@ from factcap.pipeline.parsing import (
 )
 from factcap.schema import CLAIM_KINDS, VERDICTS
 
-GOOD = [{"kind": "object", "text": "There is a dog.", "subject": "dog"},
-        {"kind": "count", "text": "Two cats.", "subject": "cat", "count": 2}]
+GOOD = [
+    {"kind": "object", "text": "There is a dog.", "subject": "dog"},
+    {"kind": "count", "text": "Two cats.", "subject": "cat", "count": 2},
+]
 
 
 @pytest.mark.parametrize(
@@ -48,27 +50,51 @@ def test_truncated_list_keeps_complete_elements():
     assert [c.subject for c in claims] == ["dog"]
 
 
-@pytest.mark.parametrize("answer", ["", "   ", "I cannot help with that.", "[", "{]", "null",
-                                    "42", '"just a string"', "[1, 2, 3]", "[[]]"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "   ",
+        "I cannot help with that.",
+        "[",
+        "{]",
+        "null",
+        "42",
+        '"just a string"',
+        "[1, 2, 3]",
+        "[[]]",
+    ],
+)
 def test_hopeless_answers_raise_parse_error(answer):
     with pytest.raises(ParseError):
         parse_claims(answer)
 
 
 def test_malformed_elements_are_dropped_not_fatal():
-    value = [{"kind": "object"}, {"kind": "weird", "text": "x"}, "text",
-             {"kind": "count", "text": "many birds", "count": "lots"},
-             {"kind": "attribute", "text": "The sky is blue.", "subject": "sky"},
-             {"kind": "attribute", "text": "The sky is blue.", "subject": "sky"}]
+    value = [
+        {"kind": "object"},
+        {"kind": "weird", "text": "x"},
+        "text",
+        {"kind": "count", "text": "many birds", "count": "lots"},
+        {"kind": "attribute", "text": "The sky is blue.", "subject": "sky"},
+        {"kind": "attribute", "text": "The sky is blue.", "subject": "sky"},
+    ]
     claims = to_claims(value)
     assert [(c.kind, c.text) for c in claims] == [("attribute", "The sky is blue.")]
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.sampled_from(["kind", "text", "subject", "count", "question", "claims",
-                                       "type", "x"]), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                ["kind", "text", "subject", "count", "question", "claims", "type", "x"]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=30,
 )
 
@@ -108,16 +134,22 @@ def test_fallback_never_fails(proposals):
 
 def test_noun_phrases_and_counts():
     assert noun_phrases("Two dogs play with a red ball near the old fence.") == [
-        ("dog", 2), ("red ball", None), ("old fence", None)]
+        ("dog", 2),
+        ("red ball", None),
+        ("old fence", None),
+    ]
     subjects = [(c.kind, c.subject, c.count) for c in fallback_claims(["Three birds sit."])]
     assert subjects == [("object", "bird", None), ("count", "bird", 3)]
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("Caption: A dog on grass.", "A dog on grass."),
-    ('"A dog on grass."', "A dog on grass."),
-    ("```\nA dog\non grass.\n```", "A dog on grass."),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("Caption: A dog on grass.", "A dog on grass."),
+        ('"A dog on grass."', "A dog on grass."),
+        ("```\nA dog\non grass.\n```", "A dog on grass."),
+        ("", ""),
+    ],
+)
 def test_clean_caption(answer, expected):
     assert clean_caption(answer) == expected

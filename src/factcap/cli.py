@@ -50,25 +50,40 @@ def _parser() -> argparse.ArgumentParser:
         epilog=CAPTION_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cap.add_argument("inputs", nargs="+", metavar="INPUT",
-                     help="image files, directories (recursive), globs, or .txt/.jsonl manifests")
+    cap.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, directories (recursive), globs, or .txt/.jsonl manifests",
+    )
     cap.add_argument("-o", "--output", required=True, type=Path, help="output JSONL file")
     src = cap.add_mutually_exclusive_group()
     src.add_argument("--preset", help="tiny (default), small, vfc or api")
     src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
-    cap.add_argument("--style", action="append", choices=STYLES, dest="styles",
-                     help="caption style; repeat for several (default: detailed)")
+    cap.add_argument(
+        "--style",
+        action="append",
+        choices=STYLES,
+        dest="styles",
+        help="caption style; repeat for several (default: detailed)",
+    )
     cap.add_argument("--instruction", help="a free instruction for one more caption")
     cap.add_argument("--batch-size", type=int, help="images per batch")
     cap.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto")
-    cap.add_argument("--no-verify", action="store_true",
-                     help="skip fact-checking (compose from the proposals alone)")
+    cap.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip fact-checking (compose from the proposals alone)",
+    )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=_cmd_caption)
 
-    models = sub.add_parser("models", help="list, check or build models",
-                            epilog=MODELS_EXAMPLES,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = sub.add_parser(
+        "models",
+        help="list, check or build models",
+        epilog=MODELS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     lst = msub.add_parser("list", help="backend families, presets and the spec syntax")
     lst.set_defaults(handler=_cmd_models_list)
@@ -79,8 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     chk.set_defaults(handler=_cmd_models_check)
     tiny = msub.add_parser("make-tiny", help="build tiny random-weight checkpoints offline")
     tiny.add_argument("--out", type=Path, required=True, help="directory to write them to")
-    tiny.add_argument("--family", action="append", dest="families",
-                      help="only this family (repeatable); default: all")
+    tiny.add_argument(
+        "--family",
+        action="append",
+        dest="families",
+        help="only this family (repeatable); default: all",
+    )
     tiny.set_defaults(handler=_cmd_make_tiny)
     return parser
 
@@ -130,8 +149,9 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    bar = tqdm(total=len(items), unit="img", disable=args.quiet, desc="captioning",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items), unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True
+    )
     with args.output.open("w", encoding="utf-8") as out:
         for record in pipeline.run(items):
             out.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
@@ -191,8 +211,10 @@ def _cmd_models_check(args: argparse.Namespace) -> int:
         ok, where = availability(spec)
         missing += not ok
         print(f"{'ok     ' if ok else 'MISSING'} {role:<10} {spec:<45} {where}")
-    print(f"preset {config.preset or '(config)'}: "
-          + ("all weights available" if not missing else f"{missing} model(s) missing"))
+    print(
+        f"preset {config.preset or '(config)'}: "
+        + ("all weights available" if not missing else f"{missing} model(s) missing")
+    )
     return 0 if not missing else 1
 
 
@@ -205,8 +227,10 @@ def _cmd_make_tiny(args: argparse.Namespace) -> int:
     for family, path in built.items():
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         print(f"{family:<16} {size / 1e6:6.2f} MB  {path}")
-    print(f"built {len(built)} tiny checkpoints in {time.perf_counter() - start:.1f} s",
-          file=sys.stderr)
+    print(
+        f"built {len(built)} tiny checkpoints in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -104,8 +104,13 @@ class Config(_Strict):
 
     def roles(self) -> dict[str, RoleConfig]:
         """The configured single-model roles, by name (captioners are listed separately)."""
-        named = {"llm": self.llm, "detector": self.detector, "vqa": self.vqa, "ocr": self.ocr,
-                 "embedder": self.embedder}
+        named = {
+            "llm": self.llm,
+            "detector": self.detector,
+            "vqa": self.vqa,
+            "ocr": self.ocr,
+            "embedder": self.embedder,
+        }
         return {k: v for k, v in named.items() if v is not None}
 
 

@@ -86,8 +86,9 @@ def expand(inputs: Iterable[str | Path | Any]) -> Iterator[InputItem]:
     nothing (a typo should stop the job, not produce an empty output)."""
     for index, entry in enumerate(inputs):
         if hasattr(entry, "getpixel"):  # a PIL image
-            yield InputItem(source=f"<image {index}>", id=stable_id("", entry.tobytes()),
-                            image=entry)
+            yield InputItem(
+                source=f"<image {index}>", id=stable_id("", entry.tobytes()), image=entry
+            )
             continue
         text = str(entry)
         path = Path(text)

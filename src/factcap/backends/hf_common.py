@@ -87,8 +87,9 @@ class HFModel:
     model_class: str = "AutoModel"
     processor_class: str = "AutoProcessor"
 
-    def __init__(self, location: str, device: str | None = None, dtype: str | None = None,
-                 **options: Any):
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
+    ):
         import transformers
 
         self.name = f"hf:{location}"

@@ -68,7 +68,9 @@ class VQA(Protocol):
     """Answers yes/no questions: returns P("yes") for each (image, question) pair.
 
     The probability comes from the model's logits (or a server's logprobs), renormalised over
-    the "yes" and "no" answer tokens, never from matching generated strings.
+    the "yes" and "no" answer tokens. The one exception is an ``openai:`` server that returns
+    no logprobs: its answer text gives 1.0 / 0.0 (documented in ``OpenAIJudge``; switch it off
+    with ``require_logprobs=True``). NaN means the backend could not answer.
     """
 
     name: str

@@ -41,8 +41,9 @@ def style_text(style: str, instruction: str | None, prompts: Mapping[str, str] |
 
 
 def refuted_subjects(claims: Sequence[Claim]) -> list[str]:
-    return sorted({c.subject for c in claims
-                   if c.kind == "object" and c.verdict == "refuted" and c.subject})
+    return sorted(
+        {c.subject for c in claims if c.kind == "object" and c.verdict == "refuted" and c.subject}
+    )
 
 
 def drop_refuted(text: str, subjects: Sequence[str]) -> str:
@@ -67,8 +68,11 @@ def fallback_caption(work: Work, style: str) -> str:
                 seen.add(key)
                 sentences.append(sentence)
     if not sentences:
-        kept = [c.subject for c in work.record.claims
-                if c.kind == "object" and c.verdict != "refuted" and c.subject]
+        kept = [
+            c.subject
+            for c in work.record.claims
+            if c.kind == "object" and c.verdict != "refuted" and c.subject
+        ]
         sentences = [f"An image showing {', '.join(kept)}."] if kept else []
     if not sentences:
         return ""
@@ -98,17 +102,23 @@ def compose(
             return
         style_prompt = style_text(style, instruction, prompts)
         conversations = [
-            [{"role": "user", "content": template.format(
-                proposals=proposals_block(w),
-                verdicts=verdicts_block(w.record.claims),
-                style=style_prompt,
-            )}]
+            [
+                {
+                    "role": "user",
+                    "content": template.format(
+                        proposals=proposals_block(w),
+                        verdicts=verdicts_block(w.record.claims),
+                        style=style_prompt,
+                    ),
+                }
+            ]
             for w in items
         ]
         with timed(items, f"compose:{style}"):
             try:
-                answers = llm.chat(conversations, max_new_tokens=max_new_tokens,
-                                   temperature=temperature)
+                answers = llm.chat(
+                    conversations, max_new_tokens=max_new_tokens, temperature=temperature
+                )
             except Exception as err:
                 fail_all(items, err, f"LLM {llm.name} failed while composing ({style})")
                 return
@@ -120,6 +130,8 @@ def _final_text(work: Work, style: str, answer: str) -> str:
     text = drop_refuted(clean_caption(answer), refuted_subjects(work.record.claims))
     if len(text) >= 3 and any(ch.isalpha() for ch in text):
         return text
-    work.record.notes.append(f"captions.{style}: the LLM answer was empty or unusable; "
-                             "used the fallback caption built from the proposals")
+    work.record.notes.append(
+        f"captions.{style}: the LLM answer was empty or unusable; "
+        "used the fallback caption built from the proposals"
+    )
     return fallback_caption(work, style)

@@ -114,12 +114,25 @@ def extract_json(answer: str) -> Any:
 
 
 _KIND_ALIASES = {
-    "object": "object", "objects": "object", "entity": "object", "existence": "object",
-    "attribute": "attribute", "attributes": "attribute", "color": "attribute",
-    "colour": "attribute", "action": "attribute", "relation": "attribute",
-    "position": "attribute", "spatial": "attribute",
-    "count": "count", "counting": "count", "number": "count", "quantity": "count",
-    "text": "text", "ocr": "text", "words": "text",
+    "object": "object",
+    "objects": "object",
+    "entity": "object",
+    "existence": "object",
+    "attribute": "attribute",
+    "attributes": "attribute",
+    "color": "attribute",
+    "colour": "attribute",
+    "action": "attribute",
+    "relation": "attribute",
+    "position": "attribute",
+    "spatial": "attribute",
+    "count": "count",
+    "counting": "count",
+    "number": "count",
+    "quantity": "count",
+    "text": "text",
+    "ocr": "text",
+    "words": "text",
 }
 
 
@@ -195,34 +208,175 @@ def parse_claims(answer: str, max_claims: int = 32) -> list[Claim]:
 # --- fallback: noun phrases straight from the proposals ------------------------------------
 
 NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "a pair of": 2, "several": None, "single": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "a pair of": 2,
+    "several": None,
+    "single": 1,
 }
-_DETERMINERS = {"a", "an", "the", "this", "that", "these", "those", "some", "its", "his",
-                "her", "their", "my", "our", "another", "each", "every"} | {
-    w for w in NUMBER_WORDS if " " not in w}
+_DETERMINERS = {
+    "a",
+    "an",
+    "the",
+    "this",
+    "that",
+    "these",
+    "those",
+    "some",
+    "its",
+    "his",
+    "her",
+    "their",
+    "my",
+    "our",
+    "another",
+    "each",
+    "every",
+} | {w for w in NUMBER_WORDS if " " not in w}
 _STOP = {
-    "is", "are", "was", "were", "be", "being", "been", "and", "or", "but", "with", "on", "in",
-    "at", "of", "to", "from", "by", "for", "near", "next", "under", "over", "above", "below",
-    "behind", "beside", "while", "that", "which", "who", "as", "it", "there", "has", "have",
-    "into", "onto", "front", "top", "side", "holding", "wearing", "sitting", "standing",
-    "playing", "riding", "walking", "looking", "shows", "showing", "image", "photo", "picture",
-    "view", "close", "up", "background", "foreground", "a", "an", "the", "its", "their",
-    "his", "her", "this", "these", "those", "some", "very",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "being",
+    "been",
+    "and",
+    "or",
+    "but",
+    "with",
+    "on",
+    "in",
+    "at",
+    "of",
+    "to",
+    "from",
+    "by",
+    "for",
+    "near",
+    "next",
+    "under",
+    "over",
+    "above",
+    "below",
+    "behind",
+    "beside",
+    "while",
+    "that",
+    "which",
+    "who",
+    "as",
+    "it",
+    "there",
+    "has",
+    "have",
+    "into",
+    "onto",
+    "front",
+    "top",
+    "side",
+    "holding",
+    "wearing",
+    "sitting",
+    "standing",
+    "playing",
+    "riding",
+    "walking",
+    "looking",
+    "shows",
+    "showing",
+    "image",
+    "photo",
+    "picture",
+    "view",
+    "close",
+    "up",
+    "background",
+    "foreground",
+    "a",
+    "an",
+    "the",
+    "its",
+    "their",
+    "his",
+    "her",
+    "this",
+    "these",
+    "those",
+    "some",
+    "very",
 } | set(NUMBER_WORDS)
 _VERBS = {
-    "sit", "sits", "stand", "stands", "play", "plays", "lie", "lies", "run", "runs", "walk",
-    "walks", "look", "looks", "eat", "eats", "hold", "holds", "wear", "wears", "ride", "rides",
-    "fly", "flies", "sleep", "sleeps", "rest", "rests", "wait", "waits", "stare", "stares",
-    "can", "could", "will", "would", "appears", "seems", "drive", "drives", "grow", "grows",
-    "hang", "hangs", "say", "says", "read", "reads", "lean", "leans", "swim", "swims",
+    "sit",
+    "sits",
+    "stand",
+    "stands",
+    "play",
+    "plays",
+    "lie",
+    "lies",
+    "run",
+    "runs",
+    "walk",
+    "walks",
+    "look",
+    "looks",
+    "eat",
+    "eats",
+    "hold",
+    "holds",
+    "wear",
+    "wears",
+    "ride",
+    "rides",
+    "fly",
+    "flies",
+    "sleep",
+    "sleeps",
+    "rest",
+    "rests",
+    "wait",
+    "waits",
+    "stare",
+    "stares",
+    "can",
+    "could",
+    "will",
+    "would",
+    "appears",
+    "seems",
+    "drive",
+    "drives",
+    "grow",
+    "grows",
+    "hang",
+    "hangs",
+    "say",
+    "says",
+    "read",
+    "reads",
+    "lean",
+    "leans",
+    "swim",
+    "swims",
 }
 _WORD = re.compile(r"[a-z][a-z\-']*")
 
 
 def _ends_phrase(word: str) -> bool:
-    return word in _STOP or word in _VERBS or word.endswith("ing") or (
-        len(word) > 4 and word.endswith("ed")
+    return (
+        word in _STOP
+        or word in _VERBS
+        or word.endswith("ing")
+        or (len(word) > 4 and word.endswith("ed"))
     )
 
 
@@ -266,8 +420,11 @@ def noun_phrases(text: str) -> list[tuple[str, int | None]]:
 
 def content_words(text: str) -> list[str]:
     """Words of three or more letters that are neither function words nor common verbs."""
-    return [w for w in _WORD.findall(text.lower())
-            if len(w) >= 3 and not _ends_phrase(w) and w not in _DETERMINERS]
+    return [
+        w
+        for w in _WORD.findall(text.lower())
+        if len(w) >= 3 and not _ends_phrase(w) and w not in _DETERMINERS
+    ]
 
 
 def fallback_claims(proposals: Sequence[str], max_claims: int = 32) -> list[Claim]:

@@ -22,8 +22,16 @@ from pathlib import Path
 
 from factcap.errors import ConfigError
 
-NAMES = ("claims", "repair", "compose", "style_detailed", "style_short", "style_t2i",
-         "style_alt", "style_instruction")
+NAMES = (
+    "claims",
+    "repair",
+    "compose",
+    "style_detailed",
+    "style_short",
+    "style_t2i",
+    "style_alt",
+    "style_instruction",
+)
 _TAGS = re.compile(r"</?\s*data\s*>", re.I)
 
 

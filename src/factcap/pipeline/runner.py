@@ -104,8 +104,10 @@ class Pipeline:
 
     def model_names(self) -> dict[str, Any]:
         cfg = self.config
-        names: dict[str, Any] = {"captioners": [rc.model for rc in cfg.captioners],
-                                 "llm": cfg.llm.model}
+        names: dict[str, Any] = {
+            "captioners": [rc.model for rc in cfg.captioners],
+            "llm": cfg.llm.model,
+        }
         for name in ("detector", "vqa", "ocr"):
             rc = getattr(cfg, name)
             if rc is not None:
@@ -152,12 +154,15 @@ class Pipeline:
         from factcap.images import DecodeLimits, decode
 
         cfg = self.config
-        limits = DecodeLimits(max_pixels=cfg.limits.max_pixels,
-                              max_file_bytes=int(cfg.limits.max_file_mb * 1024 * 1024))
+        limits = DecodeLimits(
+            max_pixels=cfg.limits.max_pixels,
+            max_file_bytes=int(cfg.limits.max_file_mb * 1024 * 1024),
+        )
         work: list[Work] = []
         for item in items:
-            record = Record(id=item.id, source=item.source, models=self.model_names(),
-                            extra=dict(item.extra))
+            record = Record(
+                id=item.id, source=item.source, models=self.model_names(), extra=dict(item.extra)
+            )
             start = time.perf_counter()
             try:
                 decoded = decode(item.image if item.image is not None else item.source, limits)
@@ -177,14 +182,25 @@ class Pipeline:
         cfg, models = self.config, self.models
         llm, _ = models.llm
         propose(work, models.captioners, models.ocr)
-        extract_claims(work, llm, max_new_tokens=cfg.llm.max_new_tokens,
-                       temperature=cfg.llm.temperature, max_claims=cfg.verify.max_claims,
-                       prompts=cfg.prompts)
+        extract_claims(
+            work,
+            llm,
+            max_new_tokens=cfg.llm.max_new_tokens,
+            temperature=cfg.llm.temperature,
+            max_claims=cfg.verify.max_claims,
+            prompts=cfg.prompts,
+        )
         if cfg.verify.enabled:
             check_claims(work, models.detector, models.vqa, cfg.verify)
         else:
             for w in work:
                 w.record.notes.append("verification switched off: claims were not checked")
-        compose(work, llm, styles, instruction=instruction,
-                max_new_tokens=cfg.llm.max_new_tokens, temperature=cfg.llm.temperature,
-                prompts=cfg.prompts)
+        compose(
+            work,
+            llm,
+            styles,
+            instruction=instruction,
+            max_new_tokens=cfg.llm.max_new_tokens,
+            temperature=cfg.llm.temperature,
+            prompts=cfg.prompts,
+        )

@@ -55,20 +55,26 @@ def extract_claims(
         return
     template = load_prompt("claims", prompts)
     conversations = [
-        [{"role": "user", "content": template.format(proposals=proposals_block(w))}]
-        for w in items
+        [{"role": "user", "content": template.format(proposals=proposals_block(w))}] for w in items
     ]
     with timed(items, "claims"):
         try:
-            answers = llm.chat(conversations, max_new_tokens=max_new_tokens,
-                               temperature=temperature)
+            answers = llm.chat(
+                conversations, max_new_tokens=max_new_tokens, temperature=temperature
+            )
             parsed = [_try_parse(a, max_claims) for a in answers]
             retry = [i for i, claims in enumerate(parsed) if claims is None]
             if retry:
                 repair = load_prompt("repair", prompts)
                 again = llm.chat(
-                    [conversations[i] + [{"role": "assistant", "content": answers[i]},
-                                         {"role": "user", "content": repair}] for i in retry],
+                    [
+                        conversations[i]
+                        + [
+                            {"role": "assistant", "content": answers[i]},
+                            {"role": "user", "content": repair},
+                        ]
+                        for i in retry
+                    ],
                     max_new_tokens=max_new_tokens,
                     temperature=temperature,
                 )
@@ -102,8 +108,14 @@ def _ocr_claims(work: Work, known: set[str]) -> list[Claim]:
     for span in work.ocr_spans or []:
         text = f'The text "{span.text.strip()}" is visible.'
         if text.lower() not in known:
-            claims.append(Claim(kind="text", text=text, subject=span.text.strip(),
-                                question=f'Does the image show the text "{span.text.strip()}"?'))
+            claims.append(
+                Claim(
+                    kind="text",
+                    text=text,
+                    subject=span.text.strip(),
+                    question=f'Does the image show the text "{span.text.strip()}"?',
+                )
+            )
     return claims
 
 
@@ -124,8 +136,11 @@ def _text_similarity(claim: Claim, spans: Sequence[Any]) -> tuple[float, str]:
     best, best_text = 0.0, ""
     for span in spans:
         read = " ".join(span.text.lower().split())
-        ratio = 1.0 if target and target in read else difflib.SequenceMatcher(
-            None, target, read).ratio()
+        ratio = (
+            1.0
+            if target and target in read
+            else difflib.SequenceMatcher(None, target, read).ratio()
+        )
         if ratio > best:
             best, best_text = ratio, span.text
     return best, best_text
@@ -145,8 +160,13 @@ def check_claims(
     if detector is not None:
         model, size = detector
         queries = [
-            list(dict.fromkeys(c.subject for c in w.record.claims
-                               if c.kind in ("object", "count") and c.subject))
+            list(
+                dict.fromkeys(
+                    c.subject
+                    for c in w.record.claims
+                    if c.kind in ("object", "count") and c.subject
+                )
+            )
             for w in items
         ]
         with timed(items, "detect"):
@@ -172,8 +192,10 @@ def check_claims(
         with timed(items, "vqa"):
             try:
                 probs = call_batched(
-                    model.yes_probability, size,
-                    [items[i].image for i, _ in pending], [_question(c) for _, c in pending],
+                    model.yes_probability,
+                    size,
+                    [items[i].image for i, _ in pending],
+                    [_question(c) for _, c in pending],
                 )
             except Exception as err:
                 fail_all(items, err, f"VQA {model.name} failed")
