@@ -25,12 +25,21 @@ def test_help_is_fast_and_imports_no_torch():
     assert float(out[-3]) < 1.0
 
 
-@pytest.mark.parametrize("cmd", [["caption", "--help"], ["models", "--help"]])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["caption", "--help"],
+        ["models", "--help"],
+        ["models", "list", "--help"],
+        ["models", "check", "--help"],
+        ["models", "make-tiny", "--help"],
+    ],
+)
 def test_subcommand_help_has_examples(cmd, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(cmd)
     assert exit_.value.code == 0
-    assert "examples:" in capsys.readouterr().out
+    assert "example" in capsys.readouterr().out
 
 
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
@@ -44,26 +53,28 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert "batch_sise" in capsys.readouterr().err
 
 
-def test_missing_model_is_one_line_not_a_traceback(tmp_path, capsys):
+def test_missing_model_is_one_line_and_leaves_the_output_alone(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"preset: tiny\ncaptioners: [{{model: 'hf:{tmp_path}/no-such-model'}}]\n")
     photo = ROOT / "src/factcap/examples/chelsea.jpg"
-    assert (
-        main(
-            [
-                "caption",
-                str(photo),
-                "-o",
-                str(tmp_path / "o.jsonl"),
-                "--config",
-                str(cfg),
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"earlier": "results"}\n')
+    args = ["caption", str(photo), "-o", str(out), "--config", str(cfg), "--quiet"]
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "no-such-model" in err and "hf:/path/to" in err and "Traceback" not in err
+    assert out.read_text() == '{"earlier": "results"}\n'
+
+
+@pytest.mark.slow
+def test_options_that_do_not_fit_the_model_are_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("preset: tiny\ndetector: {options: {not_an_option: 1}}\n")
+    photo = ROOT / "src/factcap/examples/chelsea.jpg"
+    args = ["caption", str(photo), "-o", str(tmp_path / "o.jsonl"), "--config", str(cfg)]
+    assert main(args + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "detector tiny:grounding_dino" in err and "not_an_option" in err
 
 
 def test_models_list_shows_specs_families_and_presets(capsys):
@@ -73,12 +84,18 @@ def test_models_list_shows_specs_families_and_presets(capsys):
         assert text in out
 
 
-def test_models_check_reports_missing_weights(capsys):
+def test_models_check_reports_missing_weights(tmp_path, capsys):
     assert main(["models", "check", "--preset", "tiny"]) == 0
     assert main(["models", "check", "--preset", "vfc"]) == 1
     out = capsys.readouterr().out
     assert "MISSING captioner  hf:llava-hf/llava-1.5-7b-hf" in out
     assert "model(s) missing" in out
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("preset: tiny\nllm: {model: 'hf:/models/not-here'}\nvqa: {model: tiny:nope}\n")
+    assert main(["models", "check", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING llm" in out and "not a local directory" in out
+    assert "MISSING vqa" in out and "unknown tiny family" in out
 
 
 @pytest.mark.slow

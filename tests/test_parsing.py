@@ -36,6 +36,9 @@ GOOD = [
         ' {"kind": "count", "text": "Two cats.", "subject": "cat", "count": "two"},]',
         json.dumps({"claims": GOOD}),
         "```\n" + json.dumps(GOOD, indent=2) + "\n```\n\nNote: the second claim is a guess.",
+        "Here are [2] claims: " + json.dumps(GOOD),  # a bracket in the prose first
+        "Claims (see {below}): " + json.dumps(GOOD) + " {done}",
+        json.dumps({"claims": GOOD + [{"kind": "object"}]})[:-5],  # truncated inside an object
     ],
 )
 def test_recovers_claims_from_messy_answers(answer):
@@ -68,6 +71,11 @@ def test_truncated_list_keeps_complete_elements():
 def test_hopeless_answers_raise_parse_error(answer):
     with pytest.raises(ParseError):
         parse_claims(answer)
+
+
+def test_claim_without_subject_gets_its_head_noun():
+    [claim] = parse_claims('[{"kind": "object", "text": "There is a brown dog."}]')
+    assert claim.subject == "brown dog"
 
 
 def test_malformed_elements_are_dropped_not_fatal():

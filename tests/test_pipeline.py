@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
 
 from factcap.config import load_config
 from factcap.pipeline import Pipeline
@@ -225,3 +228,157 @@ def test_record_serialises_to_the_contract(photos):
     assert data["claims"][0].keys() >= {"kind", "text", "verdict", "score", "evidence"}
     assert all(v >= 0 for v in data["timings_ms"].values())
     assert data["image_size"] == list(photos[0].size)
+
+
+def test_refuted_counts_and_attributes_are_cut_from_captions(photos):
+    claims = json.dumps(
+        [
+            {"kind": "object", "text": "There is a cat.", "subject": "cat"},
+            {
+                "kind": "count",
+                "text": "There are two cats.",
+                "subject": "cat",
+                "count": 2,
+                "question": "Are there two cats?",
+            },
+            {
+                "kind": "attribute",
+                "text": "The cat is pink.",
+                "subject": "cat",
+                "question": "Is the cat pink?",
+            },
+        ]
+    )
+    caption = "Two cats sit on a sofa. The pink cat sleeps. A cat looks at the window."
+    llm = ScriptedLLM(claims, caption)
+    pipe = make(llm, ScriptedDetector(["cat"]), ScriptedVQA(lambda q: 0.1))
+    [record] = pipe.caption(photos[:1])
+    assert record.captions["detailed"] == "A cat looks at the window."
+    assert any("cut what the LLM wrote about refuted claims" in n for n in record.notes)
+
+
+def test_t2i_prompts_lose_only_the_refuted_phrases(photos):
+    llm = ScriptedLLM(CLAIMS, "grey cat, pink unicorn, red sofa, soft light")
+    pipe = make(llm, ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules))
+    [record] = pipe.caption(photos[:1], styles=["t2i"])
+    assert record.captions["t2i"] == "grey cat, red sofa, soft light"
+
+
+def test_a_caption_left_empty_by_cuts_falls_back_and_says_why(photos):
+    llm = ScriptedLLM(CLAIMS, "A unicorn.")
+    pipe = make(llm, ScriptedDetector(["cat", "grey cat", "sofa"]), ScriptedVQA(vqa_rules))
+    [record] = pipe.caption(photos[:1])
+    assert record.captions["detailed"] == "A grey cat on a sofa."
+    assert any("left empty by those cuts" in n for n in record.notes)
+
+
+class FailingRepairLLM(ScriptedLLM):
+    """Answers the first claims call; raises on the repair call."""
+
+    def chat(self, conversations, max_new_tokens=256, temperature=0.0):
+        if any(len(c) > 1 for c in conversations):
+            raise ConnectionError("server went away")
+        return super().chat(conversations, max_new_tokens, temperature)
+
+
+def test_a_failed_repair_retry_keeps_the_claims_that_parsed(photos):
+    answers = iter([CLAIMS, "garbage"])
+    llm = FailingRepairLLM(lambda prompt: next(answers), "A cat.")
+    pipe = make(llm, ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules))
+    good, bad = pipe.caption(photos[:2])
+    assert good.status == bad.status == "ok"
+    assert len(good.claims) == 5
+    assert any("repair retry failed (ConnectionError)" in n for n in bad.notes)
+    assert any("noun phrases" in n for n in bad.notes)
+
+
+def test_unanswerable_vqa_leaves_claims_uncertain_and_json_strict(photos):
+    pipe = make(ScriptedLLM(CLAIMS), ScriptedDetector(["cat"]), ScriptedVQA(lambda q: float("nan")))
+    [record] = pipe.caption(photos[:1])
+    grey = by_text(record)["The cat is grey."]
+    assert grey.verdict == "uncertain" and grey.score is None
+    assert grey.evidence["vqa_p_yes"] is None
+    json.dumps(record.to_dict(), allow_nan=False)  # raises on NaN
+
+
+def test_text_claims_need_the_quoted_text_not_a_substring(photos):
+    claims = json.dumps(
+        [
+            {"kind": "text", "text": 'The sign reads "SALE".', "subject": "sign"},
+            {"kind": "text", "text": 'The shop is called "Design".', "subject": "shop"},
+        ]
+    )
+    pipe = make(
+        ScriptedLLM(claims),
+        ScriptedDetector([]),
+        ScriptedVQA(lambda q: 0.1),
+        ocr=ScriptedOCR(["Design studio"]),
+    )
+    [record] = pipe.caption(photos[:1])
+    verdicts = {c.text: c.verdict for c in record.claims}
+    assert verdicts['The sign reads "SALE".'] == "refuted"  # VQA decides, not "de-SIGN"
+    assert verdicts['The shop is called "Design".'] == "supported"
+    ocr_claim = next(c for c in record.claims if c.subject == "Design studio")
+    assert ocr_claim.verdict == "supported" and ocr_claim.score == pytest.approx(0.99)
+
+
+def test_ocr_claims_respect_max_claims(photos):
+    pipe = make(
+        ScriptedLLM(CLAIMS),
+        ScriptedDetector(["cat"]),
+        ScriptedVQA(vqa_rules),
+        ocr=ScriptedOCR([f"word{i}" for i in range(50)]),
+        verify={"max_claims": 8},
+    )
+    [record] = pipe.caption(photos[:1])
+    assert len(record.claims) == 8
+
+
+def test_decode_notes_reach_the_record(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    pipe = make(ScriptedLLM(CLAIMS), ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules))
+    [record] = pipe.caption(gif)
+    assert "decoded the first of 3 frames" in record.notes
+
+
+garbage = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        json.dumps,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=15),
+            lambda c: (
+                st.lists(c, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(["kind", "text", "subject", "count", "question", "claims"]),
+                    c,
+                    max_size=5,
+                )
+            ),
+            max_leaves=20,
+        ),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    claims_answer=garbage,
+    caption_answer=st.text(max_size=200),
+    p=st.floats(min_value=0, max_value=1) | st.just(float("nan")),
+)
+def test_no_llm_answer_can_crash_the_job(claims_answer, caption_answer, p):
+    image = Image.new("RGB", (32, 24), "white")
+    pipe = make(
+        ScriptedLLM(claims_answer, caption_answer),
+        ScriptedDetector(["cat"]),
+        ScriptedVQA(lambda q: p),
+        ocr=ScriptedOCR(["HELLO"]),
+    )
+    [record] = pipe.caption(image, styles=["detailed", "t2i"])
+    assert record.status == "ok"
+    assert set(record.captions) == {"detailed", "t2i"}
+    assert all(c.verdict in ("supported", "refuted", "uncertain") for c in record.claims)
+    json.dumps(record.to_dict(), allow_nan=False)

@@ -85,14 +85,35 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    lst = msub.add_parser("list", help="backend families, presets and the spec syntax")
+    lst = msub.add_parser(
+        "list",
+        help="backend families, presets and the spec syntax",
+        epilog="example:\n  factcap models list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     lst.set_defaults(handler=_cmd_models_list)
-    chk = msub.add_parser("check", help="which of a preset's weights are available offline")
+    chk = msub.add_parser(
+        "check",
+        help="which of a preset's weights are available offline",
+        description="Say, for each model of a preset or config, whether its weights are on "
+        "disk (exit 0 when all are, 1 otherwise). Loads no weights.",
+        epilog="examples:\n  factcap models check --preset vfc\n"
+        "  factcap models check --config my.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     chk_src = chk.add_mutually_exclusive_group()
     chk_src.add_argument("--preset", default=None)
     chk_src.add_argument("--config", type=Path)
     chk.set_defaults(handler=_cmd_models_check)
-    tiny = msub.add_parser("make-tiny", help="build tiny random-weight checkpoints offline")
+    tiny = msub.add_parser(
+        "make-tiny",
+        help="build tiny random-weight checkpoints offline",
+        description="Build tiny random-weight checkpoints (real architectures, processors and "
+        "tokenizers) that load with from_pretrained like hub models. Deterministic, offline.",
+        epilog="examples:\n  factcap models make-tiny --out ./tiny-models\n"
+        "  factcap models make-tiny --out ./tiny-models --family blip --family owlv2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     tiny.add_argument("--out", type=Path, required=True, help="directory to write them to")
     tiny.add_argument(
         "--family",
@@ -129,7 +150,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         overrides["styles"] = args.styles
     if args.instruction:
         overrides["instruction"] = args.instruction
-    if args.batch_size:
+    if args.batch_size is not None:
         if args.batch_size < 1:
             raise _usage("--batch-size must be at least 1")
         overrides["batch_size"] = args.batch_size
@@ -141,7 +162,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     items = list(expand(args.inputs))
     if not items:
         raise _usage("the inputs hold no image files")
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config).load()  # model errors surface before the output is touched
     args.output.parent.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
@@ -154,7 +175,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     )
     with args.output.open("w", encoding="utf-8") as out:
         for record in pipeline.run(items):
-            out.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            out.write(_json_line(record))
             out.flush()
             statuses[record.status] += 1
             if record.error:
@@ -172,6 +193,16 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _json_line(record: Any) -> str:
+    """One strict-JSON line (no NaN / Infinity, which many JSON readers reject)."""
+    try:
+        return json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as err:
+        record.fail("SerializationError", f"the record held a non-finite number: {err}")
+        record.claims = []
+        return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
 """Validated configuration: presets (YAML files shipped with factcap) plus user overrides.
 
 A config file is YAML. It may name a ``preset:`` to start from; every key it sets then
-overrides the preset's (nested mappings merge, lists replace). Unknown keys are errors, so a
-typo never passes silently.
+overrides the preset's: nested mappings merge, lists replace, and a role that names a
+different ``model`` replaces the preset's role whole (its options belonged to the old model).
+Unknown keys are errors, so a typo never passes silently. Prompt files are resolved relative
+to the config file.
 
 >>> cfg = load_config(preset="tiny", overrides={"batch_size": 2})
 >>> cfg.batch_size, cfg.captioners[0].model
@@ -13,14 +15,24 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from factcap.errors import ConfigError
 
 STYLES = ("detailed", "short", "t2i", "alt")
+DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
+ROLE_KEYS = ("llm", "detector", "vqa", "ocr", "embedder")
 
 
 class _Strict(BaseModel):
@@ -32,8 +44,8 @@ class RoleConfig(_Strict):
     ``options`` go to the backend's constructor (e.g. ``max_new_tokens``, ``box_threshold``)."""
 
     model: str
-    device: str | None = None
-    dtype: str | None = None
+    device: str | None = Field(default=None, pattern=DEVICE_PATTERN)
+    dtype: Literal[DTYPES] | None = None  # type: ignore[valid-type]
     batch_size: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -53,6 +65,15 @@ class VerifyConfig(_Strict):
     refuted_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     text_match_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     max_claims: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VerifyConfig:
+        if self.refuted_threshold >= self.supported_threshold:
+            raise ValueError(
+                f"refuted_threshold ({self.refuted_threshold}) must be below "
+                f"supported_threshold ({self.supported_threshold})"
+            )
+        return self
 
 
 class LimitsConfig(_Strict):
@@ -84,10 +105,10 @@ class Config(_Strict):
     vqa: RoleConfig | None = None
     ocr: RoleConfig | None = None
     embedder: RoleConfig | None = None
-    device: str = "auto"
-    dtype: str = "auto"
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN)
+    dtype: Literal[DTYPES] = "auto"  # type: ignore[valid-type]
     batch_size: int = Field(default=4, ge=1)
-    styles: list[str] = Field(default_factory=lambda: ["detailed"])
+    styles: list[str] = Field(default_factory=lambda: ["detailed"], min_length=1)
     instruction: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
@@ -101,6 +122,19 @@ class Config(_Strict):
         if unknown:
             raise ValueError(f"unknown style(s) {unknown}; choose from {list(STYLES)}")
         return list(dict.fromkeys(styles))
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, prompts: dict[str, str]) -> dict[str, str]:
+        from factcap.pipeline.prompts import NAMES
+
+        unknown = sorted(set(prompts) - set(NAMES))
+        if unknown:
+            raise ValueError(f"unknown prompt name(s) {unknown}; known: {list(NAMES)}")
+        for name, path in prompts.items():
+            if not Path(path).is_file():
+                raise ValueError(f"prompt file for {name!r} not found: {path}")
+        return prompts
 
     def roles(self) -> dict[str, RoleConfig]:
         """The configured single-model roles, by name (captioners are listed separately)."""
@@ -133,8 +167,15 @@ def preset_dict(name: str) -> dict[str, Any]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        old = out.get(key)
+        replaces_model = (
+            key in ROLE_KEYS
+            and isinstance(value, dict)
+            and isinstance(old, dict)
+            and value.get("model", old.get("model")) != old.get("model")
+        )
+        if isinstance(value, dict) and isinstance(old, dict) and not replaces_model:
+            out[key] = _merge(old, value)
         else:
             out[key] = value
     return out
@@ -158,14 +199,19 @@ def load_config(
     path: str | Path | None = None,
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
+    default_preset: str | None = "tiny",
 ) -> Config:
     """Build a :class:`Config` from a preset, a YAML file and overrides, in that order.
 
-    With neither ``path`` nor ``preset``, the ``tiny`` preset is used. A ``preset:`` key in the
-    file is the base when no ``preset`` argument is given.
+    The base is ``preset``, else the ``preset:`` key of the file or of ``overrides``, else
+    (with no file) ``default_preset``. Relative prompt paths in a file are taken relative to the file.
     """
     data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
-    base_name = preset or data.get("preset") or ("tiny" if not path else None)
+    if path and isinstance(data.get("prompts"), dict):
+        here = Path(path).resolve().parent
+        data["prompts"] = {k: str(here / v) for k, v in data["prompts"].items()}
+    named = preset or data.get("preset") or (overrides or {}).get("preset")
+    base_name = named or (default_preset if not path else None)
     base = preset_dict(base_name) if base_name else {}
     merged = _merge(_merge(base, data), overrides or {})
     if base_name:

@@ -1,7 +1,7 @@
 """Turn what the user names (files, directories, globs, manifests, PIL images) into items.
 
-Items are yielded lazily, in a stable order (directories sorted), so a large directory or
-manifest is never loaded whole.
+Items are yielded lazily, in a stable order (directories sorted); the library streams them,
+the command line collects them first to show a progress total.
 
 >>> items = list(expand([Path(__file__)]))
 >>> items[0].source.endswith("inputs.py")
@@ -76,35 +76,62 @@ def _from_manifest(manifest: Path) -> Iterator[InputItem]:
                 item_id = row.pop("id", None)
                 extra = row
             path = Path(line) if Path(line).is_absolute() else base / line
-            source = str(path)
-            yield InputItem(source=source, id=str(item_id or stable_id(source)), extra=extra)
+            item = _file_item(str(path))
+            if item_id is not None:
+                item.id = str(item_id)
+            item.extra = extra
+            yield item
 
 
-def expand(inputs: Iterable[str | Path | Any]) -> Iterator[InputItem]:
-    """Items for each input: a file, a directory (recursive), a glob, a ``.txt``/``.jsonl``
-    manifest of paths, or a PIL image. Raises :class:`ConfigError` for a name that matches
-    nothing (a typo should stop the job, not produce an empty output)."""
+def _image_id(image: Any, index: int) -> str:
+    try:
+        header = f"{image.mode}:{image.size}".encode()
+        return stable_id("", header + image.tobytes())
+    except Exception:  # a lazily opened, broken image: decoding will report it
+        return stable_id(f"<image {index}>")
+
+
+def _named(inputs: Iterable[Any]) -> Iterator[InputItem]:
     for index, entry in enumerate(inputs):
         if hasattr(entry, "getpixel"):  # a PIL image
-            yield InputItem(
-                source=f"<image {index}>", id=stable_id("", entry.tobytes()), image=entry
-            )
+            yield InputItem(source=f"<image {index}>", id=_image_id(entry, index), image=entry)
             continue
         text = str(entry)
         path = Path(text)
         if path.is_dir():
             for file in _walk(path):
-                yield InputItem(source=str(file), id=stable_id(str(file)))
+                yield _file_item(str(file))
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from _from_manifest(path)
         elif path.exists():
-            yield InputItem(source=text, id=stable_id(text))
+            yield _file_item(text)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 raise ConfigError(f"no file matches {text!r}")
             for match in matches:
                 if Path(match).is_file():
-                    yield InputItem(source=match, id=stable_id(match))
+                    yield _file_item(match)
         else:
             raise ConfigError(f"no such file, directory or glob: {text!r}")
+
+
+def _file_item(source: str) -> InputItem:
+    return InputItem(source=source, id=stable_id(os.path.normpath(source)))
+
+
+def expand(inputs: Iterable[Any] | str | Path | Any) -> Iterator[InputItem]:
+    """Items for each input: a file, a directory (recursive), a glob, a ``.txt``/``.jsonl``
+    manifest of paths, or a PIL image (a single one may be given without a list).
+
+    Raises :class:`ConfigError` for a name that matches nothing (a typo should stop the job,
+    not produce an empty output). An input named twice (``photos/`` and ``photos/a.jpg``) is
+    yielded once: items are unique by ``id``.
+    """
+    if isinstance(inputs, (str, Path)) or hasattr(inputs, "getpixel"):
+        inputs = [inputs]
+    seen: set[str] = set()
+    for item in _named(inputs):
+        if item.id not in seen:
+            seen.add(item.id)
+            yield item

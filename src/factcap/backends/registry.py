@@ -171,7 +171,12 @@ def build(role: str, spec: str, **options: Any) -> Any:
     entry = entry_for(role, scheme, family)
     module_name, class_name = entry.target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    backend = cls(location, **options)
+    try:
+        backend = cls(location, **options)
+    except (TypeError, ValueError) as err:
+        # bad options, or a checkpoint that does not fit the role (e.g. a text-only LM as
+        # captioner): a configuration problem, said in one line
+        raise ConfigError(f"{role} {spec}: {err}") from err
     backend.name = spec
     return backend
 
@@ -185,6 +190,8 @@ def availability(spec: str) -> tuple[bool, str]:
     if scheme == "tiny":
         from factcap.backends import tiny
 
+        if rest not in tiny.FAMILIES:
+            return False, f"unknown tiny family; known: {', '.join(sorted(tiny.FAMILIES))}"
         path = tiny.cache_dir() / rest
         built = (path / "config.json").exists()
         return True, f"{'built at' if built else 'will be built offline into'} {path}"
@@ -205,7 +212,10 @@ def availability(spec: str) -> tuple[bool, str]:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False, "pip install 'factcap[hf]' to use hf: models"
-    found = try_to_load_from_cache(rest, "config.json")
+    try:
+        found = try_to_load_from_cache(rest, "config.json")
+    except Exception:  # not a valid hub id either (e.g. a local path that does not exist)
+        return False, f"{rest}: not a local directory, and not a hub id in the local cache"
     if isinstance(found, str):
         return True, f"in the Hugging Face cache ({Path(found).parent})"
     return False, "not on disk: download it (hf download " + rest + ") or use hf:/local/dir"

@@ -5,20 +5,24 @@ in the batch go to the LLM in one ``chat`` call.
 
 Guarantees on the result, whatever the LLM answers:
 
-- a sentence that names the subject of a refuted object claim is cut from the caption;
-- an empty or unusable answer is replaced by the **fallback caption**: the proposals' sentences
-  that name no refuted object, de-duplicated, shaped to the style (the first sentence for
-  ``short`` and ``alt``, comma-joined phrases for ``t2i``); the record's ``notes`` say so.
+- every sentence (for ``t2i``, every comma-separated phrase) that states refuted content is
+  cut: one naming a refuted object; one pairing a refuted count's number with its object
+  ("two cats"); one naming a refuted attribute's object together with the attribute's own
+  words ("cat" and "pink" for "The cat is pink.");
+- an empty or unusable answer, or one left empty by the cuts, is replaced by the **fallback
+  caption**: the proposals' sentences that state no refuted content, de-duplicated, shaped to
+  the style (the first sentence for ``short`` and ``alt``, comma-joined phrases for ``t2i``).
+  The record's ``notes`` say when text was cut and when the fallback was used.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from factcap.pipeline.parsing import clean_caption
-from factcap.pipeline.prompts import load_prompt, quote_data
+from factcap.pipeline.parsing import NUMBER_WORDS, clean_caption, content_words
+from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.pipeline.verify import proposals_block
 from factcap.pipeline.work import Work, fail_all, live, timed
 from factcap.schema import Claim
@@ -28,36 +32,75 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def verdicts_block(claims: Sequence[Claim]) -> str:
-    """The checked facts as delimited data: ``supported: ...`` / ``refuted: ...`` lines."""
+    """The checked facts as delimited data, one ``[i] SUPPORTED: "..."`` line per claim."""
     if not claims:
         return "<data>\n(no facts could be checked)\n</data>"
-    return quote_data([c.text for c in claims], [c.verdict for c in claims])
+    return quote_data([c.text for c in claims], [c.verdict.upper() for c in claims], "{}")
 
 
 def style_text(style: str, instruction: str | None, prompts: Mapping[str, str] | None) -> str:
     if style == INSTRUCTION:
-        return load_prompt("style_instruction", prompts).format(instruction=instruction or "")
+        return render(load_prompt("style_instruction", prompts), instruction=instruction or "")
     return load_prompt(f"style_{style}", prompts)
 
 
-def refuted_subjects(claims: Sequence[Claim]) -> list[str]:
-    return sorted(
-        {c.subject for c in claims if c.kind == "object" and c.verdict == "refuted" and c.subject}
-    )
+Matcher = Callable[[str], bool]
 
 
-def drop_refuted(text: str, subjects: Sequence[str]) -> str:
-    """``text`` without the sentences that name any of ``subjects`` (whole words)."""
-    if not subjects:
+def _words(*words: str) -> re.Pattern[str]:
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.I)
+
+
+def _noun(subject: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(subject)}(e?s)?\b", re.I)
+
+
+def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
+    """One test per refuted claim: does a piece of text state it? (module docstring)."""
+    matchers: list[Matcher] = []
+    for c in claims:
+        if c.verdict != "refuted" or not c.subject:
+            continue
+        noun = _noun(c.subject)
+        if c.kind == "object":
+            matchers.append(lambda t, noun=noun: bool(noun.search(t)))
+        elif c.kind == "count" and c.count is not None:
+            names = [str(c.count)] + [w for w, n in NUMBER_WORDS.items() if n == c.count]
+            pattern = re.compile(
+                rf"\b({'|'.join(map(re.escape, names))})\s+(\w+\s+){{0,2}}"
+                rf"{re.escape(c.subject)}(e?s)?\b",
+                re.I,
+            )
+            matchers.append(lambda t, p=pattern: bool(p.search(t)))
+        elif c.kind == "attribute":
+            own = set(content_words(c.text)) - set(content_words(c.subject))
+            if own:
+                attr = [_words(w) for w in sorted(own)]
+                matchers.append(
+                    lambda t, noun=noun, attr=attr: (
+                        bool(noun.search(t)) and all(a.search(t) for a in attr)
+                    )
+                )
+    return matchers
+
+
+def _pieces(text: str, style: str) -> list[str]:
+    if style == "t2i":
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return [p.strip() for p in _SENTENCE.split(text) if p.strip()]
+
+
+def drop_refuted(text: str, matchers: Sequence[Matcher], style: str = "detailed") -> str:
+    """``text`` without the sentences (``t2i``: phrases) that any matcher flags."""
+    if not matchers:
         return text
-    patterns = [re.compile(rf"\b{re.escape(s)}(e?s)?\b", re.I) for s in subjects]
-    kept = [s for s in _SENTENCE.split(text) if not any(p.search(s) for p in patterns)]
-    return " ".join(kept).strip()
+    kept = [p for p in _pieces(text, style) if not any(m(p) for m in matchers)]
+    return (", " if style == "t2i" else " ").join(kept).strip()
 
 
 def fallback_caption(work: Work, style: str) -> str:
     """The documented fallback caption for ``style`` (see module docstring)."""
-    banned = refuted_subjects(work.record.claims)
+    banned = refuted_matchers(work.record.claims)
     sentences: list[str] = []
     seen: set[str] = set()
     for proposal in work.record.proposals:
@@ -105,7 +148,8 @@ def compose(
             [
                 {
                     "role": "user",
-                    "content": template.format(
+                    "content": render(
+                        template,
                         proposals=proposals_block(w),
                         verdicts=verdicts_block(w.record.claims),
                         style=style_prompt,
@@ -127,11 +171,16 @@ def compose(
 
 
 def _final_text(work: Work, style: str, answer: str) -> str:
-    text = drop_refuted(clean_caption(answer), refuted_subjects(work.record.claims))
-    if len(text) >= 3 and any(ch.isalpha() for ch in text):
+    written = clean_caption(answer)
+    text = drop_refuted(written, refuted_matchers(work.record.claims), style)
+    usable = len(text) >= 3 and any(ch.isalpha() for ch in text)
+    if text != written and written:
+        work.record.notes.append(f"captions.{style}: cut what the LLM wrote about refuted claims")
+    if usable:
         return text
     work.record.notes.append(
-        f"captions.{style}: the LLM answer was empty or unusable; "
-        "used the fallback caption built from the proposals"
+        f"captions.{style}: the LLM answer was "
+        + ("left empty by those cuts" if written and text != written else "empty or unusable")
+        + "; used the fallback caption built from the proposals"
     )
     return fallback_caption(work, style)

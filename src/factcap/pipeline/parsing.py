@@ -32,26 +32,20 @@ _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _MAX_ANSWER_CHARS = 200_000
 
 
-def _candidates(text: str) -> Iterable[str]:
-    """Substrings that may hold the JSON value, most likely first."""
-    for match in _FENCE.finditer(text):
-        yield match.group(1)
-    starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
-    if starts:
-        start = min(starts)
-        closer = "]" if text[start] == "[" else "}"
-        end = text.rfind(closer)
-        if end > start:
-            yield text[start : end + 1]
-        yield text[start:]
+_MAX_STARTS = 50
 
 
-def _close_truncated(text: str) -> str:
-    """Cut a truncated array after its last complete element and close the brackets."""
-    depth_stack: list[str] = []
+def _scan(text: str) -> tuple[int, list[tuple[int, str]]]:
+    """Bracket-scan ``text`` (which starts with ``[`` or ``{``), aware of quoted strings.
+
+    Returns the index where the opening bracket closes (-1 if it never does) and, for every
+    ``}`` met while still open, ``(index, closers needed after it)`` — the cut points of a
+    truncated answer.
+    """
+    stack: list[str] = []
     in_string: str | None = None
     escaped = False
-    last_complete = -1
+    cuts: list[tuple[int, str]] = []
     for i, ch in enumerate(text):
         if in_string:
             if escaped:
@@ -64,15 +58,31 @@ def _close_truncated(text: str) -> str:
         if ch in "\"'":
             in_string = ch
         elif ch in "[{":
-            depth_stack.append("]" if ch == "[" else "}")
-        elif ch in "]}":
-            if depth_stack:
-                depth_stack.pop()
-            if len(depth_stack) == 1:
-                last_complete = i
-    if last_complete < 0 or not text.lstrip().startswith("["):
-        raise ParseError("truncated answer with no complete element")
-    return text[: last_complete + 1] + "]"
+            stack.append("]" if ch == "[" else "}")
+        elif ch in "]}" and stack:
+            stack.pop()
+            if not stack:
+                return i, cuts
+            if ch == "}":
+                cuts.append((i, "".join(reversed(stack))))
+    return -1, cuts
+
+
+def _candidates(text: str) -> Iterable[str]:
+    """Substrings that may hold a JSON value, most likely first: fenced blocks, then every
+    bracketed span (closed, or truncated and re-closed after its last complete object)."""
+    for match in _FENCE.finditer(text):
+        inner = match.group(1).strip()
+        if inner:
+            yield inner
+    starts = [i for i, ch in enumerate(text) if ch in "[{"][:_MAX_STARTS]
+    for start in starts:
+        end, cuts = _scan(text[start:])
+        if end >= 0:
+            yield text[start : start + end + 1]
+        elif cuts:
+            cut, closers = cuts[-1]
+            yield text[start : start + cut + 1] + closers
 
 
 def _loads(text: str) -> Any:
@@ -95,22 +105,25 @@ def _loads(text: str) -> Any:
     return value
 
 
-def extract_json(answer: str) -> Any:
-    """The JSON array or object inside an LLM answer; :class:`ParseError` if there is none."""
+def json_values(answer: str) -> Iterable[Any]:
+    """Every JSON array or object that can be recovered from an LLM answer, in order."""
     if not isinstance(answer, str) or not answer.strip():
-        raise ParseError("empty answer")
+        return
     text = answer[:_MAX_ANSWER_CHARS]
     for candidate in _candidates(text):
-        for attempt in (candidate, None):
-            try:
-                if attempt is None:
-                    attempt = _close_truncated(candidate)
-                value = _loads(attempt)
-            except ParseError:
-                continue
-            if isinstance(value, (list, dict)):
-                return value
-    raise ParseError(f"no JSON array or object in the answer ({len(answer)} chars)")
+        try:
+            value = _loads(candidate)
+        except ParseError:
+            continue
+        if isinstance(value, (list, dict)):
+            yield value
+
+
+def extract_json(answer: str) -> Any:
+    """The first JSON array or object inside an LLM answer; :class:`ParseError` if none."""
+    for value in json_values(answer):
+        return value
+    raise ParseError(f"no JSON array or object in the answer ({len(answer or '')} chars)")
 
 
 _KIND_ALIASES = {
@@ -175,7 +188,10 @@ def to_claims(value: Any, max_claims: int = 32) -> list[Claim]:
         if not kind or not (text or subject):
             continue
         text = text or subject
-        subject = subject or (text.lower() if kind == "object" else "")
+        if not subject and kind in ("object", "count"):
+            subject = _head_phrase(text)
+            if not subject:
+                continue
         count = _as_count(item.get("count"))
         if kind == "count" and count is None:
             continue
@@ -199,10 +215,15 @@ def to_claims(value: Any, max_claims: int = 32) -> list[Claim]:
 
 def parse_claims(answer: str, max_claims: int = 32) -> list[Claim]:
     """Claims from an LLM answer; raises :class:`ParseError` when none can be recovered."""
-    claims = to_claims(extract_json(answer), max_claims)
-    if not claims:
+    found_json = False
+    for value in json_values(answer):
+        found_json = True
+        claims = to_claims(value, max_claims)
+        if claims:
+            return claims
+    if found_json:
         raise ParseError("the answer parsed, but held no well-formed claim")
-    return claims
+    raise ParseError(f"no JSON array or object in the answer ({len(answer or '')} chars)")
 
 
 # --- fallback: noun phrases straight from the proposals ------------------------------------
@@ -416,6 +437,15 @@ def noun_phrases(text: str) -> list[tuple[str, int | None]]:
         else:
             i += 1
     return phrases
+
+
+def _head_phrase(text: str) -> str:
+    """The first noun phrase of a claim sentence, else its last content word."""
+    phrases = noun_phrases(text)
+    if phrases:
+        return phrases[0][0]
+    words = content_words(text)
+    return _singular(words[-1]) if words else ""
 
 
 def content_words(text: str) -> list[str]:

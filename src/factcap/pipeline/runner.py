@@ -81,11 +81,12 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: Config | str | Path | dict[str, Any]) -> Pipeline:
-        """A pipeline from a :class:`Config`, a YAML file path, or a mapping of overrides."""
+        """A pipeline from a :class:`Config`, a YAML file path, or a mapping in the YAML's
+        shape (which may name a ``preset`` to start from)."""
         if isinstance(config, Config):
             return cls(config)
-        if isinstance(config, dict):
-            return cls(load_config(preset=config.get("preset"), overrides=config))
+        if isinstance(config, dict):  # a whole config, unless it names a preset to start from
+            return cls(load_config(overrides=config, default_preset=None))
         return cls(load_config(path=config))
 
     # --- models -------------------------------------------------------------------------------
@@ -118,11 +119,12 @@ class Pipeline:
 
     def caption(
         self,
-        images: Iterable[str | Path | Any],
+        images: Iterable[str | Path | Any] | str | Path | Any,
         styles: Sequence[str] | None = None,
         instruction: str | None = None,
     ) -> list[Record]:
-        """Records for ``images`` (paths, directories, globs, manifests or PIL images)."""
+        """Records for ``images``: paths, directories, globs, manifests or PIL images (or one
+        of them on its own)."""
         return list(self.run(expand(images), styles=styles, instruction=instruction))
 
     def run(
@@ -172,6 +174,9 @@ class Pipeline:
             record.add_timing("decode", (time.perf_counter() - start) * 1000.0)
             if decoded is not None:
                 record.image_size = (decoded.width, decoded.height)
+                record.notes.extend(decoded.notes)
+                if decoded.frames > 1:
+                    record.notes.append(f"decoded the first of {decoded.frames} frames")
             work.append(Work(record=record, image=decoded.image if decoded else None))
 
         if any(w.record.ok for w in work):

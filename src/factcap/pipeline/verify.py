@@ -16,7 +16,9 @@ Verdict rules (``p`` is the VQA model's P(yes); thresholds from :class:`VerifyCo
   supported_threshold`` → ``supported``, ``p <= refuted_threshold`` → ``refuted``, otherwise
   ``uncertain``; score = p. An attribute or count of an object refuted above is ``refuted``.
   Count evidence also holds how many boxes the detector found.
-- **text**: fuzzy match against the OCR spans: similarity ``>= text_match_threshold`` →
+- **text**: a claim made from an OCR span is ``supported`` with the OCR confidence as its
+  score. Other text claims (from the LLM) are matched against the OCR spans: the quoted text
+  occurring as whole words, or a ``difflib`` similarity ``>= text_match_threshold`` →
   ``supported``; otherwise the VQA question decides. With no checker available a claim stays
   ``uncertain`` with score ``None``.
 """
@@ -24,12 +26,14 @@ Verdict rules (``p`` is the VQA model's P(yes); thresholds from :class:`VerifyCo
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from factcap.config import VerifyConfig
 from factcap.pipeline.parsing import ParseError, fallback_claims, parse_claims
-from factcap.pipeline.prompts import load_prompt, quote_data
+from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import Claim
 
@@ -55,36 +59,31 @@ def extract_claims(
         return
     template = load_prompt("claims", prompts)
     conversations = [
-        [{"role": "user", "content": template.format(proposals=proposals_block(w))}] for w in items
+        [{"role": "user", "content": render(template, proposals=proposals_block(w))}] for w in items
     ]
     with timed(items, "claims"):
         try:
             answers = llm.chat(
                 conversations, max_new_tokens=max_new_tokens, temperature=temperature
             )
-            parsed = [_try_parse(a, max_claims) for a in answers]
-            retry = [i for i, claims in enumerate(parsed) if claims is None]
-            if retry:
-                repair = load_prompt("repair", prompts)
-                again = llm.chat(
-                    [
-                        conversations[i]
-                        + [
-                            {"role": "assistant", "content": answers[i]},
-                            {"role": "user", "content": repair},
-                        ]
-                        for i in retry
-                    ],
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                )
-                for i, answer in zip(retry, again, strict=True):
-                    parsed[i] = _try_parse(answer, max_claims)
-                    if parsed[i] is not None:
-                        items[i].record.notes.append("claims: parsed after one repair retry")
         except Exception as err:
             fail_all(items, err, f"LLM {llm.name} failed while extracting claims")
             return
+        parsed = [_try_parse(a, max_claims) for a in answers]
+        retry = [i for i, claims in enumerate(parsed) if claims is None]
+        if retry:
+            _repair(
+                items,
+                conversations,
+                answers,
+                parsed,
+                retry,
+                llm,
+                max_new_tokens,
+                temperature,
+                max_claims,
+                load_prompt("repair", prompts),
+            )
     for w, claims in zip(items, parsed, strict=True):
         if claims is None:
             captions = [p.text for p in w.record.proposals if p.model != w.ocr_model]
@@ -93,7 +92,45 @@ def extract_claims(
                 "claims: the LLM answer was not parseable after one repair retry; "
                 "used noun phrases from the proposals"
             )
-        w.record.claims = claims + _ocr_claims(w, {c.text.lower() for c in claims})
+        known = {c.text.lower() for c in claims}
+        w.record.claims = claims + _ocr_claims(w, known, max_claims - len(claims))
+
+
+def _repair(
+    items,
+    conversations,
+    answers,
+    parsed,
+    retry,
+    llm,
+    max_new_tokens,
+    temperature,
+    max_claims,
+    repair_prompt,
+) -> None:
+    """One repair retry for the unparseable answers; updates ``parsed`` in place. A failing
+    LLM call here only costs the retry: those items fall back, the others keep their claims."""
+    try:
+        again = llm.chat(
+            [
+                conversations[i]
+                + [
+                    {"role": "assistant", "content": answers[i]},
+                    {"role": "user", "content": repair_prompt},
+                ]
+                for i in retry
+            ],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+        )
+    except Exception as err:
+        for i in retry:
+            items[i].record.notes.append(f"claims: the repair retry failed ({type(err).__name__})")
+        return
+    for i, answer in zip(retry, again, strict=True):
+        parsed[i] = _try_parse(answer, max_claims)
+        if parsed[i] is not None:
+            items[i].record.notes.append("claims: parsed after one repair retry")
 
 
 def _try_parse(answer: str, max_claims: int) -> list[Claim] | None:
@@ -103,17 +140,22 @@ def _try_parse(answer: str, max_claims: int) -> list[Claim] | None:
         return None
 
 
-def _ocr_claims(work: Work, known: set[str]) -> list[Claim]:
+def _ocr_claims(work: Work, known: set[str], room: int) -> list[Claim]:
+    """``text`` claims straight from OCR (at most ``room``), scored by the OCR confidence."""
     claims = []
     for span in work.ocr_spans or []:
-        text = f'The text "{span.text.strip()}" is visible.'
+        if len(claims) >= room:
+            break
+        read = span.text.strip()
+        text = f"The text {json.dumps(read, ensure_ascii=False)} is visible."
         if text.lower() not in known:
             claims.append(
                 Claim(
                     kind="text",
                     text=text,
-                    subject=span.text.strip(),
-                    question=f'Does the image show the text "{span.text.strip()}"?',
+                    subject=read,
+                    question=f"Does the image show the text {json.dumps(read, ensure_ascii=False)}?",
+                    evidence={"ocr_score": round(float(span.score), 4)},
                 )
             )
     return claims
@@ -127,20 +169,31 @@ def _question(claim: Claim) -> str:
     if claim.kind == "count":
         return f"Are there {claim.count} {claim.subject} in the image?"
     if claim.kind == "text":
-        return f'Does the image show the text "{claim.subject or claim.text}"?'
+        return f"Does the image show the text {json.dumps(claim.subject or claim.text)}?"
     return f"Is it true that {claim.text.rstrip('.')}?"
 
 
+_QUOTED = re.compile(r"[\"“'‘]([^\"”'’]{1,200})[\"”'’]")
+
+
+def _text_target(claim: Claim) -> str:
+    """The text a ``text`` claim says is written: its quoted part, else its subject."""
+    quoted = _QUOTED.search(claim.text)
+    return " ".join((quoted.group(1) if quoted else claim.subject or claim.text).lower().split())
+
+
 def _text_similarity(claim: Claim, spans: Sequence[Any]) -> tuple[float, str]:
-    target = " ".join((claim.subject or claim.text).lower().split())
+    """Best match of the claimed text among the OCR spans: 1.0 for a whole-word occurrence
+    (at least 3 characters), otherwise the ``difflib`` similarity ratio."""
+    target = _text_target(claim)
     best, best_text = 0.0, ""
+    whole = re.compile(rf"(?<!\w){re.escape(target)}(?!\w)") if len(target) >= 3 else None
     for span in spans:
         read = " ".join(span.text.lower().split())
-        ratio = (
-            1.0
-            if target and target in read
-            else difflib.SequenceMatcher(None, target, read).ratio()
-        )
+        if whole is not None and whole.search(read):
+            ratio = 1.0
+        else:
+            ratio = difflib.SequenceMatcher(None, target, read).ratio()
         if ratio > best:
             best, best_text = ratio, span.text
     return best, best_text
@@ -226,6 +279,10 @@ def _decide_without_vqa(
                 return True
             claim.verdict, claim.score = "refuted", 0.0
             claim.evidence["detector"] = "no box above the detector's threshold"
+    if claim.kind == "text" and "ocr_score" in claim.evidence:
+        claim.verdict, claim.score = "supported", claim.evidence["ocr_score"]
+        claim.evidence["ocr_match"] = claim.subject
+        return True  # read by OCR itself: its confidence is the score
     if claim.kind == "text" and work.ocr_spans is not None:
         similarity, matched = _text_similarity(claim, work.ocr_spans)
         claim.evidence["ocr_match"] = matched
@@ -238,11 +295,12 @@ def _decide_without_vqa(
 
 def _apply_vqa(claim: Claim, p: float, cfg: VerifyConfig) -> None:
     claim.evidence["vqa_question"] = _question(claim)
-    claim.evidence["vqa_p_yes"] = round(p, 4)
-    claim.evidence["vqa_answer"] = "yes" if p >= 0.5 else "no"
-    if p != p:  # NaN: the VQA backend could not answer
+    if p != p:  # NaN: the VQA backend could not answer; the verdict stands as it was
+        claim.evidence["vqa_p_yes"] = None
         claim.evidence["vqa_answer"] = "unavailable"
         return
+    claim.evidence["vqa_p_yes"] = round(p, 4)
+    claim.evidence["vqa_answer"] = "yes" if p >= 0.5 else "no"
     if claim.kind == "object" and claim.verdict == "refuted":
         if p >= cfg.supported_threshold:
             claim.verdict, claim.score = "uncertain", p
