@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from factcap.errors import ConfigError
+
 
 def spy_generate(monkeypatch, model) -> list[dict]:
     """Record every ``model.generate`` call (its kwargs and output); the real call still runs."""
@@ -24,3 +31,11 @@ def count_forwards(module) -> tuple[list[tuple[dict, object]], object]:
         lambda _m, _args, kwargs, out: calls.append((kwargs, out)), with_kwargs=True
     )
     return calls, handle
+
+
+@contextmanager
+def rejected(cause: type[Exception], match: str | None = None) -> Iterator[None]:
+    """``registry.build`` reports a backend's own TypeError / ValueError as a ConfigError."""
+    with pytest.raises(ConfigError, match=match) as info:
+        yield
+    assert isinstance(info.value.__cause__, cause), info.value.__cause__

@@ -365,8 +365,25 @@ def test_judge_can_require_logprobs(images):
 
 
 def test_judge_length_mismatch(images):
-    with pytest.raises(ValueError):
-        OpenAIJudge("vlm").yes_probability(images, ["only one question"])
+    with pytest.raises(ValueError, match="2 images but 1 questions"):
+        OpenAIJudge("vlm").yes_probability(images[:2], ["only one question"])
+
+
+def test_judge_instruction_option(images):
+    with FakeOpenAIServer(_judge_reply({"yes": -0.5, "no": -1.0})) as srv:
+        judge = OpenAIJudge("vlm", base_url=srv.base_url, instruction="Reply yes or no only.")
+        (p,) = judge.yes_probability(images[:1], ["  Is there a cat? "])
+    assert _text_part(srv.completions[0].json) == "Is there a cat? Reply yes or no only."
+    assert p == pytest.approx(math.exp(-0.5) / (math.exp(-0.5) + math.exp(-1.0)))
+    with pytest.raises(ValueError, match="instruction"):
+        OpenAIJudge("vlm", instruction=None)
+
+
+def test_option_values_are_checked():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        OpenAICaptioner("vlm", max_new_tokens=0)
+    with pytest.raises(ValueError, match="prompt"):
+        OpenAICaptioner("vlm", prompt="  ")
 
 
 # -- registry, pickling, imports -------------------------------------------------------------

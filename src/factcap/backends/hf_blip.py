@@ -14,36 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from factcap.backends.hf_common import HFModel
+from factcap.backends.hf_common import HFModel, YesNoJudge, generation_kwargs
+from factcap.backends.options import check_int, check_text, check_token_counts, take_options
 
 if TYPE_CHECKING:
     from PIL import Image
 
 _GENERATION_DEFAULTS: dict[str, Any] = {"max_new_tokens": 40, "min_new_tokens": 0, "num_beams": 1}
-
-
-def _settings(cls_name: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated by ``options``; unknown names and bad values raise at build time."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise TypeError(
-            f"{cls_name} got unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(defaults))}"
-        )
-    merged = {**defaults, **options}
-    for key in ("max_new_tokens", "min_new_tokens", "num_beams"):
-        if key in merged:
-            value = merged[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{cls_name}: {key} must be a non-negative int, got {value!r}")
-    if merged.get("num_beams", 1) < 1 or merged.get("max_new_tokens", 1) < 1:
-        raise ValueError(f"{cls_name}: num_beams and max_new_tokens must be at least 1")
-    if merged.get("min_new_tokens", 0) > merged.get("max_new_tokens", 0):
-        raise ValueError(f"{cls_name}: min_new_tokens must not exceed max_new_tokens")
-    prompt = merged.get("prompt")
-    if prompt is not None and not isinstance(prompt, str):
-        raise ValueError(f"{cls_name}: prompt must be a string or None, got {prompt!r}")
-    return merged
 
 
 class _BlipFamilyCaptioner(HFModel):
@@ -54,12 +31,40 @@ class _BlipFamilyCaptioner(HFModel):
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
-        self.settings = _settings(type(self).__name__, options, self.defaults)
-        self.prompt: str | None = self.settings["prompt"] or None
-        super().__init__(location, device=device, dtype=dtype, **options)
+        owner = type(self).__name__
+        opts = take_options(owner, options, self.defaults)
+        check_token_counts(owner, opts["max_new_tokens"], opts["min_new_tokens"])
+        check_int(owner, "num_beams", opts["num_beams"], 1)
+        if opts["min_new_tokens"] > opts["max_new_tokens"]:
+            raise ValueError(f"{owner}: min_new_tokens must not exceed max_new_tokens")
+        check_text(owner, "prompt", opts["prompt"], optional=True)
+        super().__init__(location, device=device, dtype=dtype)
+        self.options = opts
+        self.prompt: str | None = opts["prompt"] or None
 
     def _generate_kwargs(self) -> dict[str, Any]:
-        return {key: self.settings[key] for key in _GENERATION_DEFAULTS}
+        # The model's own generation config gives the pad token.
+        return generation_kwargs(
+            self.options["max_new_tokens"],
+            self.options["min_new_tokens"],
+            num_beams=self.options["num_beams"],
+        )
+
+    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
+        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
+        if not images:
+            return []
+        text = [self.prompt] * len(images) if self.prompt else None
+        inputs = self.to_device(
+            self.processor(images=list(images), text=text, padding=True, return_tensors="pt")
+        )
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, **self._generate_kwargs())
+        return self._captions(sequences, inputs)
+
+    def _captions(self, sequences: torch.Tensor, inputs: dict[str, Any]) -> list[str]:
+        """The captions from ``generate``'s output for the batch ``inputs``."""
+        return self._decode(sequences)
 
     def _decode(self, sequences: torch.Tensor) -> list[str]:
         texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
@@ -80,18 +85,6 @@ class BlipCaptioner(_BlipFamilyCaptioner):
 
     model_class = "BlipForConditionalGeneration"
     processor_class = "BlipProcessor"
-
-    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
-        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
-        if not images:
-            return []
-        text = [self.prompt] * len(images) if self.prompt else None
-        inputs = self.to_device(
-            self.processor(images=list(images), text=text, padding=True, return_tensors="pt")
-        )
-        with torch.inference_mode():
-            sequences = self.model.generate(**inputs, **self._generate_kwargs())
-        return self._decode(sequences)
 
 
 class Blip2Captioner(_BlipFamilyCaptioner):
@@ -117,17 +110,9 @@ class Blip2Captioner(_BlipFamilyCaptioner):
         # Decoder-only generation appends to the prompt: pad on the left.
         self.processor.tokenizer.padding_side = "left"
 
-    def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
-        """One caption per image, from one ``generate`` call (``prompt`` is not used)."""
-        if not images:
-            return []
-        text = [self.prompt] * len(images) if self.prompt else None
-        inputs = self.to_device(
-            self.processor(images=list(images), text=text, padding=True, return_tensors="pt")
-        )
-        with torch.inference_mode():
-            sequences = self.model.generate(**inputs, **self._generate_kwargs())
-        if text is not None and not self.model.config.is_encoder_decoder:
+    def _captions(self, sequences: torch.Tensor, inputs: dict[str, Any]) -> list[str]:
+        """The prompt, then what the language model wrote after it."""
+        if self.prompt and not self.model.config.is_encoder_decoder:
             sequences = sequences[:, inputs["input_ids"].shape[1] :]
         written = self._decode(sequences)
         if not self.prompt:
@@ -202,7 +187,7 @@ def _mask_padded_questions(decoder: torch.nn.Module) -> None:
             cross.self.register_forward_pre_hook(restore_mask, with_kwargs=True)
 
 
-class BlipVQA(HFModel):
+class BlipVQA(YesNoJudge, HFModel):
     """BLIP visual question answering as a yes/no judge (``BlipForQuestionAnswering``).
 
     ``yes_probability`` encodes the image, encodes each question against it, and runs the
@@ -226,13 +211,14 @@ class BlipVQA(HFModel):
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
-        _settings(type(self).__name__, options, {})
+        take_options(type(self).__name__, options, {})
         super().__init__(location, device=device, dtype=dtype)
         tokenizer = self.processor.tokenizer
         self.yes_id = self._answer_id(tokenizer, "yes")
         self.no_id = self._answer_id(tokenizer, "no")
         if self.yes_id == self.no_id:
             raise ValueError(f"{location}: 'yes' and 'no' map to the same token; not a VQA model")
+        self.yes_ids, self.no_ids = [self.yes_id], [self.no_id]
         _mask_padded_questions(self.model.text_decoder)
 
     @staticmethod
@@ -242,14 +228,10 @@ class BlipVQA(HFModel):
             raise ValueError(f"the tokenizer has no token for the answer {word!r}")
         return int(ids[0])
 
-    def yes_probability(
+    def answer_logits(
         self, images: Sequence[Image.Image], questions: Sequence[str]
-    ) -> list[float]:
-        """P("yes") renormalised over "yes"/"no", one per (image, question) pair."""
-        if len(images) != len(questions):
-            raise ValueError(f"got {len(images)} images but {len(questions)} questions")
-        if not images:
-            return []
+    ) -> torch.Tensor:
+        """The answer decoder's first-step logits, one row per (image, question) pair."""
         inputs = self.to_device(
             self.processor(
                 images=list(images), text=list(questions), padding=True, return_tensors="pt"
@@ -268,10 +250,8 @@ class BlipVQA(HFModel):
             start = torch.full(
                 (len(questions), 1), model.decoder_start_token_id, device=self.device
             )
-            logits = model.text_decoder(
+            return model.text_decoder(
                 input_ids=start,
                 encoder_hidden_states=question_embeds,
                 encoder_attention_mask=inputs["attention_mask"],
             ).logits[:, -1, :]
-        pair = logits[:, [self.yes_id, self.no_id]].float()
-        return pair.softmax(dim=-1)[:, 0].tolist()

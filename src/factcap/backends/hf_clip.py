@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from factcap.backends.hf_common import HFModel
+from factcap.backends.options import take_options
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -43,10 +44,7 @@ class ClipEmbedder(HFModel):
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
-        if options:
-            raise TypeError(
-                f"ClipEmbedder takes no options, got {', '.join(map(repr, sorted(options)))}"
-            )
+        take_options(type(self).__name__, options, {})
         super().__init__(location, device=device, dtype=dtype)
         self.tokenizer = self.processor.tokenizer
         self.image_processor = self.processor.image_processor

@@ -1,4 +1,6 @@
-"""What every transformers backend shares: device/dtype resolution and safe loading.
+"""What every transformers backend shares: device/dtype resolution, safe loading, the
+``generate`` arguments and decoding of the generators, and the yes/no renormalisation of the
+judges (:class:`YesNoJudge`).
 
 Imported only when a ``hf:`` model is built, so ``import factcap`` stays light.
 Device and dtype are decided once, here, when the model is built; backends never move
@@ -8,15 +10,20 @@ tensors between devices behind the user's back.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from factcap.backends.roles import check_pairs
 from factcap.errors import ModelNotAvailable, require
 
 require("torch", "hf")
 require("transformers", "hf")
 
 import torch  # noqa: E402
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _DTYPES = {
     "float32": torch.float32,
@@ -77,6 +84,62 @@ def load_pretrained(loader: Any, location: str, **kwargs: Any) -> Any:
         raise
 
 
+def generation_kwargs(
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    temperature: float = 0.0,
+    *,
+    pad_token_id: int | None = None,
+    num_beams: int = 1,
+) -> dict[str, Any]:
+    """``generate`` arguments: greedy (or beam search) when ``temperature`` is 0, else sampling
+    at it. ``min_new_tokens`` is capped by ``max_new_tokens``; a ``pad_token_id`` of None leaves
+    the model's generation config to decide.
+
+    >>> generation_kwargs(8, 20, pad_token_id=0)["min_new_tokens"]
+    8
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min(min_new_tokens, max_new_tokens),
+        "num_beams": num_beams,
+    }
+    if pad_token_id is not None:
+        kwargs["pad_token_id"] = pad_token_id
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=float(temperature))
+    else:
+        # Chat checkpoints often ship sampling defaults; greedy decoding must not inherit them.
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def decode_new_tokens(tokenizer: Any, output_ids: torch.Tensor, prompt_length: int) -> list[str]:
+    """Decode what ``generate`` added after the (left-padded) prompt, without special tokens."""
+    texts = tokenizer.batch_decode(output_ids[:, prompt_length:], skip_special_tokens=True)
+    return [text.strip() for text in texts]
+
+
+def yes_probabilities(
+    logits: torch.Tensor, yes_ids: Sequence[int], no_ids: Sequence[int]
+) -> list[float]:
+    """P(yes) / (P(yes) + P(no)) per row of answer-position ``logits`` (batch, vocab), where
+    P(yes) sums the probabilities of the ``yes_ids`` tokens and P(no) of the ``no_ids``.
+
+    Computed as sigmoid(log sum P(yes) - log sum P(no)): the softmax normaliser cancels.
+
+    >>> yes_probabilities(torch.tensor([[0.0, 0.0, 5.0]]), [0], [1])
+    [0.5]
+    """
+    logits = logits.float()
+    margin = torch.logsumexp(logits[:, list(yes_ids)], -1) - torch.logsumexp(
+        logits[:, list(no_ids)], -1
+    )
+    return torch.sigmoid(margin).tolist()
+
+
 class HFModel:
     """Base of the transformers backends: loads ``model`` + ``processor`` once, on one device.
 
@@ -113,3 +176,30 @@ class HFModel:
                     value = value.to(self.dtype)
             moved[key] = value
         return moved
+
+
+class YesNoJudge:
+    """The VQA role for a model whose answer position gives logits over its vocabulary.
+
+    A subclass sets ``yes_ids`` / ``no_ids`` (the first tokens of its spellings of the two
+    answers) and implements :meth:`answer_logits`; :meth:`yes_probability` checks the batch
+    and renormalises with :func:`yes_probabilities`.
+    """
+
+    yes_ids: list[int]
+    no_ids: list[int]
+
+    def answer_logits(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> torch.Tensor:
+        """``(len(images), vocab)`` logits of the first answer token, from one forward pass."""
+        raise NotImplementedError
+
+    def yes_probability(
+        self, images: Sequence[Image.Image], questions: Sequence[str]
+    ) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for each (image, question) pair."""
+        check_pairs(images, questions)
+        if not images:
+            return []
+        return yes_probabilities(self.answer_logits(images, questions), self.yes_ids, self.no_ids)

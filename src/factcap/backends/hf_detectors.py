@@ -1,8 +1,10 @@
 """Zero-shot detectors from transformers: Grounding DINO and OWL-ViT / OWLv2.
 
-Each ``detect`` call runs every query of every image through ONE forward pass and returns
-boxes in the pixel coordinates of the original images, clipped to their bounds, each labelled
-with exactly one of the query strings it was given.
+Each ``detect`` call runs every query of every image through ONE forward pass (Grounding DINO
+needs more only when an image's queries overflow its text encoder, see
+:class:`GroundingDinoDetector`) and returns boxes in the pixel coordinates of the original
+images, clipped to their bounds, each labelled with exactly one of the query strings it was
+given.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from factcap.backends.hf_common import HFModel
+from factcap.backends.options import take_options
 from factcap.backends.roles import Detection
 
 if TYPE_CHECKING:
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 # Grounding DINO splits its prompt into phrases at these characters.
 _DELIMITERS = re.compile(r"[.?]+")
 _SPACES = re.compile(r"\s+")
+
+Phrase = tuple[str, str]  # (normalised phrase, the query it answers)
+Prompt = tuple[str, list[tuple[int, int, str]]]  # (text, per phrase: start, end, query)
 
 
 def _threshold(name: str, value: float) -> float:
@@ -49,13 +55,38 @@ def _check_batch(images: Sequence[Image.Image], queries: Sequence[Sequence[str]]
             raise TypeError("queries[i] must be a list of strings, not a single string")
 
 
-class GroundingDinoDetector(HFModel):
+class _ZeroShotDetector(HFModel):
+    """Shared loading and options of the zero-shot detectors; every option is a threshold
+    in [0, 1] and ``box_threshold`` is one of them."""
+
+    model_class = "AutoModelForZeroShotObjectDetection"
+    processor_class = "AutoProcessor"
+    defaults: dict[str, float] = {"box_threshold": 0.1}
+
+    def __init__(
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: float
+    ):
+        opts = take_options(type(self).__name__, options, self.defaults)
+        opts = {name: _threshold(name, value) for name, value in opts.items()}
+        super().__init__(location, device=device, dtype=dtype)
+        self.options = opts
+        self.box_threshold = opts["box_threshold"]
+
+
+class GroundingDinoDetector(_ZeroShotDetector):
     """Grounding DINO (and MM-Grounding-DINO): open-vocabulary boxes for text phrases.
 
     The queries of one image become one prompt (``"a cat. a red car."``); prompts of
     different lengths are padded together, so a whole batch is a single forward call. Each box
     is labelled with the query whose tokens score highest for it; its score is that query's
     best token probability.
+
+    The text encoder reads at most ``max_text_len`` tokens (256 for the released models).
+    Queries that do not fit one prompt are split into consecutive chunks that do, and the
+    batch runs one forward per chunk round: every image's first chunk in one call, the
+    second chunks of the images that have one in the next, and so on; the detections are
+    merged. A query is never cut off silently (only a single query longer than the whole
+    limit is truncated, with a warning).
 
     Options: ``box_threshold`` (default 0.3) keeps boxes whose best token probability exceeds
     it; ``text_threshold`` (default 0.25) is the least probability the labelling query must
@@ -66,39 +97,58 @@ class GroundingDinoDetector(HFModel):
     [[Detection(query='a cat', score=0.47, box=(12.3, 51.9, 316.9, 472.4)), ...]]
     """
 
-    model_class = "AutoModelForZeroShotObjectDetection"
-    processor_class = "AutoProcessor"
+    defaults: dict[str, float] = {"box_threshold": 0.3, "text_threshold": 0.25}
 
     def __init__(
-        self,
-        location: str,
-        device: str | None = None,
-        dtype: str | None = None,
-        *,
-        box_threshold: float = 0.3,
-        text_threshold: float = 0.25,
+        self, location: str, device: str | None = None, dtype: str | None = None, **options: float
     ):
-        self.box_threshold = _threshold("box_threshold", box_threshold)
-        self.text_threshold = _threshold("text_threshold", text_threshold)
-        super().__init__(location, device=device, dtype=dtype)
+        super().__init__(location, device=device, dtype=dtype, **options)
+        self.text_threshold = self.options["text_threshold"]
         self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
 
     @staticmethod
-    def _prompt(queries: Sequence[str]) -> tuple[str, list[tuple[int, int, str]]]:
-        """The prompt for one image and, per distinct phrase, its character span and query."""
-        parts: list[str] = []
-        spans: list[tuple[int, int, str]] = []
+    def _phrases(queries: Sequence[str]) -> list[Phrase]:
+        """``(phrase, query)`` for each distinct phrase, delimiters removed, in query order."""
+        phrases: list[Phrase] = []
         seen: set[str] = set()
-        pos = 0
         for query in queries:
             phrase = _SPACES.sub(" ", _DELIMITERS.sub(" ", query)).strip().lower()
-            if not phrase or phrase in seen:
-                continue
-            seen.add(phrase)
+            if phrase and phrase not in seen:
+                seen.add(phrase)
+                phrases.append((phrase, query))
+        return phrases
+
+    def _chunks(self, phrases: list[Phrase]) -> list[list[Phrase]]:
+        """``phrases`` cut into consecutive runs whose prompt fits ``max_text_len`` tokens."""
+        if not phrases:
+            return []
+        tokenizer = self.processor.tokenizer
+        # Each phrase costs its own tokens plus its "." (the prompt's words are split on spaces
+        # and punctuation, so a phrase tokenizes the same alone as inside the prompt).
+        encoded = tokenizer([f"{phrase}." for phrase, _ in phrases], add_special_tokens=False)
+        costs = [len(ids) for ids in encoded["input_ids"]]
+        budget = self.max_text_len - tokenizer.num_special_tokens_to_add()
+        chunks: list[list[Phrase]] = [[]]
+        used = 0
+        for item, cost in zip(phrases, costs, strict=True):
+            if cost > budget:
+                log.warning("query %r is over %d tokens: truncated", item[1], self.max_text_len)
+            if chunks[-1] and used + cost > budget:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(item)
+            used += cost
+        return chunks
+
+    @staticmethod
+    def _prompt(phrases: Sequence[Phrase]) -> Prompt:
+        """The prompt for ``phrases`` and, per phrase, its character span and query."""
+        spans: list[tuple[int, int, str]] = []
+        pos = 0
+        for phrase, query in phrases:
             spans.append((pos, pos + len(phrase), query))
-            parts.append(phrase)
             pos += len(phrase) + 2  # ". "
-        return ". ".join(parts) + ("." if parts else ""), spans
+        return ". ".join(p for p, _ in phrases) + ("." if phrases else ""), spans
 
     def detect(
         self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]
@@ -106,11 +156,22 @@ class GroundingDinoDetector(HFModel):
         """Boxes per image for its queries, in original-image pixels (see the class doc)."""
         _check_batch(images, queries)
         results: list[list[Detection]] = [[] for _ in images]
-        prompts = [self._prompt(qs) for qs in queries]
-        active = [i for i, (_, spans) in enumerate(prompts) if spans]
-        if not active:
-            return results
+        chunks = [self._chunks(self._phrases(qs)) for qs in queries]
+        for round_ in range(max(map(len, chunks), default=0)):
+            prompts = {i: self._prompt(c[round_]) for i, c in enumerate(chunks) if len(c) > round_}
+            self._detect_round(images, prompts, results)
+        for dets in results:
+            dets.sort(key=lambda d: -d.score)
+        return results
 
+    def _detect_round(
+        self,
+        images: Sequence[Image.Image],
+        prompts: dict[int, Prompt],
+        results: list[list[Detection]],
+    ) -> None:
+        """One forward for ``images[i]`` asked ``prompts[i]``; appends to ``results[i]``."""
+        active = list(prompts)
         batch = self.processor(
             images=[images[i] for i in active],
             text=[prompts[i][0] for i in active],
@@ -134,7 +195,7 @@ class GroundingDinoDetector(HFModel):
                         phrase_of[row, t] = k
                         break
             missing = len(spans) - int(phrase_of[row].max()) - 1
-            if missing > 0:
+            if missing > 0:  # _chunks sizes prompts to fit: this would be a tokenizer surprise
                 log.warning(
                     "prompt for image %d is over %d tokens: %d queries left out",
                     i,
@@ -175,11 +236,9 @@ class GroundingDinoDetector(HFModel):
                 results[i].append(
                     Detection(spans[k][2], float(score), _clip_box(box, width, height))
                 )
-            results[i].sort(key=lambda d: -d.score)
-        return results
 
 
-class OwlDetector(HFModel):
+class OwlDetector(_ZeroShotDetector):
     """OWLv2 and OWL-ViT: open-vocabulary boxes, one class-embedding per query.
 
     Query lists of different lengths are padded to the same count (the padding queries are
@@ -194,19 +253,7 @@ class OwlDetector(HFModel):
     [[Detection(query='a cat', score=0.71, box=(11.0, 53.2, 318.0, 470.9)), ...]]
     """
 
-    model_class = "AutoModelForZeroShotObjectDetection"
-    processor_class = "AutoProcessor"
-
-    def __init__(
-        self,
-        location: str,
-        device: str | None = None,
-        dtype: str | None = None,
-        *,
-        box_threshold: float = 0.1,
-    ):
-        self.box_threshold = _threshold("box_threshold", box_threshold)
-        super().__init__(location, device=device, dtype=dtype)
+    defaults: dict[str, float] = {"box_threshold": 0.1}
 
     def detect(
         self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]

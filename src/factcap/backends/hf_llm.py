@@ -5,65 +5,15 @@ Imported lazily by the registry (``llm`` role, ``hf:`` scheme).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from factcap.backends.hf_common import HFModel
+from factcap.backends.hf_common import HFModel, decode_new_tokens, generation_kwargs
+from factcap.backends.options import check_token_counts, take_options
 from factcap.backends.roles import ChatMessage
 from factcap.errors import ConfigError
-
-
-def take_options(owner: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
-    """``defaults`` updated with ``given``; an option name not in ``defaults`` is a TypeError.
-
-    >>> take_options("X", {"a": 2}, {"a": 1, "b": 0})
-    {'a': 2, 'b': 0}
-    """
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise TypeError(
-            f"{owner} got unknown option(s) {', '.join(map(repr, unknown))}; "
-            f"valid options: {', '.join(sorted(defaults)) or 'none'}"
-        )
-    return {**defaults, **given}
-
-
-def check_token_counts(owner: str, max_new_tokens: int, min_new_tokens: int) -> None:
-    """Raise ValueError unless ``0 <= min_new_tokens`` and ``1 <= max_new_tokens``."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"{owner}: max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if not isinstance(min_new_tokens, int) or min_new_tokens < 0:
-        raise ValueError(f"{owner}: min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-
-
-def generation_kwargs(
-    pad_token_id: int | None, max_new_tokens: int, min_new_tokens: int, temperature: float = 0.0
-) -> dict[str, Any]:
-    """``generate`` arguments: greedy when ``temperature`` is 0, else sampling at it.
-
-    ``min_new_tokens`` is capped by ``max_new_tokens``.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "min_new_tokens": min(min_new_tokens, max_new_tokens),
-        "pad_token_id": pad_token_id,
-    }
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=float(temperature))
-    else:
-        # Chat checkpoints often ship sampling defaults; greedy decoding must not inherit them.
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    return kwargs
-
-
-def decode_new_tokens(tokenizer: Any, output_ids: torch.Tensor, prompt_length: int) -> list[str]:
-    """Decode what ``generate`` added after the (left-padded) prompt, without special tokens."""
-    texts = tokenizer.batch_decode(output_ids[:, prompt_length:], skip_special_tokens=True)
-    return [text.strip() for text in texts]
 
 
 class CausalLM(HFModel):
@@ -122,10 +72,10 @@ class CausalLM(HFModel):
         check_token_counts(type(self).__name__, max_new_tokens, self.options["min_new_tokens"])
         batch = self.encode(conversations)
         kwargs = generation_kwargs(
-            self.tokenizer.pad_token_id,
             max_new_tokens,
             self.options["min_new_tokens"],
             temperature,
+            pad_token_id=self.tokenizer.pad_token_id,
         )
         with torch.inference_mode():
             output = self.model.generate(**batch, **kwargs)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from factcap.backends.hf_common import HFModel
-from factcap.backends.hf_llm import (
-    check_token_counts,
-    decode_new_tokens,
-    generation_kwargs,
-    take_options,
+from factcap.backends.hf_common import HFModel, YesNoJudge, decode_new_tokens, generation_kwargs
+from factcap.backends.options import check_text, check_token_counts, take_options
+from factcap.backends.roles import (
+    DEFAULT_CAPTION_PROMPT,
+    JUDGE_INSTRUCTION,
+    check_pairs,
+    judge_prompt,
 )
 from factcap.errors import ConfigError
 
@@ -83,8 +84,7 @@ class _ChatVLM(HFModel):
 
     def encode(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Any]:
         """The processor's batch for ``images[i]`` asked ``prompts[i]``, ready to generate from."""
-        if len(images) != len(prompts):
-            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts")
+        check_pairs(images, prompts)
         conversations = [image_messages(im, p) for im, p in zip(images, prompts, strict=True)]
         batch = self.processor.apply_chat_template(
             conversations,
@@ -116,15 +116,13 @@ class ChatVLMCaptioner(_ChatVLM):
     defaults: dict[str, Any] = {
         "max_new_tokens": 128,
         "min_new_tokens": 0,
-        "prompt": "Describe this image in detail.",
+        "prompt": DEFAULT_CAPTION_PROMPT,
     }
 
     def _check(self, options: dict[str, Any]) -> None:
-        check_token_counts(
-            type(self).__name__, options["max_new_tokens"], options["min_new_tokens"]
-        )
-        if not isinstance(options["prompt"], str) or not options["prompt"].strip():
-            raise ValueError(f"{type(self).__name__}: prompt must be a non-empty string")
+        owner = type(self).__name__
+        check_token_counts(owner, options["max_new_tokens"], options["min_new_tokens"])
+        check_text(owner, "prompt", options["prompt"], nonempty=True)
 
     def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
         """One caption per image; ``prompt`` overrides the configured one for this batch."""
@@ -132,16 +130,16 @@ class ChatVLMCaptioner(_ChatVLM):
             return []
         batch = self.encode(images, [prompt or self.options["prompt"]] * len(images))
         kwargs = generation_kwargs(
-            self.tokenizer.pad_token_id,
             self.options["max_new_tokens"],
             self.options["min_new_tokens"],
+            pad_token_id=self.tokenizer.pad_token_id,
         )
         with torch.inference_mode():
             output = self.model.generate(**batch, **kwargs)
         return decode_new_tokens(self.tokenizer, output, batch["input_ids"].shape[1])
 
 
-class ChatVLMJudge(_ChatVLM):
+class ChatVLMJudge(YesNoJudge, _ChatVLM):
     """A chat VLM as a yes/no judge: P(yes) from one batched forward pass.
 
     Each question is asked as "<question> Answer yes or no." after the image; at the first
@@ -158,7 +156,7 @@ class ChatVLMJudge(_ChatVLM):
     True
     """
 
-    defaults: dict[str, Any] = {"instruction": "Answer yes or no."}
+    defaults: dict[str, Any] = {"instruction": JUDGE_INSTRUCTION}
 
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
@@ -174,27 +172,17 @@ class ChatVLMJudge(_ChatVLM):
         self._keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     def _check(self, options: dict[str, Any]) -> None:
-        if not isinstance(options["instruction"], str):
-            raise ValueError(f"{type(self).__name__}: instruction must be a string")
+        check_text(type(self).__name__, "instruction", options["instruction"])
 
     def question_prompt(self, question: str) -> str:
         """The text asked next to the image for ``question``."""
-        return f"{question.strip()} {self.options['instruction']}".strip()
+        return judge_prompt(question, self.options["instruction"])
 
-    def yes_probability(
+    def answer_logits(
         self, images: Sequence[Image.Image], questions: Sequence[str]
-    ) -> list[float]:
-        """P(yes) for each (image, question) pair, renormalised over the yes/no tokens."""
-        if len(images) != len(questions):
-            raise ValueError(f"got {len(images)} images but {len(questions)} questions")
-        if not images:
-            return []
+    ) -> torch.Tensor:
+        """The logits after the assistant prompt, for every question asked with its image."""
         batch = self.encode(images, [self.question_prompt(q) for q in questions])
         extra = {"logits_to_keep": 1} if self._keep_last else {}
         with torch.inference_mode():
-            logits = self.model(**batch, **extra).logits[:, -1, :].float()
-        # log(sum P(yes)) - log(sum P(no)); the softmax normaliser cancels.
-        margin = torch.logsumexp(logits[:, self.yes_ids], -1) - torch.logsumexp(
-            logits[:, self.no_ids], -1
-        )
-        return torch.sigmoid(margin).tolist()
+            return self.model(**batch, **extra).logits[:, -1, :]

@@ -32,6 +32,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from factcap.backends.options import check_int, check_text, take_options
+from factcap.backends.roles import (
+    DEFAULT_CAPTION_PROMPT,
+    JUDGE_INSTRUCTION,
+    check_pairs,
+    judge_prompt,
+    yes_ratio,
+)
 from factcap.errors import FactcapError
 
 if TYPE_CHECKING:
@@ -42,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["OpenAICaptioner", "OpenAIJudge", "OpenAILLM", "RemoteError"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-DEFAULT_CAPTION_PROMPT = "Describe this image in detail."
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 _SNIPPET = 300
 
@@ -124,13 +131,8 @@ class _OpenAIClient:
     ) -> None:
         if not model:
             raise ValueError("an OpenAI-compatible backend needs a model name (openai:<model>)")
-        known = {**self.BASE_OPTIONS, **self.OPTIONS}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
+        opts = take_options(type(self).__name__, options, {**self.BASE_OPTIONS, **self.OPTIONS})
+        self._check(opts)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
         if max_retries < 0:
@@ -143,9 +145,12 @@ class _OpenAIClient:
         self.timeout = float(timeout)
         self.max_concurrency = int(max_concurrency)
         self.max_retries = int(max_retries)
-        self.options: dict[str, Any] = {**known, **options}
+        self.options: dict[str, Any] = opts
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+
+    def _check(self, options: dict[str, Any]) -> None:
+        """Validate option values (subclasses extend); unknown names are already rejected."""
 
     @property
     def endpoint(self) -> str:
@@ -186,6 +191,12 @@ class _OpenAIClient:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def _error(self, problem: str, status: int | None, body: str) -> RemoteError:
+        """A RemoteError saying "<endpoint> <problem>", with the start of ``body``."""
+        return RemoteError(
+            f"{self.endpoint} {problem}", server=self.endpoint, status=status, body=_snippet(body)
+        )
+
     def _wait(self, attempt: int, retry_after: float | None) -> None:
         cap = float(self.options["max_retry_wait"])
         delay = retry_after if retry_after is not None else self.options["backoff"] * 2**attempt
@@ -214,24 +225,18 @@ class _OpenAIClient:
                     return self._parse(resp)
                 problem = f"HTTP {status}: {_snippet(text)}"
                 if status not in RETRY_STATUSES:
-                    raise RemoteError(
-                        f"{self.endpoint} rejected the request for model {self.model!r} "
-                        f"with {problem}",
-                        server=self.endpoint,
-                        status=status,
-                        body=_snippet(text),
+                    raise self._error(
+                        f"rejected the request for model {self.model!r} with {problem}",
+                        status,
+                        text,
                     )
                 retry_after = _retry_after(
                     resp.headers.get("Retry-After"), float(self.options["max_retry_wait"])
                 )
             if attempt + 1 < attempts:
                 self._wait(attempt, retry_after)
-        raise RemoteError(
-            f"{self.endpoint} failed for model {self.model!r} after {attempts} attempt(s): "
-            f"{problem}",
-            server=self.endpoint,
-            status=status,
-            body=_snippet(text),
+        raise self._error(
+            f"failed for model {self.model!r} after {attempts} attempt(s): {problem}", status, text
         )
 
     def _parse(self, resp: httpx.Response) -> dict[str, Any]:
@@ -241,12 +246,11 @@ class _OpenAIClient:
             data = None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-            raise RemoteError(
-                f"{self.endpoint} (HTTP {resp.status_code}) did not return a chat completion "
-                f"for model {self.model!r}: {_snippet(resp.text) or '<empty body>'}",
-                server=self.endpoint,
-                status=resp.status_code,
-                body=_snippet(resp.text),
+            raise self._error(
+                f"(HTTP {resp.status_code}) did not return a chat completion for model "
+                f"{self.model!r}: {_snippet(resp.text) or '<empty body>'}",
+                resp.status_code,
+                resp.text,
             )
         return data
 
@@ -257,12 +261,11 @@ class _OpenAIClient:
         if isinstance(content, list):  # some servers answer with content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
-            raise RemoteError(
-                f"{self.endpoint} returned a completion without message content for model "
-                f"{self.model!r}: {_snippet(str(data))}",
-                server=self.endpoint,
-                status=200,
-                body=_snippet(str(data)),
+            raise self._error(
+                f"returned a completion without message content for model {self.model!r}: "
+                f"{_snippet(str(data))}",
+                200,
+                str(data),
             )
         return content
 
@@ -363,6 +366,11 @@ class OpenAICaptioner(_OpenAIClient):
         **_VISION_OPTIONS,
     }
 
+    def _check(self, options: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        check_text(owner, "prompt", options["prompt"], nonempty=True)
+        check_int(owner, "max_new_tokens", options["max_new_tokens"], 1)
+
     def caption(self, images: Sequence[Image.Image], prompt: str | None = None) -> list[str]:
         """One caption per image (concurrent requests, input order)."""
         text = prompt or self.options["prompt"]
@@ -387,7 +395,7 @@ def _yes_no(token: str) -> str | None:
 class OpenAIJudge(_OpenAIClient):
     """A vision chat model as a yes/no judge (VQA role): P("yes") from logprobs.
 
-    Asks ``"<question> Answer yes or no."`` with ``max_tokens=1, logprobs=true,
+    Asks ``"<question> <instruction>"`` (the instruction defaults to "Answer yes or no.") with ``max_tokens=1, logprobs=true,
     top_logprobs=20`` and returns P(yes) / (P(yes) + P(no)), summing every spelling of yes
     and no ("Yes", " yes", "YES", "no.", ...) among the first token's top logprobs.
 
@@ -397,7 +405,8 @@ class OpenAIJudge(_OpenAIClient):
     nor no appears (in the logprobs, or in the text without them), the result is
     ``float("nan")``: the question went unanswered, which is not the same as "no".
 
-    Options: ``top_logprobs`` (20), ``require_logprobs`` (False), ``image_format``,
+    Options: ``instruction`` ("Answer yes or no."), ``top_logprobs`` (20),
+    ``require_logprobs`` (False), ``image_format``,
     ``jpeg_quality``, ``max_image_side``, ``extra_body``, ``backoff``, ``max_retry_wait``.
 
     >>> judge = OpenAIJudge("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
@@ -405,7 +414,15 @@ class OpenAIJudge(_OpenAIClient):
     0.9002495108803148
     """
 
-    OPTIONS = {"top_logprobs": 20, "require_logprobs": False, **_VISION_OPTIONS}
+    OPTIONS = {
+        "instruction": JUDGE_INSTRUCTION,
+        "top_logprobs": 20,
+        "require_logprobs": False,
+        **_VISION_OPTIONS,
+    }
+
+    def _check(self, options: dict[str, Any]) -> None:
+        check_text(type(self).__name__, "instruction", options["instruction"])
 
     @staticmethod
     def probability_from_logprobs(top: dict[str, float]) -> float:
@@ -415,8 +432,7 @@ class OpenAIJudge(_OpenAIClient):
             word = _yes_no(token)
             if word is not None and logprob is not None and math.isfinite(logprob):
                 mass[word] += math.exp(logprob)
-        total = mass["yes"] + mass["no"]
-        return mass["yes"] / total if total > 0 else float("nan")
+        return yes_ratio(mass["yes"], mass["no"])
 
     def _first_token_logprobs(self, data: dict[str, Any]) -> dict[str, float] | None:
         logprobs = data["choices"][0].get("logprobs")
@@ -436,14 +452,15 @@ class OpenAIJudge(_OpenAIClient):
         self, images: Sequence[Image.Image], questions: Sequence[str]
     ) -> list[float]:
         """P(yes) for each (image, question) pair, requested concurrently, in input order."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+        check_pairs(images, questions)
 
         def one(pair: tuple[Image.Image, str]) -> float:
             image, question = pair
             payload = {
                 "model": self.model,
-                "messages": [self._vision_message(image, f"{question.strip()} Answer yes or no.")],
+                "messages": [
+                    self._vision_message(image, judge_prompt(question, self.options["instruction"]))
+                ],
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": True,
@@ -454,12 +471,10 @@ class OpenAIJudge(_OpenAIClient):
             if top is not None:
                 return self.probability_from_logprobs(top)
             if self.options["require_logprobs"]:
-                raise RemoteError(
-                    f"{self.endpoint} returned no logprobs for model {self.model!r} "
-                    "(require_logprobs=True)",
-                    server=self.endpoint,
-                    status=200,
-                    body=_snippet(str(data)),
+                raise self._error(
+                    f"returned no logprobs for model {self.model!r} (require_logprobs=True)",
+                    200,
+                    str(data),
                 )
             words = self._text(data).strip().split()
             word = _yes_no(words[0]) if words else None

@@ -20,6 +20,37 @@ if TYPE_CHECKING:
 
 ChatMessage = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
+#: What an instruction-following captioner is asked when no prompt is configured.
+DEFAULT_CAPTION_PROMPT = "Describe this image in detail."
+#: The sentence a chat judge appends to every yes/no question.
+JUDGE_INSTRUCTION = "Answer yes or no."
+
+
+def judge_prompt(question: str, instruction: str = JUDGE_INSTRUCTION) -> str:
+    """The text a chat judge is asked for ``question``.
+
+    >>> judge_prompt(" Is there a cat? ", JUDGE_INSTRUCTION)
+    'Is there a cat? Answer yes or no.'
+    """
+    return f"{question.strip()} {instruction}".strip()
+
+
+def check_pairs(images: Sequence[object], questions: Sequence[str]) -> None:
+    """Raise ValueError unless there is exactly one question per image."""
+    if len(images) != len(questions):
+        raise ValueError(f"got {len(images)} images but {len(questions)} questions")
+
+
+def yes_ratio(p_yes: float, p_no: float) -> float:
+    """P(yes) renormalised over the two answers: ``p_yes / (p_yes + p_no)``; NaN when both
+    are 0 (the model gave neither answer).
+
+    >>> yes_ratio(0.75, 0.25)
+    0.75
+    """
+    total = p_yes + p_no
+    return p_yes / total if total > 0 else float("nan")
+
 
 @dataclass(slots=True)
 class Detection:
