@@ -29,6 +29,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from factcap.config import VerifyConfig
@@ -61,29 +62,33 @@ def extract_claims(
     conversations = [
         [{"role": "user", "content": render(template, proposals=proposals_block(w))}] for w in items
     ]
+    ask = partial(llm.chat, max_new_tokens=max_new_tokens, temperature=temperature)
     with timed(items, "claims"):
         try:
-            answers = llm.chat(
-                conversations, max_new_tokens=max_new_tokens, temperature=temperature
-            )
+            answers = ask(conversations)
         except Exception as err:
             fail_all(items, err, f"LLM {llm.name} failed while extracting claims")
             return
         parsed = [_try_parse(a, max_claims) for a in answers]
         retry = [i for i, claims in enumerate(parsed) if claims is None]
         if retry:
-            _repair(
-                items,
-                conversations,
-                answers,
-                parsed,
-                retry,
-                llm,
-                max_new_tokens,
-                temperature,
-                max_claims,
-                load_prompt("repair", prompts),
-            )
+            repair = {"role": "user", "content": load_prompt("repair", prompts)}
+            followups = [
+                [*conversations[i], {"role": "assistant", "content": answers[i]}, repair]
+                for i in retry
+            ]
+            try:
+                again: list[str | None] = list(ask(followups))
+            except Exception as err:  # costs only the retry: these items fall back
+                again = [None] * len(retry)
+                for i in retry:
+                    items[i].record.notes.append(
+                        f"claims: the repair retry failed ({type(err).__name__})"
+                    )
+            for i, answer in zip(retry, again, strict=True):
+                parsed[i] = _try_parse(answer, max_claims) if answer is not None else None
+                if parsed[i] is not None:
+                    items[i].record.notes.append("claims: parsed after one repair retry")
     for w, claims in zip(items, parsed, strict=True):
         if claims is None:
             captions = [p.text for p in w.record.proposals if p.model != w.ocr_model]
@@ -94,43 +99,6 @@ def extract_claims(
             )
         known = {c.text.lower() for c in claims}
         w.record.claims = claims + _ocr_claims(w, known, max_claims - len(claims))
-
-
-def _repair(
-    items,
-    conversations,
-    answers,
-    parsed,
-    retry,
-    llm,
-    max_new_tokens,
-    temperature,
-    max_claims,
-    repair_prompt,
-) -> None:
-    """One repair retry for the unparseable answers; updates ``parsed`` in place. A failing
-    LLM call here only costs the retry: those items fall back, the others keep their claims."""
-    try:
-        again = llm.chat(
-            [
-                conversations[i]
-                + [
-                    {"role": "assistant", "content": answers[i]},
-                    {"role": "user", "content": repair_prompt},
-                ]
-                for i in retry
-            ],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-        )
-    except Exception as err:
-        for i in retry:
-            items[i].record.notes.append(f"claims: the repair retry failed ({type(err).__name__})")
-        return
-    for i, answer in zip(retry, again, strict=True):
-        parsed[i] = _try_parse(answer, max_claims)
-        if parsed[i] is not None:
-            items[i].record.notes.append("claims: parsed after one repair retry")
 
 
 def _try_parse(answer: str, max_claims: int) -> list[Claim] | None:
