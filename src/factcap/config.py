@@ -32,7 +32,8 @@ from factcap.errors import ConfigError
 STYLES = ("detailed", "short", "t2i", "alt")
 DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-ROLE_KEYS = ("llm", "detector", "vqa", "ocr", "embedder")
+ROLE_KEYS = ("llm", "detector", "vqa", "ocr", "embedder", "t2i", "text_embedder")
+DEFAULT_METRICS = ("clip_score", "vqa_score", "capture", "chair", "self_retrieval")
 
 
 class _Strict(BaseModel):
@@ -95,6 +96,15 @@ class OpenAIConfig(_Strict):
     max_retries: int = Field(default=2, ge=0)
 
 
+class EvaluateConfig(_Strict):
+    """``factcap evaluate``: which metrics, and options per metric (e.g. ``clip_image_score:
+    {samples: 2, seed: 0}``)."""
+
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    batch_size: int = Field(default=16, ge=1)
+
+
 class Config(_Strict):
     """Everything a :class:`factcap.Pipeline` needs."""
 
@@ -105,6 +115,8 @@ class Config(_Strict):
     vqa: RoleConfig | None = None
     ocr: RoleConfig | None = None
     embedder: RoleConfig | None = None
+    t2i: RoleConfig | None = None
+    text_embedder: RoleConfig | None = None
     device: str = Field(default="auto", pattern=DEVICE_PATTERN)
     dtype: Literal[DTYPES] = "auto"  # type: ignore[valid-type]
     batch_size: int = Field(default=4, ge=1)
@@ -114,6 +126,7 @@ class Config(_Strict):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("styles")
     @classmethod
@@ -138,13 +151,7 @@ class Config(_Strict):
 
     def roles(self) -> dict[str, RoleConfig]:
         """The configured single-model roles, by name (captioners are listed separately)."""
-        named = {
-            "llm": self.llm,
-            "detector": self.detector,
-            "vqa": self.vqa,
-            "ocr": self.ocr,
-            "embedder": self.embedder,
-        }
+        named = {key: getattr(self, key) for key in ROLE_KEYS}
         return {k: v for k, v in named.items() if v is not None}
 
 

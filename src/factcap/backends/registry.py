@@ -101,6 +101,20 @@ ENTRIES: tuple[Entry, ...] = (
         "CLIP / SigLIP joint embeddings",
     ),
     _e("ocr", "rapidocr", (ANY,), "ocr_rapid:RapidOCRReader", "PP-OCR via rapidocr-onnxruntime"),
+    _e(
+        "text_embedder",
+        "hf",
+        (ANY,),
+        "hf_text:SentenceEmbedder",
+        "a sentence-embedding encoder (mean pooling), e.g. all-MiniLM-L6-v2",
+    ),
+    _e(
+        "t2i",
+        "hf",
+        (ANY,),
+        "hf_diffusers:DiffusersTextToImage",
+        "a diffusers text-to-image pipeline (SD-Turbo, SDXL-Turbo, ...)",
+    ),
 )
 
 
@@ -140,6 +154,9 @@ def model_type(location: str) -> str:
     local = Path(location).expanduser()
     if local.is_dir():
         cfg = local / "config.json"
+        pipeline = local / "model_index.json"  # a diffusers pipeline
+        if pipeline.exists() and not cfg.exists():
+            return json.loads(pipeline.read_text(encoding="utf-8")).get("_class_name", "")
         if not cfg.exists():
             raise ModelNotAvailable(f"{local} has no config.json: not a transformers checkpoint")
         return json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
@@ -167,7 +184,8 @@ def build(role: str, spec: str, **options: Any) -> Any:
     when the weights are neither on disk nor reachable.
     """
     scheme, location = locate(spec)
-    family = model_type(location) if scheme == "hf" else ANY
+    # one backend serves every t2i pipeline; diffusers hub repos have no transformers config
+    family = model_type(location) if scheme == "hf" and role != "t2i" else ANY
     entry = entry_for(role, scheme, family)
     module_name, class_name = entry.target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
@@ -206,7 +224,7 @@ def availability(spec: str) -> tuple[bool, str]:
         )
     local = Path(rest).expanduser()
     if local.is_dir():
-        ok = (local / "config.json").exists()
+        ok = (local / "config.json").exists() or (local / "model_index.json").exists()
         return ok, f"local directory {local}" + ("" if ok else " (no config.json)")
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -214,6 +232,8 @@ def availability(spec: str) -> tuple[bool, str]:
         return False, "pip install 'factcap[hf]' to use hf: models"
     try:
         found = try_to_load_from_cache(rest, "config.json")
+        if not isinstance(found, str):
+            found = try_to_load_from_cache(rest, "model_index.json")
     except Exception:  # not a valid hub id either (e.g. a local path that does not exist)
         return False, f"{rest}: not a local directory, and not a hub id in the local cache"
     if isinstance(found, str):

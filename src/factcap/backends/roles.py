@@ -137,6 +137,15 @@ class Embedder(Protocol):
 
 
 @runtime_checkable
+class TextToImage(Protocol):
+    """Generates one image per prompt; ``seeds[i]`` makes image ``i`` reproducible."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]: ...
+
+
+@runtime_checkable
 class OCR(Protocol):
     """Reads text from images: a list of spans per image."""
 
@@ -152,4 +161,6 @@ ROLES: dict[str, type] = {
     "llm": LLM,
     "embedder": Embedder,
     "ocr": OCR,
+    "t2i": TextToImage,
+    "text_embedder": Embedder,  # text side only: embed_texts
 }

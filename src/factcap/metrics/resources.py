@@ -1,0 +1,89 @@
+"""Models and caches shared by the metrics of one evaluation, built only when first used.
+
+Images are decoded with the same safe decoder as the pipeline; image embeddings are
+computed once per image, however many captions (sources, styles, proposals) it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from factcap.errors import ImageError
+from factcap.images import DecodeLimits, decode
+
+
+class Resources:
+    """Lazily built backends by role, plus the image and embedding caches.
+
+    ``builders`` maps a role name (``embedder``, ``t2i``, ``vqa``, ``llm``, ``text_embedder``)
+    to a zero-argument function that builds its backend; a role without a builder is
+    unavailable and the metrics that need it fail their samples with that reason.
+
+    >>> r = Resources({}, batch_size=2)
+    >>> r.available("embedder")
+    False
+    """
+
+    def __init__(
+        self,
+        builders: dict[str, Callable[[], Any]],
+        batch_size: int = 16,
+        limits: DecodeLimits | None = None,
+        options: dict[str, Any] | None = None,
+    ):
+        self._builders = builders
+        self._built: dict[str, Any] = {}
+        self.batch_size = batch_size
+        self.limits = limits or DecodeLimits()
+        self.options = options or {}
+        self._image_vectors: dict[str, np.ndarray | str] = {}
+
+    def available(self, role: str) -> bool:
+        return role in self._builders
+
+    def get(self, role: str) -> Any:
+        """The backend of ``role``, built on first use. KeyError if none is configured."""
+        if role not in self._built:
+            if role not in self._builders:
+                raise KeyError(f"no {role} model is configured for evaluation")
+            self._built[role] = self._builders[role]()
+        return self._built[role]
+
+    def load_images(self, sources: Sequence[str]) -> list[Any]:
+        """A decoded RGB image per source, or the reason it could not be decoded (a str)."""
+        out: list[Any] = []
+        for source in sources:
+            try:
+                out.append(decode(source, self.limits).image)
+            except ImageError as err:
+                out.append(f"{err.kind}: {err}")
+        return out
+
+    def image_embeddings(self, sources: Sequence[str]) -> list[np.ndarray | str]:
+        """Unit image embeddings (embedder role), one per source, each image computed once;
+        a str in place of a vector says why there is none."""
+        todo = list(dict.fromkeys(s for s in sources if s not in self._image_vectors))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            images = self.load_images(chunk)
+            good = [i for i, im in enumerate(images) if not isinstance(im, str)]
+            if good:
+                vectors = self.get("embedder").embed_images([images[i] for i in good])
+                for row, i in enumerate(good):
+                    self._image_vectors[chunk[i]] = np.asarray(vectors[row], dtype=np.float32)
+            for i, im in enumerate(images):
+                if isinstance(im, str):
+                    self._image_vectors[chunk[i]] = im
+        return [self._image_vectors[s] for s in sources]
+
+    def text_embeddings(self, texts: Sequence[str], role: str = "embedder") -> np.ndarray:
+        """Unit text embeddings of ``role`` (``embedder`` or ``text_embedder``), batched."""
+        backend = self.get(role)
+        rows = [
+            backend.embed_texts(list(texts[i : i + self.batch_size]))
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        return np.concatenate(rows, axis=0) if rows else np.zeros((0, 0), dtype=np.float32)
