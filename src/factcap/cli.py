@@ -26,6 +26,13 @@ CAPTION_EXAMPLES = """examples:
   factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
 """
 
+EVALUATE_EXAMPLES = """examples:
+  factcap evaluate out.jsonl -o scores.jsonl                   # default metrics, tiny models
+  factcap evaluate out.jsonl -o scores.jsonl --source all --references refs.jsonl \\
+      --metrics clip_score,vqa_score,capture,chair,self_retrieval,bleu,rouge_l,cider
+  factcap evaluate other_tool.jsonl -o s.parquet --preset small --clip hf:openai/clip-vit-large-patch14
+"""
+
 MODELS_EXAMPLES = """examples:
   factcap models list
   factcap models check --preset vfc
@@ -77,6 +84,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=_cmd_caption)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score captions: CLIP-Score, VQAScore, CAPTURE, CHAIR, BLEU, ...",
+        description="Score the captions of a results JSONL (factcap's, or any JSONL with id, "
+        "source and captions) and write per-caption scores, a summary JSON and a table.",
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("results", type=Path, metavar="RESULTS", help="results JSONL")
+    ev.add_argument(
+        "-o", "--output", required=True, type=Path, help="per-caption scores: .jsonl, or .parquet"
+    )
+    ev.add_argument("--metrics", help="comma-separated metric names (default: the config's)")
+    ev.add_argument(
+        "--references",
+        type=Path,
+        help='JSONL of {"id", "references": [...], "objects": [...]} or COCO JSON',
+    )
+    ev.add_argument(
+        "--source",
+        choices=("final", "proposals", "all"),
+        default="final",
+        help="score final captions, proposals, or both side by side",
+    )
+    ev_src = ev.add_mutually_exclusive_group()
+    ev_src.add_argument("--preset", help="models for scoring come from this preset (default tiny)")
+    ev_src.add_argument("--config", type=Path, help="YAML config file")
+    ev.add_argument(
+        "--clip", help="model spec of the CLIP embedder (e.g. hf:openai/clip-vit-large-patch14)"
+    )
+    ev.add_argument("--t2i", help="model spec of the text-to-image model for clip_image_score")
+    ev.add_argument("--vqa", help="model spec of the VQA model for vqa_score")
+    ev.add_argument("--batch-size", type=int, help="samples per model batch")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=_cmd_evaluate)
 
     models = sub.add_parser(
         "models",
@@ -190,6 +233,59 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         f"{seconds / n:.2f} s/img): {statuses['ok']} ok, {statuses['error']} errors"
         + (f" ({detail})" if detail else "")
         + f" -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from factcap import evaluate as ev
+
+    overrides: dict[str, Any] = {}
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise _usage("--batch-size must be at least 1")
+        overrides["evaluate"] = {"batch_size": args.batch_size}
+    config = _load_config(args, overrides)
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    names = names or list(config.evaluate.metrics)
+    from factcap.metrics import METRICS
+
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise _usage(
+            f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(sorted(METRICS))}"
+        )
+    rows = list(ev.read_jsonl(args.results))
+    samples = ev.build_samples(rows, args.source, ev.read_references(args.references), {})
+    if not samples:
+        raise _usage(f"{args.results} holds no captions to score (rows need id, source, captions)")
+    resources = ev.resources_for(config, {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa})
+
+    from tqdm import tqdm
+
+    sources = {s.caption_source for s in samples}
+    start = time.perf_counter()
+    with tqdm(
+        total=len(sources) * len(names),
+        unit="step",
+        disable=args.quiet,
+        desc="evaluating",
+        dynamic_ncols=True,
+    ) as bar:
+
+        def step(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        result = ev.evaluate(samples, names, resources, config.evaluate.options, progress=step)
+    summary_path = ev.write_rows(result, args.output)
+    print(ev.table(result.summary))
+    print(
+        f"factcap: {len(samples)} captions of {len({s.id for s in samples})} images, "
+        f"{len(names)} metrics in {time.perf_counter() - start:.1f} s -> {args.output}, "
+        f"{summary_path}",
         file=sys.stderr,
     )
     return 0

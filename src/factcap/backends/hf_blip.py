@@ -231,10 +231,19 @@ class BlipVQA(YesNoJudge, HFModel):
     def answer_logits(
         self, images: Sequence[Image.Image], questions: Sequence[str]
     ) -> torch.Tensor:
-        """The answer decoder's first-step logits, one row per (image, question) pair."""
+        """The answer decoder's first-step logits, one row per (image, question) pair.
+
+        Questions longer than the text encoder's positions are truncated to fit (by the
+        tokenizer, from the end)."""
+        limit = self.model.config.text_config.max_position_embeddings
         inputs = self.to_device(
             self.processor(
-                images=list(images), text=list(questions), padding=True, return_tensors="pt"
+                images=list(images),
+                text=list(questions),
+                padding=True,
+                truncation=True,
+                max_length=limit,
+                return_tensors="pt",
             )
         )
         model = self.model

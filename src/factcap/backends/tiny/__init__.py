@@ -21,7 +21,7 @@ from pathlib import Path
 from factcap.errors import ConfigError
 
 # Bump when a builder changes, so cached checkpoints are rebuilt.
-TINY_VERSION = 2
+TINY_VERSION = 3
 
 # family name -> "module:function" (relative to this package). The builder takes an output
 # directory and writes a complete checkpoint there (config, weights, processor, tokenizer).

@@ -73,7 +73,7 @@ def _blip_config(tokenizer: Any) -> Any:
         "projection_dim": HIDDEN,
         "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS,
-        "max_position_embeddings": 64,
+        "max_position_embeddings": 512,  # the real prompts and questions fit
         "bos_token_id": tokenizer.bos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "sep_token_id": tokenizer.sep_token_id,

@@ -1,0 +1,173 @@
+"""The evaluate job: samples from results, references, outputs, summary, table, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from factcap.errors import ConfigError
+from factcap.evaluate import (
+    build_samples,
+    evaluate,
+    read_jsonl,
+    read_references,
+    table,
+    write_rows,
+)
+from factcap.examples import example_paths
+from factcap.metrics import Metric, Sample, Score
+from factcap.metrics.resources import Resources
+from factcap.metrics.vqa_score import VQAScore, vqa_question
+
+ROWS = [
+    {
+        "id": "a",
+        "source": "dir/a.jpg",
+        "status": "ok",
+        "captions": {"detailed": "A cat.", "short": "Cat."},
+        "proposals": [
+            {"model": "m1", "text": "a cat"},
+            {"model": "rapidocr", "text": 'Text visible in the image: "X".'},
+        ],
+        "models": {"ocr": "rapidocr"},
+        "claims": [{"kind": "object", "subject": "cat"}],
+    },
+    {"id": "b", "source": "dir/b.jpg", "status": "error", "captions": {}},
+    {"id": "c", "source": "dir/c.jpg", "captions": {"detailed": "A dog."}},
+]
+
+
+def test_samples_per_caption_source():
+    samples = build_samples(ROWS, "all", {}, {})
+    assert [(s.id, s.caption_source) for s in samples] == [
+        ("a", "final:detailed"),
+        ("a", "final:short"),
+        ("a", "proposal:m1"),
+        ("c", "final:detailed"),
+    ]
+    assert samples[0].claims == ROWS[0]["claims"]
+    assert [s.caption_source for s in build_samples(ROWS, "proposals", {}, {})] == ["proposal:m1"]
+    with pytest.raises(ConfigError):
+        build_samples(ROWS, "everything", {}, {})
+
+
+def test_references_from_jsonl_and_coco(tmp_path):
+    jsonl = tmp_path / "refs.jsonl"
+    jsonl.write_text(json.dumps({"id": "a", "references": ["a cat"], "objects": ["cat"]}) + "\n")
+    refs = read_references(jsonl)
+    [sample, *_] = build_samples(ROWS, "final", refs, {})
+    assert sample.references == ["a cat"] and sample.objects == ["cat"]
+
+    coco = tmp_path / "captions.json"
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 7, "file_name": "c.jpg"}],
+                "annotations": [
+                    {"image_id": 7, "caption": "a dog"},
+                    {"image_id": 7, "caption": "dog"},
+                ],
+            }
+        )
+    )
+    samples = build_samples(ROWS, "final", read_references(coco), {})
+    assert samples[-1].id == "c" and samples[-1].references == ["a dog", "dog"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    with pytest.raises(ConfigError, match="not a COCO captions file"):
+        read_references(bad)
+
+
+def test_read_jsonl_errors_are_clear(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": 1}\nnot json\n')
+    with pytest.raises(ConfigError, match="r.jsonl:2"):
+        list(read_jsonl(path))
+    with pytest.raises(ConfigError, match="no such file"):
+        list(read_jsonl(tmp_path / "missing.jsonl"))
+
+
+class Length(Metric):
+    """A trivial metric with a corpus value, to test the job's bookkeeping."""
+
+    name = "length"
+    value_names = ("length",)
+
+    def score(self, samples, resources):
+        return [
+            Score({"length": float(len(s.caption))})
+            if s.caption != "A dog."
+            else Score.failed(self.value_names, "dogs are not measured")
+            for s in samples
+        ]
+
+    def corpus(self, samples, scores):
+        return {"length": 99.0}
+
+
+def test_job_keeps_per_item_scores_failures_and_corpus_values(tmp_path):
+    samples = build_samples(ROWS, "final", {}, {})
+    result = evaluate(samples, [Length()], Resources({}))
+    rows = list(result.rows())
+    assert rows[0] == {
+        "id": "a",
+        "caption_source": "final:detailed",
+        "metrics": {"length": 6.0},
+        "failures": {},
+    }
+    assert rows[-1]["metrics"] == {"length": None}
+    assert rows[-1]["failures"] == {"length": "dogs are not measured"}
+    stats = result.summary["final:detailed"]["length"]
+    assert (stats["mean"], stats["n"], stats["n_failed"], stats["corpus"]) == (6.0, 1, 1, 99.0)
+    summary_path = write_rows(result, tmp_path / "scores.jsonl")
+    assert summary_path.name == "scores.summary.json"
+    assert json.loads(summary_path.read_text())["final:short"]["length"]["mean"] == 4.0
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 3
+    text = table(result.summary)
+    assert "final:detailed" in text and "99.0000" in text
+
+
+def test_parquet_output(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    samples = [Sample(id="a", source="a.jpg", caption_source="final:detailed", caption="x")]
+    result = evaluate(samples, ["vqa_score"], Resources({}))  # no VQA model: a failure
+    write_rows(result, tmp_path / "s.parquet")
+    table_ = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert table_[0]["id"] == "a" and math.isnan(table_[0]["m.vqa_score"] or math.nan)
+    assert "no vqa model" in json.loads(table_[0]["failures"])["vqa_score"]
+
+
+def test_vqa_question_quotes_the_caption():
+    assert vqa_question('a "big"  dog') == "Does this figure show \"a 'big' dog\"?"
+
+
+class FixedVQA:
+    name = "fixed"
+
+    def __init__(self, p):
+        self.p, self.calls = p, []
+
+    def yes_probability(self, images, questions):
+        self.calls.append(list(questions))
+        return [self.p] * len(questions)
+
+
+def test_vqa_score_batches_and_reports_failures(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    photo = str(example_paths()[0])
+    samples = [
+        Sample(id=str(i), source=src, caption_source="final:detailed", caption=cap)
+        for i, (src, cap) in enumerate(
+            [(photo, "A cat."), (str(broken), "A cat."), (photo, "  "), (photo, "A dog.")]
+        )
+    ]
+    vqa = FixedVQA(0.7)
+    scores = VQAScore().score(samples, Resources({"vqa": lambda: vqa}, batch_size=8))
+    assert [s.values["vqa_score"] for s in scores][::3] == [0.7, 0.7]
+    assert "CorruptImage" in scores[1].failure and scores[2].failure == "empty caption"
+    assert len(vqa.calls) == 1 and len(vqa.calls[0]) == 2
+    nan = VQAScore().score(samples[:1], Resources({"vqa": lambda: FixedVQA(float("nan"))}))
+    assert math.isnan(nan[0].values["vqa_score"]) and "no yes/no answer" in nan[0].failure
