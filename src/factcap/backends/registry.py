@@ -211,7 +211,7 @@ def availability(spec: str) -> tuple[bool, str]:
         if rest not in tiny.FAMILIES:
             return False, f"unknown tiny family; known: {', '.join(sorted(tiny.FAMILIES))}"
         path = tiny.cache_dir() / rest
-        built = (path / "config.json").exists()
+        built = tiny.is_built(path)
         return True, f"{'built at' if built else 'will be built offline into'} {path}"
     if scheme == "openai":
         return True, "remote: served by the OpenAI-compatible server in the config"

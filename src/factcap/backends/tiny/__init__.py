@@ -21,7 +21,7 @@ from pathlib import Path
 from factcap.errors import ConfigError
 
 # Bump when a builder changes, so cached checkpoints are rebuilt.
-TINY_VERSION = 3
+TINY_VERSION = 4
 
 # family name -> "module:function" (relative to this package). The builder takes an output
 # directory and writes a complete checkpoint there (config, weights, processor, tokenizer).
@@ -35,6 +35,7 @@ FAMILIES: dict[str, str] = {
     "clip": "chat:build_clip",
     "grounding_dino": "detectors:build_grounding_dino",
     "owlv2": "detectors:build_owlv2",
+    "sd": "diffusion:build_sd",
 }
 
 
@@ -64,10 +65,15 @@ def build(family: str, out: Path) -> Path:
     return out
 
 
+def is_built(path: Path) -> bool:
+    """Whether ``path`` holds a checkpoint (transformers) or a pipeline (diffusers)."""
+    return (path / "config.json").exists() or (path / "model_index.json").exists()
+
+
 def ensure(family: str) -> Path:
     """The cached checkpoint directory of ``family``, building it on first use."""
     out = cache_dir() / family
-    if not (out / "config.json").exists():
+    if not is_built(out):
         build(family, out)
     return out
 
