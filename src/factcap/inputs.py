@@ -27,12 +27,21 @@ _PATH_KEYS = ("path", "image", "source", "file", "image_path")
 
 @dataclass(slots=True)
 class InputItem:
-    """One thing to caption: a path on disk, or an in-memory image (``image``)."""
+    """One thing to caption: a path on disk, encoded bytes (``data``, e.g. from a tar shard
+    or a Parquet row), or an in-memory PIL image (``image``)."""
 
     source: str
     id: str
     image: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    data: bytes | None = None
+
+    @property
+    def payload(self) -> Any:
+        """What to decode: the PIL image, else the bytes, else the path."""
+        if self.image is not None:
+            return self.image
+        return self.data if self.data is not None else self.source
 
 
 def image_suffixes() -> frozenset[str]:

@@ -57,6 +57,14 @@ class ClipEmbedder(HFModel):
         tokenizer_max = getattr(self.tokenizer, "model_max_length", None) or context
         return int(min(context, tokenizer_max))
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text takes in the text tower, special tokens included, before
+        any truncation (what the evaluate stage compares with :attr:`max_text_tokens`)."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
+
     @property
     def dim(self) -> int:
         """Width of the joint embedding space."""

@@ -167,7 +167,7 @@ class Pipeline:
             )
             start = time.perf_counter()
             try:
-                decoded = decode(item.image if item.image is not None else item.source, limits)
+                decoded = decode(item.payload, limits)
             except ImageError as err:
                 record.fail(err.kind, str(err))
                 decoded = None
