@@ -124,14 +124,13 @@ def test_unknown_option_is_rejected():
 # -- concurrency and order -------------------------------------------------------------------
 
 
-def test_concurrent_requests_finish_fast():
-    with FakeOpenAIServer(delay=0.2) as srv:
+def test_requests_of_a_batch_are_in_flight_together():
+    # the server holds each request 0.5 s, so a client that sends them one by one never has
+    # two in flight (the speed itself is measured by a benchmark, not here)
+    with FakeOpenAIServer(delay=0.5) as srv:
         llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=8)
-        start = time.perf_counter()
         out = llm.chat([_conv(f"q{i}") for i in range(8)])
-        elapsed = time.perf_counter() - start
     assert out == [f"echo: q{i}" for i in range(8)]
-    assert elapsed < 0.8, f"8 x 0.2 s took {elapsed:.2f} s: not concurrent"
     assert srv.max_in_flight >= 4
 
 
