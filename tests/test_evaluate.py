@@ -171,3 +171,67 @@ def test_vqa_score_batches_and_reports_failures(tmp_path):
     assert len(vqa.calls) == 1 and len(vqa.calls[0]) == 2
     nan = VQAScore().score(samples[:1], Resources({"vqa": lambda: FixedVQA(float("nan"))}))
     assert math.isnan(nan[0].values["vqa_score"]) and "no yes/no answer" in nan[0].failure
+
+
+ALL_METRICS = (
+    "clip_score,clip_image_score,vqa_score,capture,chair,self_retrieval,bleu,rouge_l,cider"
+)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_scores_every_metric_for_every_caption_source(tmp_path, capsys):
+    from factcap.cli import main
+    from factcap.metrics import build
+
+    results = tmp_path / "out.jsonl"
+    photos = [str(p) for p in example_paths()[:3]]
+    assert main(["caption", *photos, "-o", str(results), "--quiet"]) == 0
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": r["id"],
+                    "references": ["a photo of a cat on a sofa", "a cat"],
+                    "objects": ["cat", "couch"],
+                }
+            )
+            + "\n"
+            for r in records
+        )
+    )
+    scores = tmp_path / "scores.jsonl"
+    args = [
+        "evaluate",
+        str(results),
+        "-o",
+        str(scores),
+        "--metrics",
+        ALL_METRICS,
+        "--references",
+        str(refs),
+        "--source",
+        "all",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    sources = {"final:detailed", "proposal:tiny:blip", "proposal:tiny:chat_vlm"}
+    assert {r["caption_source"] for r in rows} == sources
+    assert len(rows) == 3 * len(sources)
+    names = [v for m in ALL_METRICS.split(",") for v in build(m).value_names]
+    summary = json.loads((tmp_path / "scores.summary.json").read_text())
+    for row in rows:
+        for name in names:
+            assert name in row["metrics"], name
+            value = row["metrics"][name]
+            # a value, or null with the metric's reason
+            assert value is not None or any(row["failures"].values()), (name, row)
+    for source in sources:
+        for name in names:
+            assert name in summary[source]
+    for name in ("clip_score", "clip_image_score", "vqa_score", "capture", "bleu_1", "cider"):
+        assert summary["final:detailed"][name]["n"] == 3, name
+        assert name in out

@@ -179,6 +179,7 @@ def _quiet_libraries() -> None:
     from transformers / huggingface_hub (a user's explicit settings win)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     # Pillow warns about odd-but-decodable files; the record's status says what matters.
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 

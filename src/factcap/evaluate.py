@@ -279,23 +279,31 @@ def _finite(value: Any) -> Any:
 
 
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The summary as a fixed-width table: caption sources × values (corpus value if any,
-    else the mean; ``n/a`` where nothing could be computed)."""
-    columns: list[str] = []
+    """The summary as a fixed-width table: one row per value, one column per caption source
+    (the corpus value where the metric defines one, else the mean; ``n/a`` where nothing
+    could be computed).
+
+    >>> print(table({"final:detailed": {"clip_score": {"mean": 0.5}}}))
+    value       final:detailed
+    --------------------------
+    clip_score          0.5000
+    """
+    sources = list(summary)
+    names: list[str] = []
     for stats in summary.values():
-        columns.extend(k for k in stats if k not in columns)
-    width = max([len("caption source")] + [len(s) for s in summary])
-    header = f"{'caption source':<{width}}  " + "  ".join(f"{c:>12}" for c in columns)
+        names.extend(k for k in stats if k not in names)
+    first = max([len("value")] + [len(n) for n in names])
+    widths = [max(10, len(s)) for s in sources]
+    header = f"{'value':<{first}}  " + "  ".join(
+        f"{s:>{w}}" for s, w in zip(sources, widths, strict=True)
+    )
     lines = [header, "-" * len(header)]
-    for source, stats in summary.items():
+    for name in names:
         cells = []
-        for column in columns:
-            cell = stats.get(column, {})
+        for source, w in zip(sources, widths, strict=True):
+            cell = summary[source].get(name, {})
             value = cell.get("corpus", cell.get("mean", float("nan")))
-            cells.append(
-                f"{value:>12.4f}"
-                if isinstance(value, float) and math.isfinite(value)
-                else f"{'n/a':>12}"
-            )
-        lines.append(f"{source:<{width}}  " + "  ".join(cells))
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            cells.append(f"{value:>{w}.4f}" if ok else f"{'n/a':>{w}}")
+        lines.append(f"{name:<{first}}  " + "  ".join(cells))
     return "\n".join(lines)
