@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
-factcap caption src/factcap/examples -o demo/captions.jsonl --style detailed --style short
+factcap caption src/factcap/examples -o demo/captions.jsonl --overwrite --style detailed --style short
 python - <<'PY'
 import json
 for line in open("demo/captions.jsonl"):

@@ -61,6 +61,8 @@ def test_missing_model_is_one_line_and_leaves_the_output_alone(tmp_path, capsys)
     out.write_text('{"earlier": "results"}\n')
     args = ["caption", str(photo), "-o", str(out), "--config", str(cfg), "--quiet"]
     assert main(args) == 2
+    assert "exists: --resume continues it, --overwrite replaces it" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 2
     err = capsys.readouterr().err.strip()
     assert "no-such-model" in err and "hf:/path/to" in err and "Traceback" not in err
     assert out.read_text() == '{"earlier": "results"}\n'

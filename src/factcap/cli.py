@@ -7,7 +7,6 @@ handlers, so ``factcap --help`` answers at once.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,8 @@ STYLES = ("detailed", "short", "t2i", "alt")
 
 CAPTION_EXAMPLES = """examples:
   factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
+  factcap caption "shards-{000..099}.tar" -o out/ --format webdataset --preset small
+  factcap caption photos/ -o captions.jsonl --resume           # continue after a crash
   factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
   factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
 """
@@ -63,7 +64,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="image files, directories (recursive), globs, or .txt/.jsonl manifests",
     )
-    cap.add_argument("-o", "--output", required=True, type=Path, help="output JSONL file")
+    cap.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        help="out.jsonl, out.parquet (a folder of shards), or a folder with --format",
+    )
+    cap.add_argument(
+        "--format",
+        choices=("jsonl", "parquet", "webdataset"),
+        help="output format (default: from the name of -o)",
+    )
+    cap.add_argument("--shard-size", type=int, help="records per Parquet / WebDataset shard")
+    cap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted job: skip inputs the output already holds",
+    )
+    cap.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="like --resume, and redo the inputs whose record is an error",
+    )
+    cap.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    cap.add_argument("--image-column", help="Parquet / datasets column holding the images")
+    cap.add_argument("--id-column", help="Parquet / datasets / CSV column holding the ids")
+    cap.add_argument("--split", help="split of a saved Hugging Face dataset (default: all)")
     src = cap.add_mutually_exclusive_group()
     src.add_argument("--preset", help="tiny (default), small, vfc or api")
     src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
@@ -186,7 +213,8 @@ def _quiet_libraries() -> None:
 
 def _cmd_caption(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from factcap.inputs import expand
+    from factcap.engine import open_sink, open_source
+    from factcap.engine.resume import completed_ids
     from factcap.pipeline import Pipeline
 
     overrides: dict[str, Any] = {}
@@ -203,40 +231,57 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
     config = _load_config(args, overrides)
-    items = list(expand(args.inputs))
-    if not items:
-        raise _usage("the inputs hold no image files")
+    fmt = args.format or ("jsonl" if args.output.suffix.lower() != ".parquet" else "parquet")
+    items = open_source(
+        args.inputs, image_column=args.image_column, id_column=args.id_column, split=args.split
+    )
+    resuming = args.resume or args.retry_failed
+    done = completed_ids(args.output, fmt, args.retry_failed) if resuming else set()
+    if not resuming and not args.overwrite and _has_output(args.output):
+        raise _usage(f"{args.output} exists: --resume continues it, --overwrite replaces it")
     pipeline = Pipeline(config).load()  # model errors surface before the output is touched
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    sink = open_sink(
+        args.output,
+        fmt,
+        args.shard_size,
+        append=resuming,
+        overwrite=args.overwrite and not resuming,
+        caption_style=config.styles[0],
+    )
 
     from tqdm import tqdm
 
     start = time.perf_counter()
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
-    bar = tqdm(
-        total=len(items), unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True
-    )
-    with args.output.open("w", encoding="utf-8") as out:
-        for record in pipeline.run(items):
-            out.write(_json_line(record))
-            out.flush()
+    todo = (item for item in items if item.id not in done)
+    with sink, tqdm(unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True) as bar:
+        for item, record in pipeline.run_items(todo):
+            sink.write(record, item)
             statuses[record.status] += 1
             if record.error:
                 errors[record.error.type] += 1
             bar.update(1)
-    bar.close()
     seconds = time.perf_counter() - start
     n = sum(statuses.values())
     detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())
+    rate = f"({n / seconds:.2f} img/s, {seconds / n:.2f} s/img)" if n else ""
+    skipped = f", {len(done)} already done" if done else ""
     print(
-        f"factcap: {n} images in {seconds:.1f} s ({n / seconds:.2f} img/s, "
-        f"{seconds / n:.2f} s/img): {statuses['ok']} ok, {statuses['error']} errors"
+        f"factcap: {n} images in {seconds:.1f} s {rate}: {statuses['ok']} ok, "
+        f"{statuses['error']} errors"
         + (f" ({detail})" if detail else "")
+        + skipped
         + f" -> {args.output}",
         file=sys.stderr,
     )
     return 0
+
+
+def _has_output(path: Path) -> bool:
+    if path.is_dir():
+        return any(path.iterdir())
+    return path.exists() and path.stat().st_size > 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -290,16 +335,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _json_line(record: Any) -> str:
-    """One strict-JSON line (no NaN / Infinity, which many JSON readers reject)."""
-    try:
-        return json.dumps(record.to_dict(), ensure_ascii=False, allow_nan=False) + "\n"
-    except ValueError as err:
-        record.fail("SerializationError", f"the record held a non-finite number: {err}")
-        record.claims = []
-        return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ class InputItem:
     image: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     data: bytes | None = None
+    problem: str | None = None  # set when the container holding it was damaged
+    kind: str = "CorruptInput"  # the error type its record carries when ``problem`` is set
 
     @property
     def payload(self) -> Any:

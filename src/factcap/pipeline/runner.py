@@ -135,15 +135,26 @@ class Pipeline:
         batch_size: int | None = None,
     ) -> Iterator[Record]:
         """Stream records for ``items`` in input order, one batch at a time."""
+        for _, record in self.run_items(items, styles, instruction, batch_size):
+            yield record
+
+    def run_items(
+        self,
+        items: Iterable[InputItem],
+        styles: Sequence[str] | None = None,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+    ) -> Iterator[tuple[InputItem, Record]]:
+        """Like :meth:`run`, with each record's input item (sinks store its image bytes)."""
         size = batch_size or self.config.batch_size
         batch: list[InputItem] = []
         for item in items:
             batch.append(item)
             if len(batch) >= size:
-                yield from self.process(batch, styles, instruction)
+                yield from zip(batch, self.process(batch, styles, instruction), strict=True)
                 batch = []
         if batch:
-            yield from self.process(batch, styles, instruction)
+            yield from zip(batch, self.process(batch, styles, instruction), strict=True)
 
     def process(
         self,
@@ -166,11 +177,14 @@ class Pipeline:
                 id=item.id, source=item.source, models=self.model_names(), extra=dict(item.extra)
             )
             start = time.perf_counter()
-            try:
-                decoded = decode(item.payload, limits)
-            except ImageError as err:
-                record.fail(err.kind, str(err))
-                decoded = None
+            decoded = None
+            if item.problem:
+                record.fail(item.kind, item.problem)
+            else:
+                try:
+                    decoded = decode(item.payload, limits)
+                except ImageError as err:
+                    record.fail(err.kind, str(err))
             record.add_timing("decode", (time.perf_counter() - start) * 1000.0)
             if decoded is not None:
                 record.image_size = (decoded.width, decoded.height)

@@ -1,0 +1,615 @@
+"""Sinks: where finished records go. One small interface, three formats.
+
+Every sink has ``write(record, item=None)`` and ``close()`` (and is a context manager);
+:func:`open_sink` picks one from the output path and format:
+
+``jsonl`` (``-o out.jsonl``)
+    One strict-JSON line per record (:meth:`Record.to_dict`), flushed after each write.
+    With ``append=True`` an existing file is continued, after cutting off a torn last line
+    left by a crash.
+
+``parquet`` (``-o out.parquet``, or ``-o DIR --format parquet``)
+    A folder of shards ``part-00000.parquet``, ``part-00001.parquet`` ... of ``shard_size``
+    records each (``out.parquet/`` is a folder too, the layout Spark, pandas and
+    ``pyarrow.dataset`` read as one table). Columns: ``id``, ``source``, ``status`` and
+    ``caption`` (for training: the ``caption_style`` caption, else the first one; null for
+    a failed record) as strings; every other record field (``proposals``, ``claims``,
+    ``captions``, ``error``, ``extra`` ...) as a JSON string, null when None (``extra``:
+    when empty). The schema metadata key ``factcap.json_columns`` lists the JSON columns;
+    :func:`read_records` reads them back.
+
+``webdataset`` (``-o DIR --format webdataset``)
+    Tar shards ``part-00000.tar`` ... holding, per record, the samples a WebDataset loader
+    expects: ``<key>.<ext>`` the image (the original bytes when the item had them, else a
+    JPEG of its PIL image, else the file at its source; ``ext`` from the image format),
+    ``<key>.json`` the record and ``<key>.txt`` the caption (as Parquet's ``caption``).
+    ``key`` is the record id when it is made of ``[A-Za-z0-9_-]``, else a hash of it (the
+    id stays in the JSON). Failed records get the JSON only: no unusable image or caption
+    enters training data.
+
+Shards are written under a hidden temporary name (``.part-00000.parquet.tmp``), then synced
+and renamed when complete: a shard under its final name is always whole. A folder that
+already holds shards is refused unless ``append=True`` (numbering continues after the last
+one; leftover temporary files are removed) or ``overwrite=True`` (old shards removed).
+
+``on_commit(ids)`` is called with the ids of the records that have just become durable
+(after each JSONL line; after each shard's rename), for a resume ledger to follow.
+
+>>> import tempfile
+>>> from factcap.schema import Record
+>>> out = Path(tempfile.mkdtemp()) / "records"
+>>> with open_sink(out, format="parquet", shard_size=2) as sink:
+...     for n in range(3):
+...         sink.write(Record(id=f"r{n}", source=f"{n}.jpg", captions={"detailed": "a cat"}))
+>>> sorted(p.name for p in out.iterdir())
+['part-00000.parquet', 'part-00001.parquet']
+>>> [r["id"] for r in read_records(out)]
+['r0', 'r1', 'r2']
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from factcap.errors import ConfigError, require
+from factcap.inputs import InputItem
+from factcap.schema import Record
+
+SINK_FORMATS = ("jsonl", "parquet", "webdataset")
+DEFAULT_SHARD_SIZE = {"parquet": 10_000, "webdataset": 1_000}
+SHARD_SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
+_SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_IMAGE_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif"}
+
+OnCommit = Callable[[list[str]], None]
+
+
+def record_dict(record: Record) -> dict[str, Any]:
+    """``record.to_dict()``, guaranteed to be strict JSON (no NaN / Infinity, which many
+    readers reject): a record holding a non-finite number is marked failed instead.
+
+    Example:
+        >>> r = Record(id="a", source="a.jpg", timings_ms={"decode": float("nan")})
+        >>> record_dict(r)["error"]["type"]
+        'SerializationError'
+    """
+    data = record.to_dict()
+    try:
+        json.dumps(data, allow_nan=False)
+    except ValueError as err:
+        record.fail("SerializationError", f"the record held a non-finite number: {err}")
+        record.claims = []
+        data = _finite(record.to_dict())
+    return data
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def caption_text(record: Record, style: str = "detailed") -> str | None:
+    """The caption a training pipeline gets: ``style``'s, else the first one; None for a
+    failed record or one without captions."""
+    if not record.ok:
+        return None
+    if style in record.captions:
+        return record.captions[style]
+    return next(iter(record.captions.values()), None)
+
+
+class Sink(abc.ABC):
+    """Writes records somewhere; ``close()`` makes everything written durable.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> with open_sink(path) as sink:
+        ...     sink.write(Record(id="a", source="a.jpg"))
+        >>> path.read_text().count("\\n")
+        1
+    """
+
+    path: Path
+    written: int = 0
+    """Records written so far."""
+
+    @abc.abstractmethod
+    def write(self, record: Record, item: InputItem | None = None) -> None:
+        """Add one record; ``item`` (its input) lets image-carrying formats store the image."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish the output; calling it again does nothing."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class JsonlSink(Sink):
+    """One JSON line per record, flushed after each write (a crash loses no finished line).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "out.jsonl"
+        >>> with JsonlSink(path) as sink:
+        ...     sink.write(Record(id="a", source="a.jpg"))
+        >>> json.loads(path.read_text())["id"]
+        'a'
+    """
+
+    def __init__(
+        self, path: str | Path, *, append: bool = False, on_commit: OnCommit | None = None
+    ):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path} is a directory; JSONL output needs a file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if append and self.path.exists():
+            _cut_torn_line(self.path)
+        self._handle: Any = self.path.open("a" if append else "w", encoding="utf-8")
+        self._on_commit = on_commit
+        self.written = 0
+
+    def write(self, record: Record, item: InputItem | None = None) -> None:
+        if self._handle is None:
+            raise ValueError(f"write() on a closed sink ({self.path})")
+        self._handle.write(json.dumps(record_dict(record), ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self.written += 1
+        if self._on_commit is not None:
+            self._on_commit([record.id])
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _cut_torn_line(path: Path) -> None:
+    """Drop the bytes after the last newline: a line a killed process did not finish."""
+    with path.open("rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            step = min(65536, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                pos = pos - step + newline + 1
+                break
+            pos -= step
+        if pos != end:
+            f.truncate(pos)
+
+
+class _ShardedSink(Sink):
+    """Rotation, temp-then-rename and numbering shared by the shard formats."""
+
+    format: str = ""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        shard_size: int | None = None,
+        append: bool = False,
+        overwrite: bool = False,
+        on_commit: OnCommit | None = None,
+    ):
+        self.path = Path(directory)
+        self.shard_size = shard_size or DEFAULT_SHARD_SIZE[self.format]
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be at least 1, not {self.shard_size}")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file; {self.format} output is a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.suffix = SHARD_SUFFIX[self.format]
+        for stale in self.path.glob(f".part-*{self.suffix}.tmp"):
+            stale.unlink()  # a shard a crashed run never finished
+        existing = sorted(shard_paths(self.path, self.suffix))
+        if existing and not (append or overwrite):
+            raise ConfigError(
+                f"{self.path} already holds {len(existing)} {self.format} shard(s); resume"
+                " (append), overwrite them, or choose another output directory"
+            )
+        if overwrite and not append:
+            for old in existing:
+                old.unlink()
+            existing = []
+        self._next = max((_shard_index(p) for p in existing), default=-1) + 1
+        self._on_commit = on_commit
+        self._ids: list[str] = []
+        self._tmp: Path | None = None
+        self._closed = False
+        self.shards: list[Path] = []
+        """Shards this sink completed, in order."""
+        self.written = 0
+
+    # subclass hooks
+    @abc.abstractmethod
+    def _open_shard(self, tmp: Path) -> None: ...
+
+    @abc.abstractmethod
+    def _add(self, record: Record, data: dict[str, Any], item: InputItem | None) -> None: ...
+
+    @abc.abstractmethod
+    def _close_shard(self) -> None: ...
+
+    def write(self, record: Record, item: InputItem | None = None) -> None:
+        if self._closed:
+            raise ValueError(f"write() on a closed sink ({self.path})")
+        if self._tmp is None:
+            self._tmp = self.path / f".part-{self._next:05d}{self.suffix}.tmp"
+            self._open_shard(self._tmp)
+        self._add(record, record_dict(record), item)
+        self._ids.append(record.id)
+        self.written += 1
+        if len(self._ids) >= self.shard_size:
+            self._commit()
+
+    def _commit(self) -> None:
+        assert self._tmp is not None
+        self._close_shard()
+        final = self.path / f"part-{self._next:05d}{self.suffix}"
+        with self._tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self._tmp, final)
+        _fsync_dir(self.path)
+        self.shards.append(final)
+        ids, self._ids, self._tmp = self._ids, [], None
+        self._next += 1
+        if self._on_commit is not None:
+            self._on_commit(ids)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._tmp is not None:
+            self._commit()
+        self._closed = True
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not possible everywhere (Windows); the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _shard_index(path: Path) -> int:
+    m = _SHARD_NAME.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def shard_paths(directory: Path, suffix: str) -> list[Path]:
+    """Complete shards (``part-NNNNN<suffix>``) in a folder, in order."""
+    found = [p for p in directory.glob(f"part-*{suffix}") if _SHARD_NAME.search(p.name)]
+    return sorted(found, key=_shard_index)
+
+
+class ParquetSink(_ShardedSink):
+    """Sharded Parquet: scalar fields as string columns, nested fields as JSON strings.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> with ParquetSink(out, shard_size=10) as sink:
+        ...     sink.write(Record(id="a", source="a.jpg", captions={"short": "a cat"}))
+        >>> import pyarrow.parquet as pq
+        >>> pq.read_table(out / "part-00000.parquet").column("caption").to_pylist()
+        ['a cat']
+    """
+
+    format = "parquet"
+    STRING_COLUMNS = ("id", "source", "status")
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        shard_size: int | None = None,
+        append: bool = False,
+        overwrite: bool = False,
+        on_commit: OnCommit | None = None,
+        caption_style: str = "detailed",
+        row_group_size: int = 1000,
+    ):
+        require("pyarrow", "parquet")
+        import pyarrow as pa
+
+        super().__init__(
+            directory,
+            shard_size=shard_size,
+            append=append,
+            overwrite=overwrite,
+            on_commit=on_commit,
+        )
+        self.caption_style = caption_style
+        self.row_group_size = max(1, min(row_group_size, self.shard_size))
+        self.json_columns = tuple(
+            f.name for f in dataclasses.fields(Record) if f.name not in self.STRING_COLUMNS
+        )
+        names = [*self.STRING_COLUMNS, "caption", *self.json_columns]
+        self.schema = pa.schema(
+            [pa.field(n, pa.string()) for n in names],
+            metadata={"factcap.json_columns": json.dumps(self.json_columns)},
+        )
+        self._rows: list[dict[str, Any]] = []
+        self._writer: Any = None
+
+    def _open_shard(self, tmp: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self._writer = pq.ParquetWriter(tmp, self.schema)
+
+    def _add(self, record: Record, data: dict[str, Any], item: InputItem | None) -> None:
+        row: dict[str, Any] = {n: data[n] for n in self.STRING_COLUMNS}
+        row["caption"] = caption_text(record, self.caption_style)
+        for name in self.json_columns:
+            value = data.get(name)
+            row[name] = None if value is None else json.dumps(value, ensure_ascii=False)
+        self._rows.append(row)
+        if len(self._rows) >= self.row_group_size:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows = []
+
+    def _close_shard(self) -> None:
+        self._flush_rows()
+        self._writer.close()
+        self._writer = None
+
+
+class WebDatasetSink(_ShardedSink):
+    """WebDataset tar shards: per record the image, ``<key>.json`` and ``<key>.txt``.
+
+    Example:
+        >>> import tempfile
+        >>> from factcap.examples import example_paths
+        >>> out, photo = Path(tempfile.mkdtemp()), example_paths()[0]
+        >>> item = InputItem(source=str(photo), id="a")
+        >>> with WebDatasetSink(out) as sink:
+        ...     sink.write(Record(id="a", source=str(photo), captions={"detailed": "x"}), item)
+        >>> tarfile.open(out / "part-00000.tar").getnames()
+        ['a.jpg', 'a.json', 'a.txt']
+    """
+
+    format = "webdataset"
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        shard_size: int | None = None,
+        append: bool = False,
+        overwrite: bool = False,
+        on_commit: OnCommit | None = None,
+        caption_style: str = "detailed",
+        jpeg_quality: int = 95,
+    ):
+        super().__init__(
+            directory,
+            shard_size=shard_size,
+            append=append,
+            overwrite=overwrite,
+            on_commit=on_commit,
+        )
+        self.caption_style = caption_style
+        self.jpeg_quality = jpeg_quality
+        self._tar: tarfile.TarFile | None = None
+        self._mtime = int(time.time())
+
+    def _open_shard(self, tmp: Path) -> None:
+        self._tar = tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+
+    def _member(self, name: str, data: bytes) -> None:
+        assert self._tar is not None
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def _add(self, record: Record, data: dict[str, Any], item: InputItem | None) -> None:
+        key = sample_key(record.id)
+        image = _image_bytes(record, item, self.jpeg_quality) if record.ok else None
+        if image is not None:
+            self._member(f"{key}.{image[1]}", image[0])
+        self._member(f"{key}.json", json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        caption = caption_text(record, self.caption_style)
+        if caption is not None:
+            self._member(f"{key}.txt", caption.encode("utf-8"))
+
+    def _close_shard(self) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        self._tar = None
+
+
+def sample_key(record_id: str) -> str:
+    """The WebDataset key of a record: its id if that is safe in a member name (no dots or
+    slashes, which WebDataset reads as extension and folder), else a hash of it.
+
+    >>> sample_key("3f2a9c0d11e4b7a8"), sample_key("photos/cat.jpg")
+    ('3f2a9c0d11e4b7a8', '9c4712116d1c1877')
+    """
+    if _SAFE_KEY.fullmatch(record_id):
+        return record_id
+    return hashlib.sha256(record_id.encode("utf-8")).hexdigest()[:16]
+
+
+def _image_bytes(record: Record, item: InputItem | None, quality: int) -> tuple[bytes, str] | None:
+    """The image to store and its extension: original bytes, else a JPEG of the PIL image,
+    else the source file; None when there is none."""
+    if item is not None and item.data:
+        return item.data, _sniff(item.data, item.source)
+    if item is not None and item.image is not None:
+        from PIL import Image
+
+        picture: Image.Image = item.image
+        buffer = io.BytesIO()
+        picture.convert("RGB").save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue(), "jpg"
+    path = Path(item.source if item is not None else record.source)
+    if path.is_file():
+        data = path.read_bytes()
+        return data, _sniff(data, str(path))
+    return None
+
+
+def _sniff(data: bytes, source: str) -> str:
+    """The file extension for encoded image bytes, from their header."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format or ""
+    except Exception:
+        fmt = ""
+    if fmt:
+        return _IMAGE_EXT.get(fmt, fmt.lower())
+    suffix = Path(source.partition("#")[0] if "#" in source else source).suffix.lower()
+    return suffix.lstrip(".") or "bin"
+
+
+def open_sink(
+    path: str | Path,
+    format: str | None = None,
+    shard_size: int | None = None,
+    *,
+    append: bool = False,
+    overwrite: bool = False,
+    caption_style: str = "detailed",
+    on_commit: OnCommit | None = None,
+) -> Sink:
+    """The sink for ``-o path [--format F]`` (see the module docstring for the formats).
+
+    ``format`` defaults from the name: ``.jsonl`` → jsonl, ``.parquet`` → parquet (a folder
+    of that name); a folder needs ``format`` (``parquet`` or ``webdataset``).
+
+    Raises:
+        ConfigError: an unknown format, a format the path cannot take, a bad shard size, or
+            a folder that already holds shards (without ``append`` / ``overwrite``).
+
+    Example:
+        >>> import tempfile
+        >>> type(open_sink(Path(tempfile.mkdtemp()) / "x.jsonl")).__name__
+        'JsonlSink'
+    """
+    path = Path(path)
+    if format is None:
+        inferred = {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix.lower())
+        if inferred is None:
+            raise ConfigError(
+                f"cannot tell the output format of {str(path)!r}: name a .jsonl file or a"
+                " .parquet folder, or give a directory with --format parquet or webdataset"
+            )
+        format = inferred
+    if format not in SINK_FORMATS:
+        raise ConfigError(f"unknown output format {format!r}; choose from {SINK_FORMATS}")
+    if shard_size is not None and shard_size < 1:
+        raise ConfigError(f"--shard-size must be at least 1, not {shard_size}")
+    if format == "jsonl":
+        if shard_size is not None:
+            raise ConfigError("JSONL output is one file: --shard-size is for parquet/webdataset")
+        return JsonlSink(path, append=append, on_commit=on_commit)
+    cls = ParquetSink if format == "parquet" else WebDatasetSink
+    return cls(
+        path,
+        shard_size=shard_size,
+        append=append,
+        overwrite=overwrite,
+        on_commit=on_commit,
+        caption_style=caption_style,
+    )
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Read records back from any sink's output (a JSONL file, a Parquet or WebDataset
+    folder or shard), as :meth:`Record.to_dict` dicts, in write order.
+
+    Raises:
+        ConfigError: a path that is none of these, or a line / member that is not JSON.
+    """
+    path = Path(path)
+    if path.is_dir():
+        shards = shard_paths(path, ".parquet") + shard_paths(path, ".tar")
+        for shard in shards:
+            yield from read_records(shard)
+    elif path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield _json_or_error(line, f"{path}:{n}")
+    elif path.suffix == ".parquet":
+        yield from _parquet_records(path)
+    elif path.suffix == ".tar":
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith(".json"):
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    yield _json_or_error(handle.read(), f"{path}:{member.name}")
+    else:
+        raise ConfigError(f"{path} is not factcap output (.jsonl, .parquet, .tar or a folder)")
+
+
+def _json_or_error(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{where}: not a JSON record ({e})") from None
+
+
+def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+    require("pyarrow", "parquet")
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    meta = file.schema_arrow.metadata or {}
+    json_columns = set(json.loads(meta.get(b"factcap.json_columns", b"[]")))
+    for batch in file.iter_batches(batch_size=1000):
+        for row in batch.to_pylist():
+            row.pop("caption", None)
+            record = {k: json.loads(v) if k in json_columns and v else v for k, v in row.items()}
+            if record.get("extra") is None:  # to_dict() leaves out an empty extra
+                record.pop("extra", None)
+            yield record
