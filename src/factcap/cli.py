@@ -214,6 +214,7 @@ def _quiet_libraries() -> None:
 def _cmd_caption(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from factcap.engine import open_sink, open_source
+    from factcap.engine.executor import run_job
     from factcap.engine.resume import completed_ids
     from factcap.pipeline import Pipeline
 
@@ -255,13 +256,15 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     statuses: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     todo = (item for item in items if item.id not in done)
+
+    def count(record: Any) -> None:
+        statuses[record.status] += 1
+        if record.error:
+            errors[record.error.type] += 1
+        bar.update(1)
+
     with sink, tqdm(unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True) as bar:
-        for item, record in pipeline.run_items(todo):
-            sink.write(record, item)
-            statuses[record.status] += 1
-            if record.error:
-                errors[record.error.type] += 1
-            bar.update(1)
+        run_job(pipeline, todo, sink, on_record=count)
     seconds = time.perf_counter() - start
     n = sum(statuses.values())
     detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())

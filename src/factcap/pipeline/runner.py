@@ -163,6 +163,11 @@ class Pipeline:
         instruction: str | None = None,
     ) -> list[Record]:
         """One batch through every stage; a failing item never stops the others."""
+        return self.finish(self.prepare(items), styles, instruction)
+
+    def prepare(self, items: Sequence[InputItem]) -> list[Work]:
+        """Decode a batch (no model runs here): the CPU-side stage an executor can overlap
+        with the model stages of the previous batch."""
         from factcap.errors import ImageError
         from factcap.images import DecodeLimits, decode
 
@@ -192,7 +197,16 @@ class Pipeline:
                 if decoded.frames > 1:
                     record.notes.append(f"decoded the first of {decoded.frames} frames")
             work.append(Work(record=record, image=decoded.image if decoded else None))
+        return work
 
+    def finish(
+        self,
+        work: list[Work],
+        styles: Sequence[str] | None = None,
+        instruction: str | None = None,
+    ) -> list[Record]:
+        """The model stages (propose → verify → compose) for a prepared batch."""
+        cfg = self.config
         if any(w.record.ok for w in work):
             self._stages(work, list(styles or cfg.styles), instruction or cfg.instruction)
         return [w.record for w in work]

@@ -1,0 +1,98 @@
+"""The local executor: order, bounded read-ahead, and failures that never hang or lose work."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from factcap.engine.executor import run_job
+from factcap.inputs import InputItem
+from factcap.schema import Record
+
+
+class StagePipeline:
+    """The far side of the executor: prepare/finish with a per-batch delay and a failure hook."""
+
+    def __init__(self, batch_size=4, delay=0.0, fail_on=None):
+        self.config = SimpleNamespace(batch_size=batch_size)
+        self.delay, self.fail_on = delay, fail_on
+        self.threads: set[str] = set()
+
+    def prepare(self, items):
+        self.threads.add(threading.current_thread().name)
+        return [Record(id=i.id, source=i.source) for i in items]
+
+    def finish(self, work, styles=None, instruction=None):
+        time.sleep(self.delay)
+        if self.fail_on and any(r.id == self.fail_on for r in work):
+            raise RuntimeError("model exploded")
+        return work
+
+
+class ListSink:
+    def __init__(self, fail_after=None):
+        self.records, self.fail_after = [], fail_after
+
+    def write(self, record, item=None):
+        if self.fail_after is not None and len(self.records) >= self.fail_after:
+            raise OSError("disk full")
+        assert item.id == record.id
+        self.records.append(record.id)
+
+
+def items(n, pulled=None):
+    for i in range(n):
+        if pulled is not None:
+            pulled.append(i)
+        yield InputItem(source=f"{i}.png", id=f"id{i:03d}")
+
+
+def test_every_item_is_written_once_in_input_order():
+    sink = ListSink()
+    pipe = StagePipeline()
+    assert run_job(pipe, items(23), sink) == 23
+    assert sink.records == [f"id{i:03d}" for i in range(23)]
+    assert pipe.threads == {"factcap-read"}  # decoding happens off the model thread
+
+
+def test_read_ahead_is_bounded():
+    pulled: list[int] = []
+    sink = ListSink()
+    seen_ahead = []
+
+    class Watching(StagePipeline):
+        def finish(self, work, styles=None, instruction=None):
+            time.sleep(0.02)
+            seen_ahead.append(len(pulled) - len(sink.records))
+            return work
+
+    run_job(Watching(batch_size=4), items(200, pulled), sink, depth=2)
+    # at most: the batch in the model, `depth` prepared, `depth` finished, one being read
+    assert max(seen_ahead) <= 4 * (1 + 2 + 2 + 1)
+    assert len(sink.records) == 200
+
+
+def test_a_model_failure_is_raised_after_earlier_batches_are_written():
+    sink = ListSink()
+    with pytest.raises(RuntimeError, match="model exploded"):
+        run_job(StagePipeline(fail_on="id009"), items(20), sink)
+    assert sink.records == [f"id{i:03d}" for i in range(8)]
+
+
+def test_a_sink_failure_stops_the_job_without_hanging():
+    with pytest.raises(OSError, match="disk full"):
+        run_job(StagePipeline(), items(100), ListSink(fail_after=5))
+
+
+def test_a_source_failure_is_raised():
+    def broken():
+        yield InputItem(source="a", id="a")
+        raise ValueError("tar is corrupt")
+
+    sink = ListSink()
+    with pytest.raises(ValueError, match="tar is corrupt"):
+        run_job(StagePipeline(batch_size=1), broken(), sink)
+    assert sink.records == ["a"]
