@@ -25,6 +25,15 @@ body that is not JSON (``garbage``) or JSON that is not a completion (``json``).
 (the constructor argument) slows down every request; ``max_in_flight`` reports the most
 requests the server was handling at once. Closing the server wakes any sleeping handler,
 so shutdown is prompt even in the middle of a long delay.
+
+Targeted faults: ``server.fault_when(predicate, *faults)`` gives the next of ``faults`` to
+each request whose JSON body ``predicate`` accepts (checked before the arrival-order script),
+so a test can make one item's request fail however the client orders its requests.
+
+Structured output: ``reject_fields=("response_format",)`` makes the server answer HTTP 400
+"Unrecognized request argument supplied: response_format" to any request carrying one of
+those fields, as servers without structured output do; otherwise the fields are accepted
+and left to ``respond`` (which sees the whole request).
 """
 
 from __future__ import annotations
@@ -33,12 +42,19 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "Reply", "echo"]
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of concurrent connections would
+    # overflow it and wait for SYN retransmits (1 s), which real servers never make you do.
+    request_queue_size = 512
+    daemon_threads = True
 
 
 @dataclass
@@ -138,18 +154,24 @@ class FakeOpenAIServer:
     """
 
     def __init__(
-        self, respond: Callable[[dict], Reply | str] | None = None, *, delay: float = 0.0
+        self,
+        respond: Callable[[dict], Reply | str] | None = None,
+        *,
+        delay: float = 0.0,
+        reject_fields: Iterable[str] = (),
     ) -> None:
         self.respond = respond or echo
         self.delay = delay
+        self.reject_fields = tuple(reject_fields)
         self.requests: list[RecordedRequest] = []
         self.max_in_flight = 0
         self.handler_errors: list[BaseException] = []
         self._faults: deque[Fault] = deque()
+        self._rules: list[tuple[Callable[[Any], bool], deque[Fault]]] = []
         self._lock = threading.Lock()
         self._in_flight = 0
         self._closing = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -158,8 +180,7 @@ class FakeOpenAIServer:
         if self._httpd is not None:
             raise RuntimeError("server already started")
         self._closing.clear()
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        httpd.daemon_threads = True
+        httpd = _Server(("127.0.0.1", 0), _make_handler(self))
         httpd.handle_error = self._record_error  # client hang-ups are expected in fault tests
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -203,10 +224,18 @@ class FakeOpenAIServer:
         with self._lock:
             self._faults.extend(faults)
 
+    def fault_when(self, predicate: Callable[[Any], bool], *faults: Fault) -> None:
+        """Give the next of ``faults`` to each request whose JSON body ``predicate`` accepts
+        (before the arrival-order script); once they are used up, such requests go on to the
+        script and then to a normal answer. ``predicate`` runs under the server's lock."""
+        with self._lock:
+            self._rules.append((predicate, deque(faults)))
+
     @property
     def pending_faults(self) -> int:
+        """Faults not handed out yet: the script's and the targeted ones."""
         with self._lock:
-            return len(self._faults)
+            return len(self._faults) + sum(len(queue) for _, queue in self._rules)
 
     @property
     def completions(self) -> list[RecordedRequest]:
@@ -226,7 +255,13 @@ class FakeOpenAIServer:
 
     def _enter(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
+            fault = None
+            for predicate, queue in self._rules:
+                if queue and isinstance(request.json, dict) and predicate(request.json):
+                    fault = queue.popleft()
+                    break
+            if fault is None and self._faults:
+                fault = self._faults.popleft()
             request.fault = fault
             self.requests.append(request)
             self._in_flight += 1
@@ -328,6 +363,16 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                     return
                 if fault.kind == "delay" and not server._sleep(fault.seconds):
                     return
+            rejected = [f for f in server.reject_fields if f in body]
+            if rejected:
+                error = {
+                    "message": f"Unrecognized request argument supplied: {rejected[0]}",
+                    "type": "invalid_request_error",
+                    "param": rejected[0],
+                    "code": None,
+                }
+                self._send(400, json.dumps({"error": error}))
+                return
             if not server._sleep(server.delay):
                 return
             reply = server.respond(body)

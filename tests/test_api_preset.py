@@ -42,7 +42,12 @@ def test_api_preset_runs_every_generative_role_remotely(photos):
             "api",
             detector={"model": "tiny:grounding_dino", "options": {"box_threshold": 0.0}},
             ocr=None,
-            openai={"base_url": server.base_url, "api_key": "sk-test", "max_concurrency": 4},
+            openai={
+                "base_url": server.base_url,
+                "api_key": "sk-test",
+                "max_concurrency": 4,
+                "cache": False,  # count every request: both images ask the same claims
+            },
         )
         records = pipe.caption(photos[:2], styles=["detailed", "alt"])
         seen = [r.json for r in server.requests]

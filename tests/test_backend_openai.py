@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import logging
 import math
 import pickle
+import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,13 +22,24 @@ from factcap.backends.openai_compat import (
     OpenAICaptioner,
     OpenAIJudge,
     OpenAILLM,
+    RemoteBatchError,
     RemoteError,
 )
+from factcap.backends.request_cache import FILENAME, RequestCache
 from factcap.backends.roles import LLM, VQA, Captioner
 from factcap.errors import FactcapError
 from fake_openai import FakeOpenAIServer, Fault, Reply
 
 FAST = {"backoff": 0.01, "max_retry_wait": 2.0}
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test gets an empty default response cache (the session's is shared otherwise):
+    ``$FACTCAP_CACHE/requests`` under this test's own directory."""
+    root = tmp_path / "factcap-cache"
+    monkeypatch.setenv("FACTCAP_CACHE", str(root))
+    return root / "requests"
 
 
 @pytest.fixture
@@ -262,8 +277,32 @@ def test_connection_refused_raises():
 def test_one_failure_fails_the_batch(server):
     server.script(Fault.status(404))
     llm = OpenAILLM("m", base_url=server.base_url, max_concurrency=1, **FAST)
-    with pytest.raises(RemoteError, match="404"):
+    with pytest.raises(RemoteError, match="404") as info:
         llm.chat([_conv("a"), _conv("b")])
+    assert isinstance(info.value, RemoteBatchError)
+    assert info.value.results[1] == "echo: b" and list(info.value.errors) == [0]
+
+
+def test_batch_error_keeps_the_other_answers_and_runs_every_request(server):
+    # request "c" fails for good; the others are answered, none is cancelled
+    server.fault_when(lambda req: req["messages"][-1]["content"] == "c", *[Fault.status(500)] * 9)
+    llm = OpenAILLM("m", base_url=server.base_url, max_concurrency=2, max_retries=1, **FAST)
+    with pytest.raises(RemoteBatchError) as info:
+        llm.chat([_conv(x) for x in "abcde"])
+    err = info.value
+    assert list(err.errors) == [2] and err.status == 500
+    assert err.results[:2] == ["echo: a", "echo: b"] and err.results[3:] == ["echo: d", "echo: e"]
+    assert err.results[2] is err.errors[2]
+    assert "1 of 5 requests of the batch failed" in str(err) and server.base_url in str(err)
+    sent = sorted(r.json["messages"][-1]["content"] for r in server.completions)
+    assert sent == ["a", "b", "c", "c", "d", "e"]
+
+
+def test_other_exceptions_are_not_wrapped(server, images):
+    cap = OpenAICaptioner("vlm", base_url=server.base_url, image_format="gif")
+    with pytest.raises(ValueError, match="image_format") as info:
+        cap.caption(images)
+    assert not isinstance(info.value, RemoteError)
 
 
 # -- captioner -------------------------------------------------------------------------------
@@ -383,6 +422,361 @@ def test_option_values_are_checked():
         OpenAICaptioner("vlm", max_new_tokens=0)
     with pytest.raises(ValueError, match="prompt"):
         OpenAICaptioner("vlm", prompt="  ")
+
+
+# -- backoff jitter --------------------------------------------------------------------------
+
+
+def test_retry_delay_bounds_and_spread():
+    llm = OpenAILLM("m", backoff=0.5, jitter=0.5, max_retry_wait=3.0)
+    for attempt, full in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 3.0), (6, 3.0)]:  # capped at 3
+        waits = [llm.retry_delay(attempt) for _ in range(400)]
+        assert all(full * 0.5 <= w <= full for w in waits), attempt
+        assert max(waits) - min(waits) > 0.4 * full  # really spread, not a constant
+    full_jitter = OpenAILLM("m", backoff=1.0, jitter=1.0)
+    waits = [full_jitter.retry_delay(0) for _ in range(400)]
+    assert min(waits) < 0.1 and max(waits) > 0.9
+    none = OpenAILLM("m", backoff=0.25, jitter=0.0)
+    assert [none.retry_delay(a) for a in range(4)] == [0.25, 0.5, 1.0, 2.0]
+
+
+def test_retry_after_is_never_shortened_by_jitter():
+    llm = OpenAILLM("m", backoff=0.4, jitter=0.5, max_retry_wait=10.0)
+    waits = [llm.retry_delay(5, retry_after=2.0) for _ in range(400)]
+    assert all(2.0 <= w <= 2.2 for w in waits) and max(waits) > 2.1
+    assert llm.retry_delay(0, retry_after=50.0) == 10.0  # the cap still holds
+
+
+def test_retry_delay_is_reproducible_with_a_seeded_rng():
+    a, b = OpenAILLM("m"), OpenAILLM("m")
+    a.rng, b.rng = random.Random(7), random.Random(7)
+    assert [a.retry_delay(i % 3) for i in range(20)] == [b.retry_delay(i % 3) for i in range(20)]
+    b.rng = random.Random(8)
+    assert [a.retry_delay(1) for _ in range(5)] != [b.retry_delay(1) for _ in range(5)]
+
+
+@pytest.mark.parametrize("bad", [{"jitter": 1.5}, {"jitter": -0.1}, {"jitter": "x"}])
+def test_jitter_is_checked(bad):
+    with pytest.raises(ValueError, match="jitter"):
+        OpenAILLM("m", **bad)
+
+
+def _retry_gaps(jitter: float) -> list[float]:
+    """Eight requests fail together with a 500; how long after its failure is each retried?"""
+    with FakeOpenAIServer() as server:
+        server.script(*[Fault.status(500)] * 8)
+        llm = OpenAILLM(
+            "m",
+            base_url=server.base_url,
+            max_concurrency=8,
+            max_retries=1,
+            backoff=0.8,
+            jitter=jitter,
+            cache=False,
+        )
+        llm.rng = random.Random(3)
+        assert llm.chat([_conv(str(i)) for i in range(8)]) == [f"echo: {i}" for i in range(8)]
+    arrivals: dict[str, list[float]] = {}
+    for r in server.completions:
+        arrivals.setdefault(r.json["messages"][0]["content"], []).append(r.received_at)
+    assert sorted(len(times) for times in arrivals.values()) == [2] * 8
+    return sorted(retry - first for first, retry in arrivals.values())
+
+
+def test_jitter_spreads_retries_of_requests_that_failed_together():
+    together = _retry_gaps(jitter=0.0)
+    assert together[0] >= 0.8 and together[-1] - together[0] < 0.3
+    # the first 8 draws of Random(3) span 0.01..0.84 of the 0.8 s backoff: 0.66 s apart
+    spread = _retry_gaps(jitter=1.0)
+    assert spread[0] < 0.3 and spread[-1] - spread[0] > 0.4
+
+
+# -- response cache --------------------------------------------------------------------------
+
+
+def _caption_or_judge(request: dict) -> Reply:
+    text = _text_part(request) if isinstance(request["messages"][0]["content"], list) else ""
+    if request.get("logprobs"):
+        yes = -0.2 if "red" in text else -2.0
+        return Reply("yes", top_logprobs={"yes": yes, "no": -1.0})
+    return Reply("echo: " + (text or request["messages"][-1]["content"]))
+
+
+def test_cache_second_identical_batch_makes_no_request(images, tmp_path):
+    with FakeOpenAIServer(_caption_or_judge) as server:
+        kw = {"base_url": server.base_url, "cache_dir": tmp_path / "c", **FAST}
+        llm = OpenAILLM("m", **kw)
+        first = llm.chat([_conv(f"q{i}") for i in range(6)], max_new_tokens=9)
+        assert len(server.completions) == 6
+        again = OpenAILLM("m", **kw)  # a new backend, as in a resumed job
+        assert again.chat([_conv(f"q{i}") for i in range(6)], max_new_tokens=9) == first
+        assert len(server.completions) == 6
+        assert again.cache.hits == 6 and again.cache.misses == 0
+
+        questions = ["Is it red?", "Is it blue?"]
+        captions = OpenAICaptioner("vlm", **kw).caption(images)
+        probs = OpenAIJudge("vlm", **kw).yes_probability(images, questions)
+        assert len(server.completions) == 10
+        assert probs[0] > 0.6 > 0.4 > probs[1]
+        assert OpenAICaptioner("vlm", **kw).caption(images) == captions
+        assert OpenAIJudge("vlm", **kw).yes_probability(images, questions) == probs
+        assert len(server.completions) == 10
+
+
+def test_cache_misses_when_the_body_differs(server, tmp_path):
+    kw = {"base_url": server.base_url, "cache_dir": tmp_path, **FAST}
+    OpenAILLM("m", **kw).chat([_conv("q")], max_new_tokens=9)
+    OpenAILLM("m", **kw).chat([_conv("q")], max_new_tokens=10)  # another max_tokens
+    OpenAILLM("m", **kw).chat([_conv("q ")], max_new_tokens=9)  # another message
+    OpenAILLM("other", **kw).chat([_conv("q")], max_new_tokens=9)  # another model
+    OpenAILLM("m", extra_body={"seed": 1}, **kw).chat([_conv("q")], max_new_tokens=9)
+    assert len(server.completions) == 5
+    # volatile fields do not change the answer, so they do not change the key
+    OpenAILLM("m", extra_body={"seed": 1, "user": "ann"}, **kw).chat([_conv("q")], max_new_tokens=9)
+    assert len(server.completions) == 5
+    assert len(RequestCache(tmp_path)) == 5
+
+
+def test_cache_survives_a_moved_server_and_a_new_key(tmp_path):
+    with FakeOpenAIServer() as first:
+        OpenAILLM("m", base_url=first.base_url, api_key="sk-one", cache_dir=tmp_path).chat(
+            [_conv("hello")]
+        )
+    with FakeOpenAIServer() as second:
+        llm = OpenAILLM("m", base_url=second.base_url, api_key="sk-two", cache_dir=tmp_path)
+        assert llm.chat([_conv("hello")]) == ["echo: hello"]
+        assert second.completions == []
+
+
+def test_cache_never_stores_the_api_key(server, tmp_path):
+    secret = "sk-do-not-store-me-12345"
+    OpenAILLM("m", base_url=server.base_url, api_key=secret, cache_dir=tmp_path).chat([_conv("x")])
+    assert server.requests[0].headers["authorization"] == f"Bearer {secret}"
+    files = list(tmp_path.iterdir())
+    assert any(f.name == FILENAME for f in files)
+    for f in files:
+        assert secret.encode() not in f.read_bytes()
+
+
+def test_sampled_requests_are_not_cached(server, tmp_path):
+    llm = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    llm.chat([_conv("x")], temperature=0.7)
+    llm.chat([_conv("x")], temperature=0.7)
+    assert len(server.completions) == 2 and len(llm.cache) == 0
+    llm.chat([_conv("x")], temperature=0.0)
+    llm.chat([_conv("x")], temperature=0.0)
+    assert len(server.completions) == 3 and len(llm.cache) == 1
+
+
+def test_failed_requests_are_not_cached(server, tmp_path):
+    llm = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path, max_retries=1, **FAST)
+    server.script(Fault.status(500), Fault.status(500))
+    with pytest.raises(RemoteError):
+        llm.chat([_conv("x")])
+    server.script(Fault.garbage())
+    with pytest.raises(RemoteError):
+        llm.chat([_conv("x")])
+    server.script(Fault.json({"choices": [{"message": {"content": None}}]}))
+    with pytest.raises(RemoteError):
+        llm.chat([_conv("x")])
+    assert len(llm.cache) == 0
+    assert llm.chat([_conv("x")]) == ["echo: x"]  # asks the server: nothing stored
+    assert len(server.completions) == 5
+    assert llm.chat([_conv("x")]) == ["echo: x"]
+    assert len(server.completions) == 5
+
+
+def test_judge_answer_failing_its_check_is_not_cached(images, tmp_path):
+    with FakeOpenAIServer(_judge_reply(None)) as srv:
+        strict = OpenAIJudge(
+            "vlm", base_url=srv.base_url, require_logprobs=True, cache_dir=tmp_path
+        )
+        with pytest.raises(RemoteError, match="no logprobs"):
+            strict.yes_probability(images[:1], ["q?"])
+        assert len(strict.cache) == 0
+
+
+def test_cache_is_on_by_default_under_factcap_cache(server, own_cache):
+    llm = OpenAILLM("m", base_url=server.base_url)
+    llm.chat([_conv("x")])
+    assert (own_cache / FILENAME).is_file()
+    assert OpenAILLM("m", base_url=server.base_url).chat([_conv("x")]) == ["echo: x"]
+    assert len(server.completions) == 1
+
+
+def test_cache_false_switches_it_off(server, own_cache):
+    llm = OpenAILLM("m", base_url=server.base_url, cache=False)
+    assert llm.cache is None
+    llm.chat([_conv("x")])
+    llm.chat([_conv("x")])
+    assert len(server.completions) == 2
+    assert not own_cache.exists()
+
+
+def test_corrupt_cache_is_recreated_with_a_warning(server, tmp_path, caplog):
+    (tmp_path / FILENAME).write_bytes(b"this is not a database, just garbage " * 100)
+    llm = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="factcap.backends.request_cache"):
+        assert llm.chat([_conv("x")]) == ["echo: x"]
+    assert any("not a usable database" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / (FILENAME + ".corrupt")).is_file()
+    again = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    assert again.chat([_conv("x")]) == ["echo: x"]
+    assert len(server.completions) == 1  # the new cache works
+
+
+def test_cache_clobbered_under_a_running_job_never_crashes_it(server, tmp_path, caplog):
+    running = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    running.chat([_conv("a")])
+    for path in tmp_path.iterdir():  # the database and its WAL, every page, header included
+        with open(path, "r+b") as f:
+            f.write(b"\xff" * max(8192, path.stat().st_size))
+    with caplog.at_level(logging.WARNING, logger="factcap.backends.request_cache"):
+        assert running.chat([_conv("a"), _conv("b")]) == ["echo: a", "echo: b"]
+        resumed = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+        assert resumed.chat([_conv("a"), _conv("c")]) == ["echo: a", "echo: c"]
+    assert any("not a usable database" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / (FILENAME + ".corrupt")).is_file()
+    n = len(server.completions)
+    final = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    assert final.chat([_conv(x) for x in "abc"]) == ["echo: a", "echo: b", "echo: c"]
+    assert len(server.completions) == n  # the recreated cache holds what was asked since
+
+
+def test_unusable_cache_dir_only_warns(server, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    llm = OpenAILLM("m", base_url=server.base_url, cache_dir=blocker / "requests")
+    with caplog.at_level(logging.WARNING, logger="factcap.backends.request_cache"):
+        assert llm.chat([_conv("x"), _conv("y")]) == ["echo: x", "echo: y"]
+        assert llm.chat([_conv("x")]) == ["echo: x"]
+    assert len(server.completions) == 3
+    assert not llm.cache.enabled
+    assert sum("cannot be used" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_cache_is_shared_by_concurrent_requests(tmp_path):
+    with FakeOpenAIServer(delay=0.02) as srv:
+        kw = {"base_url": srv.base_url, "cache_dir": tmp_path, "max_concurrency": 16}
+        first = OpenAILLM("m", **kw).chat([_conv(str(i)) for i in range(48)])
+        second = OpenAILLM("m", **kw).chat([_conv(str(i)) for i in range(48)])
+    assert first == second == [f"echo: {i}" for i in range(48)]
+    assert len(srv.completions) == 48 and srv.max_in_flight > 4
+    with sqlite3.connect(tmp_path / FILENAME) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        rows = conn.execute("SELECT response FROM responses").fetchall()
+    assert len(rows) == 48
+    assert {json.loads(r[0])["choices"][0]["message"]["content"] for r in rows} == set(first)
+
+
+def test_pickled_backend_uses_the_same_cache(server, tmp_path):
+    llm = OpenAILLM("m", base_url=server.base_url, cache_dir=tmp_path)
+    llm.chat([_conv("x")])
+    clone = pickle.loads(pickle.dumps(llm))
+    assert clone.chat([_conv("x")]) == ["echo: x"]
+    assert len(server.completions) == 1
+
+
+# -- structured output -----------------------------------------------------------------------
+
+SCHEMA = {
+    "title": "claims",
+    "type": "object",
+    "properties": {"claims": {"type": "array", "items": {"type": "string"}}},
+    "required": ["claims"],
+}
+
+
+def _json_when_asked(request: dict) -> str:
+    if "response_format" in request or "guided_json" in request:
+        return json.dumps({"claims": ["a cat"]})
+    return 'Sure! Here: {"claims": ["a cat"]}'
+
+
+def test_json_schema_becomes_response_format():
+    with FakeOpenAIServer(_json_when_asked) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, cache=False)
+        assert (
+            llm.chat([_conv("x"), _conv("y")], json_schema=SCHEMA) == ['{"claims": ["a cat"]}'] * 2
+        )
+        assert llm.chat([_conv("x")]) == ['Sure! Here: {"claims": ["a cat"]}']
+    structured, plain = srv.completions[:2], srv.completions[2]
+    for req in structured:
+        assert req.json["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "claims", "schema": SCHEMA},
+        }
+    assert "response_format" not in plain.json
+
+
+def test_guided_json_and_off_modes():
+    with FakeOpenAIServer(_json_when_asked) as srv:
+        guided = OpenAILLM("m", base_url=srv.base_url, structured_output="guided_json", cache=False)
+        guided.chat([_conv("x")], json_schema=SCHEMA)
+        off = OpenAILLM("m", base_url=srv.base_url, structured_output="off", cache=False)
+        off.chat([_conv("x")], json_schema=SCHEMA)
+    first, second = srv.completions
+    assert first.json["guided_json"] == SCHEMA and "response_format" not in first.json
+    assert "guided_json" not in second.json and "response_format" not in second.json
+    with pytest.raises(ValueError, match="structured_output"):
+        OpenAILLM("m", structured_output="grammar")
+
+
+def test_rejected_response_format_falls_back_once_and_is_remembered(caplog):
+    with FakeOpenAIServer(_json_when_asked, reject_fields=("response_format",)) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, max_retries=3, cache=False, **FAST)
+        with caplog.at_level(logging.WARNING, logger="factcap.backends.openai_compat"):
+            assert llm.chat([_conv("x")], json_schema=SCHEMA) == [
+                'Sure! Here: {"claims": ["a cat"]}'
+            ]
+            assert not llm.structured_ok
+            out = llm.chat([_conv(str(i)) for i in range(4)], json_schema=SCHEMA)
+    assert out == ['Sure! Here: {"claims": ["a cat"]}'] * 4
+    statuses = [(("response_format" in r.json), r.path) for r in srv.completions]
+    assert [has for has, _ in statuses] == [True, False, False, False, False, False]
+    assert sum("rejected structured output" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_rejected_guided_json_falls_back_too():
+    with FakeOpenAIServer(_json_when_asked, reject_fields=("guided_json",)) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, structured_output="guided_json", cache=False)
+        assert llm.chat([_conv("x")], json_schema=SCHEMA) == ['Sure! Here: {"claims": ["a cat"]}']
+    assert ["guided_json" in r.json for r in srv.completions] == [True, False]
+
+
+def test_other_client_errors_do_not_switch_structured_output_off(server):
+    server.script(Fault.status(400, body='{"error": {"message": "model m does not exist"}}'))
+    llm = OpenAILLM("m", base_url=server.base_url, cache=False, **FAST)
+    with pytest.raises(RemoteError, match="does not exist"):
+        llm.chat([_conv("x")], json_schema=SCHEMA)
+    assert llm.structured_ok and len(server.completions) == 1
+
+
+def test_structured_answers_are_cached_under_their_own_key(tmp_path):
+    with FakeOpenAIServer(_json_when_asked) as srv:
+        kw = {"base_url": srv.base_url, "cache_dir": tmp_path}
+        OpenAILLM("m", **kw).chat([_conv("x")], json_schema=SCHEMA)
+        assert OpenAILLM("m", **kw).chat([_conv("x")]) == ['Sure! Here: {"claims": ["a cat"]}']
+        assert OpenAILLM("m", **kw).chat([_conv("x")], json_schema=SCHEMA) == [
+            '{"claims": ["a cat"]}'
+        ]
+    assert len(srv.completions) == 2
+
+
+# -- the fake server's own scripting ---------------------------------------------------------
+
+
+def test_fault_when_targets_matching_requests(server):
+    server.fault_when(lambda req: "b" in req["messages"][-1]["content"], Fault.status(503))
+    server.script(Fault.status(500))
+    llm = OpenAILLM("m", base_url=server.base_url, max_concurrency=1, cache=False, **FAST)
+    assert llm.chat([_conv("a"), _conv("b"), _conv("c")]) == ["echo: a", "echo: b", "echo: c"]
+    codes = [
+        (r.json["messages"][-1]["content"], r.fault.code if r.fault else 200)
+        for r in server.completions
+    ]
+    assert codes == [("a", 500), ("a", 200), ("b", 503), ("b", 200), ("c", 200)]
+    assert server.pending_faults == 0
 
 
 # -- registry, pickling, imports -------------------------------------------------------------

@@ -23,6 +23,7 @@ CAPTION_EXAMPLES = """examples:
   factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
   factcap caption "shards-{000..099}.tar" -o out/ --format webdataset --preset small
   factcap caption photos/ -o captions.jsonl --resume           # continue after a crash
+  factcap caption photos/ -o captions.jsonl --executor ray     # same job on Ray Data
   factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
   factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
 """
@@ -108,6 +109,19 @@ def _parser() -> argparse.ArgumentParser:
         "--no-verify",
         action="store_true",
         help="skip fact-checking (compose from the proposals alone)",
+    )
+    cap.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: pipelined threads in this process (default); ray: Ray Data, one actor "
+        "pool per model role (pip install 'factcap[ray]')",
+    )
+    cap.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to run on, with --executor ray (default: $RAY_ADDRESS, else the "
+        "cluster 'ray start' last started here, else a new local Ray instance)",
     )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=_cmd_caption)
@@ -231,6 +245,8 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
+    if args.ray_address and args.executor != "ray":
+        raise _usage("--ray-address needs --executor ray")
     config = _load_config(args, overrides)
     fmt = args.format or ("jsonl" if args.output.suffix.lower() != ".parquet" else "parquet")
     items = open_source(
@@ -240,7 +256,13 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     done = completed_ids(args.output, fmt, args.retry_failed) if resuming else set()
     if not resuming and not args.overwrite and _has_output(args.output):
         raise _usage(f"{args.output} exists: --resume continues it, --overwrite replaces it")
-    pipeline = Pipeline(config).load()  # model errors surface before the output is touched
+    if args.executor == "ray":
+        from factcap.errors import require
+
+        require("ray", "ray")
+        pipeline = Pipeline(config)  # each Ray actor builds its own model, on its own worker
+    else:
+        pipeline = Pipeline(config).load()  # model errors surface before the output is touched
     sink = open_sink(
         args.output,
         fmt,
@@ -264,7 +286,12 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         bar.update(1)
 
     with sink, tqdm(unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True) as bar:
-        run_job(pipeline, todo, sink, on_record=count)
+        if args.executor == "ray":
+            from factcap.engine.ray_executor import run_ray_job
+
+            run_ray_job(pipeline, todo, sink, address=args.ray_address, on_record=count)
+        else:
+            run_job(pipeline, todo, sink, on_record=count)
     seconds = time.perf_counter() - start
     n = sum(statuses.values())
     detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())

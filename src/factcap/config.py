@@ -42,13 +42,23 @@ class _Strict(BaseModel):
 
 class RoleConfig(_Strict):
     """One model role. ``device``/``dtype``/``batch_size`` default to the top-level values;
-    ``options`` go to the backend's constructor (e.g. ``max_new_tokens``, ``box_threshold``)."""
+    ``options`` go to the backend's constructor (e.g. ``max_new_tokens``, ``box_threshold``).
+
+    ``num_gpus``, ``num_cpus`` and ``replicas`` are used by the Ray executor only
+    (``factcap caption --executor ray``): each role runs in its own pool of ``replicas``
+    actors, each reserving ``num_gpus`` GPUs (a fraction shares a GPU between roles) and
+    ``num_cpus`` CPUs. ``num_cpus: null`` (the default) means 1 CPU, or an equal share of
+    what the cluster has left when that is less, so that every pool fits.
+    """
 
     model: str
     device: str | None = Field(default=None, pattern=DEVICE_PATTERN)
     dtype: Literal[DTYPES] | None = None  # type: ignore[valid-type]
     batch_size: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    num_gpus: float = Field(default=0.0, ge=0.0)
+    num_cpus: float | None = Field(default=None, ge=0.0)
+    replicas: int = Field(default=1, ge=1)
 
 
 class LLMConfig(RoleConfig):
@@ -87,13 +97,20 @@ class LimitsConfig(_Strict):
 class OpenAIConfig(_Strict):
     """The OpenAI-compatible server used by ``openai:`` models.
 
-    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``."""
+    ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
+    ``cache`` answers deterministic (temperature 0) requests from a response cache in
+    ``cache_dir`` (default ``$FACTCAP_CACHE/requests``), so a resumed job does not pay twice.
+    Retries wait ``backoff * 2**n`` seconds, of which a ``jitter`` fraction is random."""
 
     base_url: str | None = None
     api_key: str | None = None
     timeout: float = Field(default=60.0, gt=0)
     max_concurrency: int = Field(default=8, ge=1)
     max_retries: int = Field(default=2, ge=0)
+    backoff: float = Field(default=0.5, ge=0)
+    jitter: float = Field(default=0.5, ge=0, le=1)
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 class EvaluateConfig(_Strict):

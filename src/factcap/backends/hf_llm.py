@@ -5,7 +5,7 @@ Imported lazily by the registry (``llm`` role, ``hf:`` scheme).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,8 +65,13 @@ class CausalLM(HFModel):
         conversations: Sequence[Sequence[ChatMessage]],
         max_new_tokens: int = 256,
         temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """One reply per conversation, from a single batched ``generate`` call."""
+        """One reply per conversation, from a single batched ``generate`` call.
+
+        ``json_schema`` is accepted for the :class:`~factcap.backends.roles.LLM` protocol and
+        ignored: generation is not constrained, the caller's tolerant parser reads the reply.
+        """
         if not conversations:
             return []
         check_token_counts(type(self).__name__, max_new_tokens, self.options["min_new_tokens"])

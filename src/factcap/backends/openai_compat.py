@@ -6,14 +6,37 @@ package, no torch). The base URL comes from the argument or ``OPENAI_BASE_URL`` 
 ``http://127.0.0.1:8000/v1``), the key from the argument or ``OPENAI_API_KEY`` (local servers
 usually need none).
 
-A batch becomes concurrent requests (a thread pool bounded by ``max_concurrency``); results
-come back in input order. Rate limits (429), server errors (5xx), timeouts and dropped
-connections are retried ``max_retries`` times with exponential backoff (a ``Retry-After``
-header in seconds is honoured, capped at ``max_retry_wait``). When a request still fails, or
-the server answers something that is not a chat completion, :class:`RemoteError` is raised:
-a failure is never turned into an empty caption.
+**Concurrency.** A batch becomes concurrent requests (a thread pool bounded by
+``max_concurrency``); results come back in input order. Every request of a batch runs to
+its end even when another fails; then :class:`RemoteBatchError` reports which failed
+(``errors``) and holds the answers of the others (``results``).
 
->>> llm = OpenAILLM("qwen2.5-7b-instruct", base_url="http://127.0.0.1:8000/v1")
+**Retries.** Rate limits (429), server errors (5xx but 501/505), timeouts and dropped
+connections are retried ``max_retries`` times. The wait before retry ``n`` (from 0) is drawn
+uniformly from ``[(1 - jitter) * d, d]`` with ``d = min(backoff * 2**n, max_retry_wait)``
+("equal jitter" at the default ``jitter=0.5``, "full jitter" at 1.0, none at 0): requests
+that failed together do not come back together. A ``Retry-After`` header (seconds) is never
+shortened: up to ``jitter * backoff`` seconds is added, and the total is capped at
+``max_retry_wait``. See :meth:`retry_delay`. When a request still fails, or the server answers
+something that is not a chat completion, :class:`RemoteError` is raised: a failure is never
+turned into an empty caption.
+
+**Response cache.** Deterministic requests (``temperature`` 0) are answered from a SQLite
+cache when the same request was answered before, so a resumed or retried job does not pay
+twice (:mod:`factcap.backends.request_cache`: the key is a hash of the path and the request
+body, never the API key; only responses that parsed and passed the backend's checks are
+stored). ``cache_dir`` sets where (default ``$FACTCAP_CACHE/requests``, else
+``~/.cache/factcap/requests``); ``cache=False`` switches it off. Sampled requests
+(``temperature > 0``) are never cached: their answers are meant to differ.
+
+**Structured output.** ``OpenAILLM.chat(..., json_schema=schema)`` asks the server to answer
+JSON that follows ``schema``: as ``response_format = {"type": "json_schema", ...}`` (OpenAI,
+vLLM, SGLang, Ollama, llama.cpp) or, with ``structured_output="guided_json"``, as vLLM's
+``guided_json`` field. A server that rejects it (HTTP 400/422 naming the field, or saying
+"unsupported") is asked once more without it, and is not asked for it again by this backend
+(a warning is logged); the caller's tolerant parser reads the plain answer.
+
+>>> llm = OpenAILLM("qwen2.5-7b-instruct", base_url="http://127.0.0.1:8000/v1", cache=False)
 >>> llm.base_url
 'http://127.0.0.1:8000/v1'
 """
@@ -22,17 +45,21 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import os
+import random
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from factcap.backends.options import check_int, check_text, take_options
+from factcap.backends.request_cache import RequestCache, cacheable, request_key
 from factcap.backends.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
@@ -47,10 +74,23 @@ if TYPE_CHECKING:
 
     from factcap.backends.roles import ChatMessage
 
-__all__ = ["OpenAICaptioner", "OpenAIJudge", "OpenAILLM", "RemoteError"]
+__all__ = ["OpenAICaptioner", "OpenAIJudge", "OpenAILLM", "RemoteBatchError", "RemoteError"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+CHAT_PATH = "/chat/completions"
+# 501 Not Implemented and 505 HTTP Version Not Supported will not change on a retry.
+RETRY_STATUSES = frozenset({408, 409, 429}) | (frozenset(range(500, 600)) - {501, 505})
+STRUCTURED_MODES = ("response_format", "guided_json", "off")
+# A rejection of structured output: one of these statuses, and a body naming the feature.
+_STRUCTURED_REJECT_STATUSES = frozenset({400, 422, 501})
+_STRUCTURED_REJECT_WORDS = re.compile(
+    r"response_format|json_schema|guided_json|guided|structured|unsupported|not supported|"
+    r"unrecognized|not permitted|extra (?:inputs|fields)|unknown (?:field|parameter)",
+    re.I,
+)
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SNIPPET = 300
 
 T = TypeVar("T")
@@ -71,6 +111,28 @@ class RemoteError(FactcapError):
         self.body = body
 
 
+class RemoteBatchError(RemoteError):
+    """Some requests of a batch failed; the others were answered.
+
+    ``results`` has one entry per input, in order: the answer, or the exception of a failed
+    request; ``errors`` maps the index of each failed input to its exception. ``server``,
+    ``status`` and ``body`` (and the message) are those of the first failure, plus how many
+    of the batch failed. A caller can keep the answers and fail only the inputs in
+    ``errors``.
+    """
+
+    def __init__(self, results: list[Any], errors: dict[int, RemoteError]):
+        first = errors[min(errors)]
+        super().__init__(
+            f"{first} ({len(errors)} of {len(results)} requests of the batch failed)",
+            server=first.server,
+            status=first.status,
+            body=first.body,
+        )
+        self.results = results
+        self.errors = errors
+
+
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "..."
@@ -87,6 +149,39 @@ def _retry_after(value: str | None, cap: float) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, cap)
+
+
+def _rejects_structured(err: RemoteError) -> bool:
+    """Whether ``err`` is a server refusing structured output (rather than the request)."""
+    if err.status not in _STRUCTURED_REJECT_STATUSES:
+        return False
+    return bool(_STRUCTURED_REJECT_WORDS.search(f"{err.body} {err}"))
+
+
+def structured_fields(schema: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """The request fields that ask for JSON following ``schema``, in ``mode``.
+
+    ``"response_format"``: the OpenAI form (also vLLM, SGLang, Ollama, llama.cpp), named after
+    the schema's ``title`` when that is a valid name; ``"guided_json"``: vLLM's own field;
+    ``"off"``: nothing.
+
+    >>> structured_fields({"title": "claims", "type": "object"}, "response_format")
+    {'response_format': {'type': 'json_schema', 'json_schema': {'name': 'claims', 'schema': {'title': 'claims', 'type': 'object'}}}}
+    >>> structured_fields({"type": "array"}, "guided_json")
+    {'guided_json': {'type': 'array'}}
+    """
+    if mode == "off":
+        return {}
+    if mode == "guided_json":
+        return {"guided_json": dict(schema)}
+    title = schema.get("title")
+    name = title if isinstance(title, str) and _SCHEMA_NAME.match(title) else "response"
+    return {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": dict(schema)},
+        }
+    }
 
 
 def image_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> str:
@@ -109,13 +204,16 @@ def image_data_url(image: Image.Image, fmt: str = "jpeg", quality: int = 90) -> 
 
 
 class _OpenAIClient:
-    """Shared HTTP plumbing: options, retries, concurrent batches, response parsing."""
+    """Shared HTTP plumbing: options, retries, cache, concurrent batches, response parsing."""
 
     # Options every class accepts (name -> default); subclasses extend OPTIONS.
     BASE_OPTIONS: dict[str, Any] = {
         "extra_body": None,  # dict merged into every request body (e.g. {"top_k": 1})
-        "backoff": 0.5,  # first retry waits this many seconds, doubling after
+        "backoff": 0.5,  # first retry waits about this many seconds, doubling after
+        "jitter": 0.5,  # fraction of each backoff wait drawn at random (0: none, 1: full)
         "max_retry_wait": 30.0,  # cap on any single wait, Retry-After included
+        "cache": True,  # answer deterministic requests from the response cache
+        "cache_dir": None,  # default: $FACTCAP_CACHE/requests or ~/.cache/factcap/requests
     }
     OPTIONS: dict[str, Any] = {}
 
@@ -132,6 +230,7 @@ class _OpenAIClient:
         if not model:
             raise ValueError("an OpenAI-compatible backend needs a model name (openai:<model>)")
         opts = take_options(type(self).__name__, options, {**self.BASE_OPTIONS, **self.OPTIONS})
+        self._check_base(opts)
         self._check(opts)
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
@@ -146,15 +245,39 @@ class _OpenAIClient:
         self.max_concurrency = int(max_concurrency)
         self.max_retries = int(max_retries)
         self.options: dict[str, Any] = opts
+        self.cache: RequestCache | None = RequestCache(opts["cache_dir"]) if opts["cache"] else None
+        self.structured_ok = True  # False once the server rejected structured output
+        self.rng = random.Random()  # draws the jitter; seed it for reproducible waits
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+
+    def _check_base(self, options: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        for name in ("backoff", "max_retry_wait"):
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{owner}: {name} must be a number >= 0, got {value!r}")
+        jitter = options["jitter"]
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+            raise ValueError(f"{owner}: jitter must be a number in [0, 1], got {jitter!r}")
+        if not isinstance(options["cache"], bool):
+            raise ValueError(f"{owner}: cache must be true or false, got {options['cache']!r}")
+        if options["cache_dir"] is not None and not isinstance(
+            options["cache_dir"], (str, os.PathLike)
+        ):
+            raise ValueError(
+                f"{owner}: cache_dir must be a path or None, got {options['cache_dir']!r}"
+            )
+        extra = options["extra_body"]
+        if extra is not None and not isinstance(extra, Mapping):
+            raise ValueError(f"{owner}: extra_body must be a mapping or None, got {extra!r}")
 
     def _check(self, options: dict[str, Any]) -> None:
         """Validate option values (subclasses extend); unknown names are already rejected."""
 
     @property
     def endpoint(self) -> str:
-        return f"{self.base_url}/chat/completions"
+        return f"{self.base_url}{CHAT_PATH}"
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -170,11 +293,13 @@ class _OpenAIClient:
             return self._client
 
     def close(self) -> None:
-        """Close the connection pool (a later call opens a new one)."""
+        """Close the connection pool and the cache file (a later call opens them again)."""
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+        if self.cache is not None:
+            self.cache.close()
 
     def __enter__(self) -> _OpenAIClient:
         return self
@@ -197,18 +322,38 @@ class _OpenAIClient:
             f"{self.endpoint} {problem}", server=self.endpoint, status=status, body=_snippet(body)
         )
 
-    def _wait(self, attempt: int, retry_after: float | None) -> None:
-        cap = float(self.options["max_retry_wait"])
-        delay = retry_after if retry_after is not None else self.options["backoff"] * 2**attempt
-        time.sleep(min(delay, cap))
+    # -- retries ---------------------------------------------------------------------------
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion, retried on 429/5xx/timeouts/connection errors."""
-        body = {**payload, **(self.options["extra_body"] or {})}
+    def retry_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt`` (0 for the first retry).
+
+        Without ``retry_after``: uniform in ``[(1 - jitter) * d, d]``, ``d = min(backoff *
+        2**attempt, max_retry_wait)``. With it (the server's ``Retry-After``): that many
+        seconds plus up to ``jitter * backoff``, capped at ``max_retry_wait``. The random
+        part comes from ``self.rng`` (a :class:`random.Random`; seed it for reproducible
+        waits).
+
+        >>> client = OpenAILLM("m", backoff=1.0, jitter=0.5, max_retry_wait=30, cache=False)
+        >>> all(1.0 <= client.retry_delay(1) <= 2.0 for _ in range(100))
+        True
+        >>> all(3.0 <= client.retry_delay(0, retry_after=3.0) <= 3.5 for _ in range(100))
+        True
+        """
+        backoff = float(self.options["backoff"])
+        jitter = float(self.options["jitter"])
+        cap = float(self.options["max_retry_wait"])
+        u = self.rng.random()
+        if retry_after is not None:
+            return min(retry_after + u * jitter * backoff, cap)
+        return min(backoff * 2.0**attempt, cap) * (1.0 - jitter * u)
+
+    def _send(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion over HTTP, retried on 429/5xx/timeouts/connection errors."""
         client = self._http()
         attempts = self.max_retries + 1
         status: int | None = None
         text = ""
+        problem = ""
         for attempt in range(attempts):
             retry_after = None
             try:
@@ -234,10 +379,55 @@ class _OpenAIClient:
                     resp.headers.get("Retry-After"), float(self.options["max_retry_wait"])
                 )
             if attempt + 1 < attempts:
-                self._wait(attempt, retry_after)
+                time.sleep(self.retry_delay(attempt, retry_after))
         raise self._error(
             f"failed for model {self.model!r} after {attempts} attempt(s): {problem}", status, text
         )
+
+    # -- one request: cache, structured output, HTTP ---------------------------------------
+
+    def _complete(
+        self,
+        payload: dict[str, Any],
+        extract: Callable[[dict[str, Any]], R],
+        structured: Mapping[str, Any] | None = None,
+    ) -> R:
+        """``extract(completion)`` for one request (``payload`` + ``extra_body`` +
+        ``structured`` fields), from the cache when possible; see the module docstring."""
+        plain = {**payload, **(self.options["extra_body"] or {})}
+        if not structured or not self.structured_ok:
+            return self._cached(plain, extract)
+        try:
+            return self._cached({**plain, **structured}, extract)
+        except RemoteError as err:
+            if not _rejects_structured(err):
+                raise
+            with self._lock:
+                first, self.structured_ok = self.structured_ok, False
+            if first:
+                log.warning(
+                    "%s rejected structured output (%s); asking without it from now on and "
+                    "parsing the answers tolerantly",
+                    self.endpoint,
+                    err.body or err,
+                )
+            return self._cached(plain, extract)
+
+    def _cached(self, body: dict[str, Any], extract: Callable[[dict[str, Any]], R]) -> R:
+        key = None
+        if self.cache is not None and cacheable(body):
+            key = request_key(CHAT_PATH, body)
+            data = self.cache.get(key)
+            if data is not None:
+                try:
+                    return extract(data)
+                except RemoteError:  # an entry this backend cannot use: ask the server
+                    pass
+        data = self._send(body)
+        result = extract(data)  # raises for unusable answers, which are then not stored
+        if key is not None:
+            self.cache.put(key, data)  # type: ignore[union-attr]
+        return result
 
     def _parse(self, resp: httpx.Response) -> dict[str, Any]:
         try:
@@ -270,18 +460,36 @@ class _OpenAIClient:
         return content
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``fn`` over ``items`` with at most ``max_concurrency`` in flight; input order kept."""
+        """``fn`` over ``items`` with at most ``max_concurrency`` in flight; input order kept.
+
+        Every item runs to its end; if any raised :class:`RemoteError`, a
+        :class:`RemoteBatchError` with the others' results follows (any other exception is
+        raised as it is)."""
         if len(items) <= 1:
             return [fn(item) for item in items]
         workers = min(self.max_concurrency, len(items))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="factcap-openai") as ex:
             futures = [ex.submit(fn, item) for item in items]
             try:
-                return [f.result() for f in futures]
-            except BaseException:
+                wait(futures)
+            except BaseException:  # e.g. KeyboardInterrupt: do not start the rest
                 for f in futures:
                     f.cancel()
                 raise
+        results: list[Any] = []
+        errors: dict[int, RemoteError] = {}
+        for i, f in enumerate(futures):
+            err = f.exception()
+            if err is None:
+                results.append(f.result())
+                continue
+            if not isinstance(err, RemoteError):
+                raise err
+            errors[i] = err
+            results.append(err)
+        if errors:
+            raise RemoteBatchError(results, errors)
+        return results
 
     def _vision_message(self, image: Image.Image, text: str) -> dict[str, Any]:
         url = image_data_url(
@@ -316,21 +524,46 @@ _VISION_OPTIONS: dict[str, Any] = {
 class OpenAILLM(_OpenAIClient):
     """A chat LLM behind an OpenAI-compatible server (LLM role).
 
-    Options: ``extra_body`` (dict merged into each request), ``backoff``, ``max_retry_wait``.
+    ``chat(..., json_schema=schema)`` asks for JSON following ``schema`` (structured output;
+    see the module docstring). Options: ``structured_output`` (``"response_format"``, the
+    default; ``"guided_json"`` for vLLM's own field; ``"off"`` never to ask), plus
+    ``extra_body``, ``backoff``, ``jitter``, ``max_retry_wait``, ``cache``, ``cache_dir``.
 
-    >>> llm = OpenAILLM("llama3.1", base_url="http://localhost:11434/v1")
+    >>> llm = OpenAILLM("llama3.1", base_url="http://localhost:11434/v1", cache=False)
     >>> llm.name
     'openai:llama3.1'
     >>> # llm.chat([[{"role": "user", "content": "Say hi"}]], max_new_tokens=8) -> ["Hi!"]
+    >>> # llm.chat(conversations, json_schema={"type": "object", ...}) -> ['{"claims": [...]}']
     """
+
+    OPTIONS = {"structured_output": "response_format"}
+
+    def _check(self, options: dict[str, Any]) -> None:
+        mode = options["structured_output"]
+        if mode not in STRUCTURED_MODES:
+            raise ValueError(
+                f"OpenAILLM: structured_output must be one of {', '.join(STRUCTURED_MODES)}, "
+                f"got {mode!r}"
+            )
 
     def chat(
         self,
         conversations: Sequence[Sequence[ChatMessage]],
         max_new_tokens: int = 256,
         temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> list[str]:
-        """One reply per conversation, requested concurrently, in input order."""
+        """One reply per conversation, requested concurrently, in input order.
+
+        With ``json_schema``, the server is asked to answer JSON following it (unless it
+        rejected structured output before, or ``structured_output="off"``); the reply is
+        still returned as text, for the caller's parser.
+        """
+        structured = (
+            structured_fields(json_schema, self.options["structured_output"])
+            if json_schema is not None
+            else None
+        )
 
         def one(conversation: Sequence[ChatMessage]) -> str:
             payload = {
@@ -339,7 +572,7 @@ class OpenAILLM(_OpenAIClient):
                 "max_tokens": int(max_new_tokens),
                 "temperature": float(temperature),
             }
-            return self._text(self._post(payload))
+            return self._complete(payload, self._text, structured)
 
         return self._map(one, list(conversations))
 
@@ -351,7 +584,7 @@ class OpenAICaptioner(_OpenAIClient):
     prompt. Options: ``prompt`` (default "Describe this image in detail."),
     ``max_new_tokens`` (256), ``temperature`` (0.0), ``image_format`` ("jpeg" | "png"),
     ``jpeg_quality`` (90), ``max_image_side`` (None: send the original size), plus
-    ``extra_body``, ``backoff``, ``max_retry_wait``.
+    ``extra_body``, ``backoff``, ``jitter``, ``max_retry_wait``, ``cache``, ``cache_dir``.
 
     >>> cap = OpenAICaptioner("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
     >>> cap.options["prompt"]
@@ -382,7 +615,7 @@ class OpenAICaptioner(_OpenAIClient):
                 "max_tokens": int(self.options["max_new_tokens"]),
                 "temperature": float(self.options["temperature"]),
             }
-            return self._text(self._post(payload)).strip()
+            return self._complete(payload, lambda data: self._text(data).strip())
 
         return self._map(one, list(images))
 
@@ -395,8 +628,8 @@ def _yes_no(token: str) -> str | None:
 class OpenAIJudge(_OpenAIClient):
     """A vision chat model as a yes/no judge (VQA role): P("yes") from logprobs.
 
-    Asks ``"<question> <instruction>"`` (the instruction defaults to "Answer yes or no.") with ``max_tokens=1, logprobs=true,
-    top_logprobs=20`` and returns P(yes) / (P(yes) + P(no)), summing every spelling of yes
+    Asks ``"<question> <instruction>"`` (the instruction defaults to "Answer yes or no.") with
+    ``max_tokens=1, logprobs=true, top_logprobs=20`` and returns P(yes) / (P(yes) + P(no)), summing every spelling of yes
     and no ("Yes", " yes", "YES", "no.", ...) among the first token's top logprobs.
 
     Fallback: when the server returns no logprobs at all (some servers ignore the field),
@@ -406,8 +639,8 @@ class OpenAIJudge(_OpenAIClient):
     ``float("nan")``: the question went unanswered, which is not the same as "no".
 
     Options: ``instruction`` ("Answer yes or no."), ``top_logprobs`` (20),
-    ``require_logprobs`` (False), ``image_format``,
-    ``jpeg_quality``, ``max_image_side``, ``extra_body``, ``backoff``, ``max_retry_wait``.
+    ``require_logprobs`` (False), ``image_format``, ``jpeg_quality``, ``max_image_side``,
+    ``extra_body``, ``backoff``, ``jitter``, ``max_retry_wait``, ``cache``, ``cache_dir``.
 
     >>> judge = OpenAIJudge("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
     >>> judge.probability_from_logprobs({"Yes": -0.1, "No": -2.3})
@@ -448,6 +681,21 @@ class OpenAIJudge(_OpenAIClient):
             top[first["token"]] = first.get("logprob")
         return top or None
 
+    def _probability(self, data: dict[str, Any]) -> float:
+        """P(yes) from one completion: its logprobs, else (unless required) its text."""
+        top = self._first_token_logprobs(data)
+        if top is not None:
+            return self.probability_from_logprobs(top)
+        if self.options["require_logprobs"]:
+            raise self._error(
+                f"returned no logprobs for model {self.model!r} (require_logprobs=True)",
+                200,
+                str(data),
+            )
+        words = self._text(data).strip().split()
+        word = _yes_no(words[0]) if words else None
+        return {"yes": 1.0, "no": 0.0}.get(word or "", float("nan"))
+
     def yes_probability(
         self, images: Sequence[Image.Image], questions: Sequence[str]
     ) -> list[float]:
@@ -466,18 +714,6 @@ class OpenAIJudge(_OpenAIClient):
                 "logprobs": True,
                 "top_logprobs": int(self.options["top_logprobs"]),
             }
-            data = self._post(payload)
-            top = self._first_token_logprobs(data)
-            if top is not None:
-                return self.probability_from_logprobs(top)
-            if self.options["require_logprobs"]:
-                raise self._error(
-                    f"returned no logprobs for model {self.model!r} (require_logprobs=True)",
-                    200,
-                    str(data),
-                )
-            words = self._text(data).strip().split()
-            word = _yes_no(words[0]) if words else None
-            return {"yes": 1.0, "no": 0.0}.get(word or "", float("nan"))
+            return self._complete(payload, self._probability)
 
         return self._map(one, list(zip(images, questions, strict=True)))

@@ -10,9 +10,9 @@ orientation); boxes come back in pixel coordinates of those images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,12 @@ class VQA(Protocol):
 
 @runtime_checkable
 class LLM(Protocol):
-    """A chat language model: one reply string per conversation."""
+    """A chat language model: one reply string per conversation.
+
+    ``json_schema`` (optional for implementations): a JSON schema the reply should follow.
+    A backend that can constrain its output (an ``openai:`` server's structured output)
+    uses it; others ignore it, and the caller parses the text tolerantly either way.
+    """
 
     name: str
 
@@ -122,6 +127,7 @@ class LLM(Protocol):
         conversations: Sequence[Sequence[ChatMessage]],
         max_new_tokens: int = 256,
         temperature: float = 0.0,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> list[str]: ...
 
 

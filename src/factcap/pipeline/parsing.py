@@ -27,6 +27,34 @@ class ParseError(ValueError):
     """The answer holds no JSON value that could be recovered."""
 
 
+# What the claim-extraction answer should look like, for LLMs that can be held to a JSON
+# schema (structured output). OpenAI's strict mode wants an object at the top, every key
+# required and no others; :func:`to_claims` reads this shape as well as a bare list.
+CLAIMS_JSON_SCHEMA: dict[str, Any] = {
+    "title": "claims",
+    "type": "object",
+    "properties": {
+        "claims": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["object", "attribute", "count", "text"]},
+                    "text": {"type": "string"},
+                    "subject": {"type": "string"},
+                    "question": {"type": "string"},
+                    "count": {"type": ["integer", "null"]},
+                },
+                "required": ["kind", "text", "subject", "question", "count"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["claims"],
+    "additionalProperties": False,
+}
+
+
 _FENCE = re.compile(r"```(?:json|JSON|javascript)?\s*(.*?)(?:```|$)", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _MAX_ANSWER_CHARS = 200_000

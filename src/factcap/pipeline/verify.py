@@ -1,6 +1,8 @@
 """Stage 2, verify: the LLM turns proposals into claims; the detector, VQA and OCR check them.
 
-Claim extraction: one LLM conversation per image (all images of a batch in one ``chat`` call).
+Claim extraction: one LLM conversation per image (all images of a batch in one ``chat`` call),
+asking for JSON that follows :data:`~factcap.pipeline.parsing.CLAIMS_JSON_SCHEMA` when the LLM
+takes a ``json_schema`` (an ``openai:`` server's structured output; others ignore it).
 An answer that cannot be parsed gets one repair retry; if that fails too, the claims are the
 noun phrases of the proposals (:func:`factcap.pipeline.parsing.fallback_claims`) and the record
 says so in ``notes``. OCR spans also become ``text`` claims directly.
@@ -26,6 +28,7 @@ Verdict rules (``p`` is the VQA model's P(yes); thresholds from :class:`VerifyCo
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -33,7 +36,12 @@ from functools import partial
 from typing import Any
 
 from factcap.config import VerifyConfig
-from factcap.pipeline.parsing import ParseError, fallback_claims, parse_claims
+from factcap.pipeline.parsing import (
+    CLAIMS_JSON_SCHEMA,
+    ParseError,
+    fallback_claims,
+    parse_claims,
+)
 from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import Claim
@@ -62,7 +70,8 @@ def extract_claims(
     conversations = [
         [{"role": "user", "content": render(template, proposals=proposals_block(w))}] for w in items
     ]
-    ask = partial(llm.chat, max_new_tokens=max_new_tokens, temperature=temperature)
+    structured = {"json_schema": CLAIMS_JSON_SCHEMA} if accepts_json_schema(llm) else {}
+    ask = partial(llm.chat, max_new_tokens=max_new_tokens, temperature=temperature, **structured)
     with timed(items, "claims"):
         try:
             answers = ask(conversations)
@@ -99,6 +108,17 @@ def extract_claims(
             )
         known = {c.text.lower() for c in claims}
         w.record.claims = claims + _ocr_claims(w, known, max_claims - len(claims))
+
+
+def accepts_json_schema(llm: Any) -> bool:
+    """Whether ``llm.chat`` takes a ``json_schema`` keyword (LLMs written before it do not)."""
+    try:
+        params = inspect.signature(llm.chat).parameters
+    except (TypeError, ValueError):
+        return False
+    return "json_schema" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
 
 
 def _try_parse(answer: str, max_claims: int) -> list[Claim] | None:
@@ -173,39 +193,62 @@ def check_claims(
     vqa: tuple[Any, int | None] | None,
     cfg: VerifyConfig,
 ) -> None:
-    """Give every claim of the live items a verdict, score and evidence (module docstring)."""
+    """Give every claim of the live items a verdict, score and evidence (module docstring).
+
+    The two steps, :func:`detect_claims` then :func:`judge_claims`, may also run apart (e.g.
+    each in its own worker): the detections travel on the work items in between.
+    """
+    detect_claims(batch, detector)
+    judge_claims(batch, vqa, cfg)
+
+
+DETECTIONS = "detections"
+"""Key of ``Work.extra`` holding an item's detections by query, from :func:`detect_claims`
+to :func:`judge_claims`."""
+
+
+def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
+    """Step 1 of :func:`check_claims`: all object subjects of each live item with claims go to
+    the detector in one call; ``extra["detections"]`` gets {query: [Detection]} per item.
+    Without a detector nothing happens (and the verdicts are left to VQA)."""
+    items = [w for w in live(batch) if w.record.claims]
+    if not items or detector is None:
+        return
+    model, size = detector
+    queries = [
+        list(
+            dict.fromkeys(
+                c.subject for c in w.record.claims if c.kind in ("object", "count") and c.subject
+            )
+        )
+        for w in items
+    ]
+    with timed(items, "detect"):
+        try:
+            found = call_batched(model.detect, size, [w.image for w in items], queries)
+        except Exception as err:
+            fail_all(items, err, f"detector {model.name} failed")
+            return
+    for w, detections in zip(items, found, strict=False):  # as many as the detector gave
+        per_query: dict[str, list[Any]] = {}
+        for det in detections:
+            per_query.setdefault(det.query, []).append(det)
+        w.extra[DETECTIONS] = per_query
+
+
+def judge_claims(
+    batch: Sequence[Work], vqa: tuple[Any, int | None] | None, cfg: VerifyConfig
+) -> None:
+    """Step 2 of :func:`check_claims`: verdicts from the detections (taken off the items),
+    OCR and the VQA model's answers."""
     items = [w for w in live(batch) if w.record.claims]
     if not items:
         return
-    detected: dict[int, dict[str, list[Any]]] = {}
-    if detector is not None:
-        model, size = detector
-        queries = [
-            list(
-                dict.fromkeys(
-                    c.subject
-                    for c in w.record.claims
-                    if c.kind in ("object", "count") and c.subject
-                )
-            )
-            for w in items
-        ]
-        with timed(items, "detect"):
-            try:
-                found = call_batched(model.detect, size, [w.image for w in items], queries)
-            except Exception as err:
-                fail_all(items, err, f"detector {model.name} failed")
-                return
-        for idx, detections in enumerate(found):
-            per_query: dict[str, list[Any]] = {}
-            for det in detections:
-                per_query.setdefault(det.query, []).append(det)
-            detected[idx] = per_query
-
+    detected = [w.extra.pop(DETECTIONS, None) for w in items]
     pending: list[tuple[int, Claim]] = []
     for idx, w in enumerate(items):
         for claim in w.record.claims:
-            if not _decide_without_vqa(claim, w, detected.get(idx), cfg):
+            if not _decide_without_vqa(claim, w, detected[idx], cfg):
                 pending.append((idx, claim))
 
     if vqa is not None and pending:

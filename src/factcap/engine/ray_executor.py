@@ -1,0 +1,546 @@
+"""The Ray executor: the same pipeline on Ray Data, each model role in its own actor pool.
+
+``factcap caption ... --executor ray [--ray-address ADDR]`` runs :func:`run_ray_job`, the
+counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Data job::
+
+    driver: source ──► bounded queue actor ──► read task ──► decode tasks
+        ──► captioner 1 ──► captioner 2 ... ──► OCR ──► LLM (claims) ──► detector ──► VQA
+        ──► LLM (compose) ──► driver: the same sink (``sink.write(record, item)``)
+
+- Every model stage is an actor pool whose actors build their model in ``__init__`` through
+  :func:`factcap.pipeline.runner.build_role`; models are never pickled. Each pool reserves the
+  role's ``num_gpus`` / ``num_cpus`` per actor and has ``replicas`` actors (see
+  :class:`factcap.config.RoleConfig`).
+- A stage runs the library's own stage functions (``propose``, ``extract_claims``,
+  ``detect_claims``, ``judge_claims``, ``compose``) on work items rebuilt from columns: the
+  record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size, OCR
+  spans and detections as JSON. A backend that fails marks its batch's items as error records
+  (the stage functions do that); the job goes on.
+- A Ray Data block is one pipeline batch (``batch_size`` consecutive inputs) at every stage,
+  so each model sees the same batches as under the local executor and the records are the
+  same (timings aside); records reach the driver in completion order unless
+  ``preserve_order``.
+- Memory is bounded: the driver hands the source to the cluster through a queue of at most
+  ``depth`` batches, Ray Data's streaming execution applies backpressure between stages, and
+  results stream back to the driver, which keeps only the items in flight (for the sink).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from factcap.config import Config, RoleConfig
+from factcap.engine.executor import _batches
+from factcap.errors import ConfigError, require
+from factcap.inputs import InputItem
+from factcap.pipeline.work import Work, fail_all
+from factcap.schema import Record
+
+#: ``Work.extra`` key: whether the item's pipeline batch held a live item when its model
+#: stages began (the local runner adds the "verification switched off" note only then).
+BATCH_LIVE = "batch_live"
+_FORWARDED_ENV = ("FACTCAP_", "HF_", "TRANSFORMERS_", "OPENAI_", "TOKENIZERS_")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One model stage of the Ray job: an actor pool serving ``role`` (``config`` names it).
+
+    ``index`` picks the captioner; ``num_cpus`` is resolved (never None) by :func:`plan`.
+    """
+
+    name: str
+    role: str
+    index: int
+    num_cpus: float
+    num_gpus: float
+    replicas: int
+
+
+def _role_config(config: Config, role: str, index: int) -> RoleConfig:
+    if role == "captioner":
+        return config.captioners[index]
+    rc = getattr(config, role)
+    assert rc is not None, role
+    return rc
+
+
+def plan(
+    config: Config, cluster_cpus: float | None = None, decode_cpus: float = 1.0
+) -> list[Stage]:
+    """The model stages for ``config``, in order, with the resources of each actor.
+
+    A role whose ``num_cpus`` is unset gets 1 CPU, or less when ``cluster_cpus`` cannot hold
+    one CPU for every such actor besides ``decode_cpus`` for decoding and the CPUs asked for
+    explicitly: they then share what is left equally.
+
+    Example:
+        >>> from factcap.config import load_config
+        >>> [s.name for s in plan(load_config(preset="tiny", overrides={"ocr": None}))]
+        ['caption:0', 'caption:1', 'claims', 'detect', 'vqa', 'compose']
+        >>> {s.num_cpus for s in plan(load_config(preset="tiny"), cluster_cpus=2)}
+        {0.142857}
+    """
+    wanted: list[tuple[str, str, int]] = [
+        (f"caption:{i}", "captioner", i) for i in range(len(config.captioners))
+    ]
+    if config.ocr is not None:
+        wanted.append(("ocr", "ocr", 0))
+    wanted.append(("claims", "llm", 0))
+    if config.verify.enabled:
+        if config.detector is not None:
+            wanted.append(("detect", "detector", 0))
+        if config.vqa is not None:
+            wanted.append(("vqa", "vqa", 0))
+    wanted.append(("compose", "llm", 0))
+    configs = [_role_config(config, role, index) for _, role, index in wanted]
+    share = 1.0
+    auto = sum(rc.replicas for rc in configs if rc.num_cpus is None)
+    if auto and cluster_cpus is not None:
+        explicit = sum(rc.num_cpus * rc.replicas for rc in configs if rc.num_cpus is not None)
+        left = cluster_cpus - decode_cpus - explicit
+        if left <= 0:
+            raise ConfigError(
+                f"the Ray cluster has {cluster_cpus:g} CPUs: nothing is left for the roles "
+                f"without num_cpus after {explicit:g} asked for explicitly and {decode_cpus:g}"
+                " for decoding"
+            )
+        share = min(1.0, int(left / auto * 1e6) / 1e6)  # rounded down, so the sum fits
+    return [
+        Stage(
+            name=name,
+            role=role,
+            index=index,
+            num_cpus=share if rc.num_cpus is None else rc.num_cpus,
+            num_gpus=rc.num_gpus,
+            replicas=rc.replicas,
+        )
+        for (name, role, index), rc in zip(wanted, configs, strict=True)
+    ]
+
+
+# --- work items <-> Arrow columns ------------------------------------------------------------
+
+
+def _schemas() -> tuple[Any, Any, Any]:
+    import pyarrow as pa
+
+    feed = pa.schema([("seq", pa.int64()), ("item", pa.large_binary())])
+    work = pa.schema(
+        [
+            ("seq", pa.int64()),
+            ("record", pa.large_string()),
+            ("image", pa.large_binary()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("ocr", pa.large_string()),
+            ("ocr_model", pa.string()),
+            ("extra", pa.large_string()),
+        ]
+    )
+    result = pa.schema([("seq", pa.int64()), ("record", pa.large_string())])
+    return feed, work, result
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot carry a {type(value).__name__} between Ray stages")
+
+
+def work_table(seqs: Sequence[int], work: Sequence[Work], with_image: bool = True) -> Any:
+    """Work items as an Arrow table (see the module docstring); ``with_image=False`` keeps
+    only ``seq`` and ``record``, what the driver needs once the last stage is done."""
+    _, work_schema, result_schema = _schemas()
+    rows = []
+    for seq, w in zip(seqs, work, strict=True):
+        row: dict[str, Any] = {"seq": seq, "record": json.dumps(w.record.to_dict())}
+        if with_image:
+            image = w.image
+            if image is not None and image.mode != "RGB":
+                image = image.convert("RGB")
+            spans = None if w.ocr_spans is None else [dataclasses.asdict(s) for s in w.ocr_spans]
+            row.update(
+                image=None if image is None else image.tobytes(),
+                width=None if image is None else image.width,
+                height=None if image is None else image.height,
+                ocr=None if spans is None else json.dumps(spans),
+                ocr_model=w.ocr_model,
+                extra=json.dumps(w.extra, default=_plain),
+            )
+        rows.append(row)
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=work_schema if with_image else result_schema)
+
+
+def read_work(table: Any) -> tuple[list[int], list[Work]]:
+    """The inverse of :func:`work_table`: sequence numbers and rebuilt work items."""
+    from PIL import Image
+
+    from factcap.backends.roles import Detection, TextSpan
+    from factcap.pipeline.verify import DETECTIONS
+
+    seqs, work = [], []
+    for row in table.to_pylist():
+        image = None
+        if row["image"] is not None:
+            image = Image.frombytes("RGB", (row["width"], row["height"]), row["image"])
+        spans = None
+        if row["ocr"] is not None:
+            spans = [
+                TextSpan(text=s["text"], score=s["score"], box=tuple(s["box"]))
+                for s in json.loads(row["ocr"])
+            ]
+        extra = json.loads(row["extra"])
+        if DETECTIONS in extra:
+            extra[DETECTIONS] = {
+                query: [Detection(d["query"], d["score"], tuple(d["box"])) for d in found]
+                for query, found in extra[DETECTIONS].items()
+            }
+        record = Record.from_dict(json.loads(row["record"]))
+        work.append(Work(record, image, spans, row["ocr_model"], extra))
+        seqs.append(row["seq"])
+    return seqs, work
+
+
+# --- the stages (they run in Ray workers) ----------------------------------------------------
+
+
+def feed_table(seqs: Sequence[int], items: Sequence[InputItem]) -> Any:
+    """Input items as the Arrow table the decode stage reads: each pickled whole (a path,
+    encoded bytes or an in-memory image; no model)."""
+    import pyarrow as pa
+
+    rows = [{"seq": seq, "item": pickle.dumps(item)} for seq, item in zip(seqs, items, strict=True)]
+    return pa.Table.from_pylist(rows, schema=_schemas()[0])
+
+
+def decode_stage(table: Any, config: Config) -> Any:
+    """Task stage: decode a batch of fed items (``Pipeline.prepare``, no model)."""
+    from factcap.pipeline.runner import Pipeline
+
+    rows = table.to_pylist()
+    work = Pipeline(config).prepare([pickle.loads(r["item"]) for r in rows])
+    live = any(w.record.ok for w in work)
+    for w in work:
+        w.extra[BATCH_LIVE] = live
+    return work_table([r["seq"] for r in rows], work)
+
+
+class ModelStage:
+    """Actor stage: builds its role's model once, in the actor, then runs its stage function
+    on every batch it is given.
+
+    Example (in a Ray worker, as Ray Data does it; here in-process)::
+
+        stage = ModelStage(config, "claims")
+        table = stage(table)  # work columns in, work columns out
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        name: str,
+        styles: Sequence[str] | None = None,
+        instruction: str | None = None,
+        last: bool = False,
+    ):
+        from factcap.pipeline.runner import build_role
+
+        self.config, self.name, self.last = config, name, last
+        self.styles = list(styles or config.styles)
+        self.instruction = instruction or config.instruction
+        [stage] = [s for s in plan(config) if s.name == name]
+        self.model = build_role(config, stage.role, _role_config(config, stage.role, stage.index))
+
+    def __call__(self, table: Any) -> Any:
+        seqs, work = read_work(table)
+        try:
+            self.run(work)
+        except Exception as err:  # anything the stage functions did not catch: this batch only
+            fail_all(work, err, f"stage {self.name} failed")
+        return work_table(seqs, work, with_image=not self.last)
+
+    def run(self, work: list[Work]) -> None:
+        """The library's stage function(s) for this stage, on one batch."""
+        from factcap.pipeline.compose import compose
+        from factcap.pipeline.propose import propose
+        from factcap.pipeline.verify import (
+            check_claims,
+            detect_claims,
+            extract_claims,
+            judge_claims,
+        )
+
+        cfg, model = self.config, self.model
+        if self.name.startswith("caption:"):
+            propose(work, [model])
+        elif self.name == "ocr":
+            propose(work, [], model)
+        elif self.name == "claims":
+            extract_claims(
+                work,
+                model[0],
+                max_new_tokens=cfg.llm.max_new_tokens,
+                temperature=cfg.llm.temperature,
+                max_claims=cfg.verify.max_claims,
+                prompts=cfg.prompts,
+            )
+            if not cfg.verify.enabled:
+                for w in work:
+                    if w.extra.get(BATCH_LIVE):
+                        w.record.notes.append("verification switched off: claims were not checked")
+            elif cfg.detector is None and cfg.vqa is None:
+                check_claims(work, None, None, cfg.verify)  # OCR and defaults decide
+        elif self.name == "detect":
+            detect_claims(work, model)
+            if cfg.vqa is None:
+                judge_claims(work, None, cfg.verify)
+        elif self.name == "vqa":
+            judge_claims(work, model, cfg.verify)
+        elif self.name == "compose":
+            compose(
+                work,
+                model[0],
+                self.styles,
+                instruction=self.instruction,
+                max_new_tokens=cfg.llm.max_new_tokens,
+                temperature=cfg.llm.temperature,
+                prompts=cfg.prompts,
+            )
+        else:
+            raise ValueError(f"unknown stage {self.name!r}")
+
+
+# --- feeding the source from the driver ------------------------------------------------------
+
+
+def _feed_datasource(queue: Any) -> Any:
+    """A Ray Data datasource with one read task that yields the batches the driver puts in
+    ``queue`` (a ``ray.util.queue.Queue``) until it gets ``None``."""
+    from ray.data import ReadTask
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource
+
+    feed_schema, _, _ = _schemas()
+
+    def read() -> Iterator[Any]:
+        while (table := queue.get(block=True)) is not None:
+            yield table
+
+    class Feed(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+            meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None)
+            return [ReadTask(read, meta, schema=feed_schema)]
+
+    return Feed()
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect to ``address`` (or start a local instance) unless Ray is up; True if started."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        runtime_env={"env_vars": env} if env else None,
+        logging_level="WARNING",
+    )
+    return True
+
+
+def _quiet_context(context: Any) -> dict[str, Any]:
+    """Switch off Ray Data's own progress bars (callers report progress through
+    ``on_record``), its start banner and its advisory issue detectors; returns what to
+    restore."""
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")  # the "progress bars disabled" notice
+    saved = {
+        "enable_progress_bars": context.enable_progress_bars,
+        "print_on_execution_start": context.print_on_execution_start,
+        "preserve_order": context.execution_options.preserve_order,
+        "detectors": list(context.issue_detectors_config.detectors),
+    }
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.issue_detectors_config.detectors = []
+    return saved
+
+
+def _restore_context(context: Any, saved: dict[str, Any]) -> None:
+    context.enable_progress_bars = saved["enable_progress_bars"]
+    context.print_on_execution_start = saved["print_on_execution_start"]
+    context.execution_options.preserve_order = saved["preserve_order"]
+    context.issue_detectors_config.detectors = saved["detectors"]
+
+
+def _check_fits(stages: Sequence[Stage], decode_cpus: float) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    for unit, need in (
+        ("CPU", decode_cpus + sum(s.num_cpus * s.replicas for s in stages)),
+        ("GPU", sum(s.num_gpus * s.replicas for s in stages)),
+    ):
+        if need > have.get(unit, 0.0) + 1e-9:
+            asked = ", ".join(
+                f"{s.name}: {s.replicas} x {getattr(s, f'num_{unit.lower()}s'):g}" for s in stages
+            )
+            raise ConfigError(
+                f"the roles ask for {need:g} {unit}s ({asked}; decoding {decode_cpus:g} CPU) but "
+                f"the Ray cluster has {have.get(unit, 0.0):g}: lower num_{unit.lower()}s or "
+                "replicas in the config"
+            )
+
+
+def run_ray_job(
+    pipeline: Any,
+    items: Iterable[InputItem],
+    sink: Any,
+    *,
+    address: str | None = None,
+    batch_size: int | None = None,
+    depth: int = 2,
+    styles: Sequence[str] | None = None,
+    instruction: str | None = None,
+    on_record: Callable[[Record], None] | None = None,
+    decode_cpus: float = 1.0,
+    preserve_order: bool = False,
+) -> int:
+    """Caption ``items`` into ``sink`` on Ray Data; returns how many records were written.
+
+    Like :func:`factcap.engine.executor.run_job`: ``pipeline`` gives the config (its models
+    are not used: each actor builds its own), ``on_record`` is called after each write.
+    Connects to ``address``, or starts a local Ray instance, unless Ray is already
+    initialised (then shut down again if this call started it).
+
+    Raises:
+        MissingDependency: Ray is not installed.
+        ConfigError: the roles ask for more CPUs / GPUs than the cluster has.
+    """
+    require("ray", "ray")
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+    from ray.util.queue import Full, Queue
+
+    config: Config = pipeline.config
+    size = batch_size or config.batch_size
+    _prebuild_tiny(config)
+    started = _init_ray(address)
+    queue = saved = None
+    try:
+        stages = plan(config, ray.cluster_resources().get("CPU", 0.0), decode_cpus)
+        _check_fits(stages, decode_cpus)
+        context = DataContext.get_current()
+        saved = _quiet_context(context)
+        context.execution_options.preserve_order = preserve_order
+
+        queue = Queue(maxsize=depth, actor_options={"num_cpus": 0})
+        pending: dict[int, InputItem] = {}
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def put(value: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(value, block=True, timeout=0.2)
+                    return True
+                except Full:
+                    continue
+            return False
+
+        def feed() -> None:
+            seq = 0
+            try:
+                for batch in _batches(items, size):
+                    seqs = range(seq, seq + len(batch))
+                    pending.update(zip(seqs, batch, strict=True))
+                    seq += len(batch)
+                    if not put(feed_table(seqs, batch)):
+                        return
+            except BaseException as err:  # raised in the caller once the rest is written
+                failures.append(err)
+            put(None)
+
+        ds = ray.data.read_datasource(
+            _feed_datasource(queue), override_num_blocks=1, num_cpus=0
+        ).map_batches(
+            decode_stage,
+            batch_size=size,
+            batch_format="pyarrow",
+            fn_kwargs={"config": config},
+            num_cpus=decode_cpus,
+        )
+        for n, stage in enumerate(stages):
+            ds = ds.map_batches(
+                ModelStage,
+                batch_size=size,
+                batch_format="pyarrow",
+                fn_constructor_kwargs={
+                    "config": config,
+                    "name": stage.name,
+                    "styles": styles,
+                    "instruction": instruction,
+                    "last": n == len(stages) - 1,
+                },
+                compute=ActorPoolStrategy(size=stage.replicas),
+                num_cpus=stage.num_cpus,
+                num_gpus=stage.num_gpus,
+            )
+
+        feeder = threading.Thread(target=feed, name="factcap-ray-feed", daemon=True)
+        feeder.start()
+        written = 0
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in table.to_pylist():
+                    record = Record.from_dict(json.loads(row["record"]))
+                    sink.write(record, pending.pop(row["seq"]))
+                    written += 1
+                    if on_record is not None:
+                        on_record(record)
+        finally:
+            stop.set()
+            feeder.join(timeout=5)
+        if failures:
+            raise failures[0]
+        if pending:
+            raise RuntimeError(
+                f"{len(pending)} inputs went into the Ray job but came back without a record;"
+                " run again with --resume to caption them"
+            )
+        return written
+    finally:
+        if saved is not None:
+            _restore_context(context, saved)
+        if queue is not None:
+            queue.shutdown(force=True)
+        if started:
+            ray.shutdown()
+
+
+def _prebuild_tiny(config: Config) -> None:
+    """Build the ``tiny:`` checkpoints once here, so that actors load them instead of racing
+    to build the same directory."""
+    from factcap.backends import registry
+
+    specs = [rc.model for rc in config.captioners]
+    specs += [rc.model for rc in (config.llm, config.detector, config.vqa, config.ocr) if rc]
+    for spec in dict.fromkeys(specs):
+        if registry.parse_spec(spec)[0] == "tiny":
+            registry.locate(spec)

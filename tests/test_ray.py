@@ -1,0 +1,287 @@
+"""The Ray executor: the same records as the local executor, on a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'factcap[ray]'")
+
+from conftest import DATA, ROOT  # noqa: E402
+from factcap.config import load_config  # noqa: E402
+from factcap.engine import open_sink, open_source, read_records  # noqa: E402
+from factcap.engine.executor import run_job  # noqa: E402
+from factcap.engine.ray_executor import (  # noqa: E402
+    ModelStage,
+    decode_stage,
+    feed_table,
+    plan,
+    read_work,
+    run_ray_job,
+    work_table,
+)
+from factcap.errors import ConfigError  # noqa: E402
+from factcap.examples import example_paths  # noqa: E402
+from factcap.pipeline import Pipeline  # noqa: E402
+from factcap.pipeline.work import Work  # noqa: E402
+from factcap.schema import Claim, Proposal, Record  # noqa: E402
+
+ODD = DATA / "odd-images"
+REAL = ["flower.jpg", "hopper_orientation_6.jpg"]  # real photos among Pillow's test images
+BROKEN = ["broken.png", "cross_scan_line_truncated.tga"]
+TIMINGS: dict[str, float] = {}
+
+
+def same_except_timings(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "timings_ms"}
+
+
+def by_id(records) -> dict[str, dict]:
+    return {r["id"]: r for r in records}
+
+
+# --- without a cluster ----------------------------------------------------------------------
+
+
+def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
+    config = load_config(
+        preset="tiny",
+        overrides={
+            "detector": {"num_gpus": 0.5, "num_cpus": 2},
+            "vqa": {"replicas": 3},
+            "llm": {"num_gpus": 0.25},
+        },
+    )
+    stages = {s.name: s for s in plan(config, cluster_cpus=16)}
+    assert list(stages) == ["caption:0", "caption:1", "ocr", "claims", "detect", "vqa", "compose"]
+    assert (stages["detect"].num_gpus, stages["detect"].num_cpus) == (0.5, 2)
+    assert stages["vqa"].replicas == 3 and stages["caption:0"].replicas == 1
+    assert stages["claims"].num_gpus == stages["compose"].num_gpus == 0.25  # two LLM pools
+    assert stages["caption:1"].num_cpus == 1.0  # unset: 1 CPU when the cluster has room
+    # on 4 CPUs, the 8 actors without num_cpus share what decoding (1) and detect (2) leave
+    small = plan(config, cluster_cpus=4)
+    shared = {s.num_cpus for s in small if s.name != "detect"}
+    assert shared == {0.125}
+    assert sum(s.num_cpus * s.replicas for s in small) + 1 <= 4
+    with pytest.raises(ConfigError, match="has 3 CPUs"):
+        plan(config, cluster_cpus=3)
+    no_verify = load_config(preset="tiny", overrides={"verify": {"enabled": False}, "ocr": None})
+    assert [s.name for s in plan(no_verify)] == ["caption:0", "caption:1", "claims", "compose"]
+
+
+def test_work_items_survive_the_columns_between_stages(photos):
+    from factcap.backends.roles import Detection, TextSpan
+    from factcap.pipeline.verify import DETECTIONS
+
+    record = Record(id="a", source="a.jpg", image_size=photos[0].size, extra={"alt": "x"})
+    record.proposals.append(Proposal("tiny:blip", "a cat"))
+    record.claims.append(Claim("object", "There is a cat.", "cat", evidence={"vqa_p_yes": 0.5}))
+    record.add_timing("decode", 1.25)
+    spans = [TextSpan("STOP", 0.9, (1.0, 2.0, 3.0, 4.0))]
+    found = {"cat": [Detection("cat", 0.75, (5.0, 6.0, 7.0, 8.5))]}
+    work = [
+        Work(record, photos[0], spans, "rapidocr", {DETECTIONS: found}),
+        Work(Record(id="b", source="b.png", status="error"), None),
+    ]
+    seqs, back = read_work(work_table([7, 9], work))
+    assert seqs == [7, 9]
+    assert back[0].record.to_dict() == record.to_dict()
+    assert back[0].image.mode == "RGB" and back[0].image.size == photos[0].size
+    assert back[0].image.tobytes() == photos[0].tobytes()
+    assert back[0].ocr_spans == spans and back[0].ocr_model == "rapidocr"
+    assert back[0].extra == {DETECTIONS: found}
+    assert back[1].image is None and back[1].ocr_spans is None
+    assert back[1].record.to_dict() == work[1].record.to_dict()
+    slim = work_table([7, 9], work, with_image=False)
+    assert slim.column_names == ["seq", "record"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"verify": {"enabled": False}, "ocr": None},
+        {"detector": None, "ocr": None},  # VQA alone decides
+        {"vqa": None},  # the detector alone, with OCR
+        {"detector": None, "vqa": None, "ocr": None},  # no checker: claims stay uncertain
+    ],
+    ids=["no-verify", "vqa-only", "detector-only-with-ocr", "no-checkers"],
+)
+def test_the_stage_chain_is_the_pipeline(overrides):
+    """What the actors run, one stage after the other in this process, on one batch: the
+    records of ``Pipeline.process`` for every shape of config."""
+    config = load_config(preset="tiny", overrides=overrides)
+    items = list(open_source([*example_paths()[:3], ODD / BROKEN[0]]))
+    expected = [r.to_dict() for r in Pipeline(config).process(items)]
+    stages = plan(config)
+    table = decode_stage(feed_table(range(len(items)), items), config)
+    for n, stage in enumerate(stages):
+        table = ModelStage(config, stage.name, last=n == len(stages) - 1)(table)
+    assert table.column_names == ["seq", "record"] and table.column("seq").to_pylist() == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    got = [json.loads(text) for text in table.column("record").to_pylist()]
+    assert [same_except_timings(r) for r in got] == [same_except_timings(r) for r in expected]
+    assert [r["status"] for r in got] == ["ok", "ok", "ok", "error"]
+
+
+# --- on a local Ray instance ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Seven real photos and two broken files."""
+    folder = tmp_path_factory.mktemp("inputs")
+    for path in example_paths() + [ODD / name for name in REAL + BROKEN]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shard(inputs) -> Path:
+    """The same nine files as a WebDataset tar shard: the items carry their bytes."""
+    path = inputs.parent / "shard-000.tar"
+    with tarfile.open(path, "w") as tar:
+        for file in sorted(inputs.iterdir()):
+            tar.add(file, arcname=file.stem.replace("_", "-") + file.suffix)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_records(shard, tmp_path_factory) -> dict[str, dict]:
+    config = load_config(preset="tiny", overrides={"ocr": None})
+    pipeline = Pipeline(config).load()
+    out = tmp_path_factory.mktemp("local") / "out.jsonl"
+    start = time.perf_counter()
+    with open_sink(out) as sink:
+        run_job(pipeline, open_source([shard]), sink)
+    TIMINGS["local executor (models already loaded)"] = time.perf_counter() - start
+    return by_id(read_records(out))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    context = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield context
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_local_executors_records(shard, local_records, ray_cluster, tmp_path):
+    """Tiny preset without OCR, 7 photos and 2 broken files from a tar shard, written by
+    the WebDataset sink: the records of the local executor, the images stored as read."""
+    config = load_config(preset="tiny", overrides={"ocr": None})
+    pipeline = Pipeline(config)
+    out = tmp_path / "out_ray"
+    seen = []
+    start = time.perf_counter()
+    with open_sink(out, format="webdataset") as sink:
+        written = run_ray_job(pipeline, open_source([shard]), sink, on_record=seen.append)
+    TIMINGS["ray executor (actors start and load models)"] = time.perf_counter() - start
+    print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in TIMINGS.items()))
+
+    listed = list(read_records(out))
+    records = by_id(listed)
+    assert written == len(listed) == len(seen) == len(records) == 9  # one record per input
+    assert records.keys() == local_records.keys()
+    assert pipeline._models is None  # every model was built in an actor, none on the driver
+    statuses = {i: r["status"] for i, r in records.items()}
+    assert statuses == {i: r["status"] for i, r in local_records.items()}
+    assert sorted(statuses.values()).count("error") == 2
+    for rid, record in records.items():
+        local = local_records[rid]
+        assert record["captions"] == local["captions"]
+        assert record["proposals"] == local["proposals"]
+        assert record["claims"] == local["claims"]  # verdicts, scores and evidence
+        assert same_except_timings(record) == same_except_timings(local)
+        if record["status"] == "ok":
+            assert record["captions"]["detailed"] and len(record["proposals"]) == 2
+            stages = set(record["timings_ms"])
+            assert {"decode", "caption:tiny:blip", "claims", "detect", "compose:detailed"} <= stages
+    assert any("vqa" in r["timings_ms"] for r in records.values())  # its own pool ran too
+
+    # the sink got each record's own input item: the images are the shard's bytes
+    with tarfile.open(shard) as tar:
+        originals = {m.name.rsplit(".", 1)[0]: tar.extractfile(m).read() for m in tar}
+    with tarfile.open(out / "part-00000.tar") as tar:
+        images = {m.name: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")}
+    assert len(images) == 7
+    for rid, record in records.items():
+        if record["status"] == "ok":
+            assert images[f"{rid}.jpg"] == originals[record["source"].rsplit("#", 1)[1]]
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def caption(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "factcap.cli", "caption", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.slow
+def test_cli_ray_run_and_resume_match_the_local_run(inputs, tmp_path):
+    """The issue's check: ``factcap caption DIR --executor ray -o out_ray.jsonl`` and the
+    local run give the same ids and captions (tiny preset, OCR on); then a resumed Ray run
+    completes a cut-off output with each input exactly once."""
+    local_out, ray_out = tmp_path / "out_local.jsonl", tmp_path / "out_ray.jsonl"
+    start = time.perf_counter()
+    proc = caption(str(inputs), "-o", str(local_out))
+    TIMINGS["cli local"] = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    start = time.perf_counter()
+    proc = caption(str(inputs), "--executor", "ray", "-o", str(ray_out))
+    TIMINGS["cli ray (starts its own Ray instance)"] = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "9 images" in proc.stderr and "7 ok, 2 errors" in proc.stderr
+    local, ray = by_id(read_records(local_out)), by_id(read_records(ray_out))
+    assert len(ray) == len(ray_out.read_text().splitlines()) == 9
+    assert ray.keys() == local.keys()
+    for rid in ray:
+        assert ray[rid]["captions"] == local[rid]["captions"]
+        assert same_except_timings(ray[rid]) == same_except_timings(local[rid])
+
+    # an interrupted Ray job: 4 whole lines and a torn one; --resume does the other 5
+    lines = ray_out.read_text().splitlines(keepends=True)
+    ray_out.write_text("".join(lines[:4]) + lines[4][:25])
+    start = time.perf_counter()
+    proc = caption(str(inputs), "--executor", "ray", "-o", str(ray_out), "--resume")
+    TIMINGS["cli ray --resume (5 of 9)"] = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "5 images" in proc.stderr and "4 already done" in proc.stderr
+    resumed = [json.loads(line) for line in ray_out.read_text().splitlines()]
+    assert sorted(r["id"] for r in resumed) == sorted(local)  # each input exactly once
+    for r in resumed:  # other batches than the local run's: the checkers' scores may move
+        assert r["status"] == local[r["id"]]["status"]
+        assert r["proposals"] == local[r["id"]]["proposals"]
+        assert bool(r["captions"]) == bool(local[r["id"]]["captions"])
+    print("\n" + "\n".join(f"{k}: {v:.1f} s" for k, v in TIMINGS.items()))
+
+
+def test_ray_address_needs_the_ray_executor(tmp_path, capsys):
+    from factcap.cli import main
+
+    examples = str(ROOT / "src/factcap/examples")
+    code = main(["caption", examples, "-o", str(tmp_path / "o.jsonl"), "--ray-address", "auto"])
+    assert code == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
