@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from types import SimpleNamespace
@@ -35,12 +36,14 @@ class StagePipeline:
 class ListSink:
     def __init__(self, fail_after=None):
         self.records, self.fail_after = [], fail_after
+        self.statuses: list[str] = []
 
     def write(self, record, item=None):
         if self.fail_after is not None and len(self.records) >= self.fail_after:
             raise OSError("disk full")
         assert item.id == record.id
         self.records.append(record.id)
+        self.statuses.append(record.status)
 
 
 def items(n, pulled=None):
@@ -96,3 +99,68 @@ def test_a_source_failure_is_raised():
     with pytest.raises(ValueError, match="tar is corrupt"):
         run_job(StagePipeline(batch_size=1), broken(), sink)
     assert sink.records == ["a"]
+
+
+def test_two_workers_overlap_batches_but_never_share_a_model(photos):
+    """Two batches in the model stages at once (one waits on a 'remote' captioner while the
+    other runs the 'local' LLM), yet each model only ever runs one call at a time."""
+    from factcap.config import load_config
+    from factcap.pipeline import Pipeline
+    from factcap.pipeline.runner import Models
+    from scripted import ScriptedDetector, ScriptedLLM, ScriptedVQA
+
+    active: dict[str, int] = {}
+    overlap = {"most_at_once": 0, "same_model_twice": False}
+    lock = threading.Lock()
+
+    def tracked(name, fn, seconds):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with lock:
+                active[name] = active.get(name, 0) + 1
+                overlap["same_model_twice"] |= active[name] > 1
+                overlap["most_at_once"] = max(overlap["most_at_once"], sum(active.values()))
+            time.sleep(seconds)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with lock:
+                    active[name] -= 1
+
+        return call
+
+    class SlowCaptioner:
+        name = "remote-captioner"
+
+        def caption(self, images, prompt=None):
+            return tracked(self.name, lambda: ["A grey cat."] * len(images), 0.05)()
+
+    llm = ScriptedLLM('[{"kind": "object", "text": "A cat.", "subject": "cat"}]', "A cat.")
+    llm.chat = tracked("llm", llm.chat, 0.05)
+    models = Models(
+        captioners=[(SlowCaptioner(), 2)],
+        llm=(llm, 2),
+        detector=(ScriptedDetector(["cat"]), 2),
+        vqa=(ScriptedVQA(lambda q: 0.9), 2),
+    )
+    pipeline = Pipeline(load_config(preset="tiny", overrides={"batch_size": 2}), models=models)
+    sink = ListSink()
+    inputs = [
+        InputItem(source=f"<{i}>", id=f"id{i:03d}", image=photos[i % len(photos)])
+        for i in range(12)
+    ]
+    assert run_job(pipeline, inputs, sink, workers=2) == 12
+    assert sorted(sink.records) == [f"id{i:03d}" for i in range(12)]
+    assert sink.statuses == ["ok"] * 12
+    assert overlap["most_at_once"] == 2  # two batches in different stages at once
+    assert not overlap["same_model_twice"]
+
+
+def test_serialized_backends_keep_their_signatures():
+    from factcap.backends.openai_compat import OpenAILLM
+    from factcap.engine.executor import _Serialized
+    from factcap.pipeline.verify import accepts_json_schema
+
+    llm = _Serialized(OpenAILLM("m", base_url="http://127.0.0.1:9/v1", cache=False))
+    assert llm.name == "openai:m"
+    assert accepts_json_schema(llm)  # so claim extraction still asks for structured output

@@ -291,7 +291,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
 
             run_ray_job(pipeline, todo, sink, address=args.ray_address, on_record=count)
         else:
-            run_job(pipeline, todo, sink, on_record=count)
+            run_job(pipeline, todo, sink, workers=config.workers, on_record=count)
     seconds = time.perf_counter() - start
     n = sum(statuses.values())
     detail = ", ".join(f"{k}: {v}" for k, v in errors.most_common())

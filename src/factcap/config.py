@@ -137,6 +137,9 @@ class Config(_Strict):
     device: str = Field(default="auto", pattern=DEVICE_PATTERN)
     dtype: Literal[DTYPES] = "auto"  # type: ignore[valid-type]
     batch_size: int = Field(default=4, ge=1)
+    # local executor: batches in the model stages at once (each model one call at a time);
+    # 2 lets a batch wait on a remote server while another runs the local models
+    workers: int = Field(default=1, ge=1, le=16)
     styles: list[str] = Field(default_factory=lambda: ["detailed"], min_length=1)
     instruction: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
