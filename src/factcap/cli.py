@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--batch-size", type=int, help="images per batch")
     cap.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto")
     cap.add_argument(
+        "--workers", type=int, help="batches in the model stages at once (local executor)"
+    )
+    cap.add_argument(
         "--no-verify",
         action="store_true",
         help="skip fact-checking (compose from the proposals alone)",
@@ -243,6 +246,8 @@ def _cmd_caption(args: argparse.Namespace) -> int:
         overrides["batch_size"] = args.batch_size
     if args.device:
         overrides["device"] = args.device
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
     if args.ray_address and args.executor != "ray":
