@@ -165,6 +165,27 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=_cmd_evaluate)
 
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: images, captions, claims, boxes, scores",
+        description="Write a static HTML report of a results JSONL that opens offline in any "
+        "browser (images embedded as thumbnails, no network).",
+        epilog="examples:\n  factcap report captions.jsonl -o report.html\n"
+        "  factcap report captions.jsonl --scores scores.jsonl -o report.html --thumb-px 320",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument(
+        "results", type=Path, metavar="RESULTS", help="results JSONL of factcap caption"
+    )
+    rep.add_argument(
+        "--scores", type=Path, help="per-caption scores of factcap evaluate (JSONL or .parquet)"
+    )
+    rep.add_argument("-o", "--output", required=True, type=Path, help="HTML file to write")
+    rep.add_argument(
+        "--thumb-px", type=int, default=256, help="longest side of thumbnails (16-4096)"
+    )
+    rep.set_defaults(handler=_cmd_report)
+
     models = sub.add_parser(
         "models",
         help="list, check or build models",
@@ -370,6 +391,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from factcap.report import cmd_report
+
+    return cmd_report(args)
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

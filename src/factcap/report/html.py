@@ -1,0 +1,462 @@
+"""``factcap report``: one self-contained static HTML page for a results JSONL.
+
+The page works offline in any browser: thumbnails are embedded as base64 JPEG ``data:`` URIs
+(made with :func:`factcap.images.decode`), the CSS and the vanilla JavaScript are inline, and a
+Content-Security-Policy allows nothing but those (no network at all). The records are embedded
+as JSON in a ``<script type="application/json">`` element with ``<``, ``>`` and ``&`` escaped,
+and rendered with ``textContent``: captions come from models and file names from users, so
+they are never parsed as HTML.
+
+What the page shows, per record: the image with the detector boxes of each claim (toggled
+per claim, drawn in the original image's pixel coordinates from ``image_size``), the final
+caption of each style, the proposals with the sentences that state refuted content struck
+through (the sentences compose cut: :func:`factcap.pipeline.compose.refuted_matchers`), the
+claims coloured by verdict with their score and evidence, the metric values when a scores
+JSONL from ``factcap evaluate`` is given, and the error type and message of failed items.
+Above the grid: a histogram per metric, and filters (errors only, items with refuted claims,
+sort by a metric).
+
+Example:
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> row = {"id": "a", "source": "nowhere.jpg", "status": "ok",
+    ...        "captions": {"detailed": "A <b>cat</b>."}}
+    >>> _ = (d / "r.jsonl").write_text(json.dumps(row) + "\\n")
+    >>> page = build_report(d / "r.jsonl", out_path=d / "r.html").read_text()
+    >>> "<b>cat" in page, "\\\\u003cb\\\\u003ecat" in page
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from factcap.errors import ConfigError, ImageError
+from factcap.images import DecodeLimits, decode
+from factcap.pipeline.compose import refuted_matchers
+from factcap.schema import VERDICTS, Claim
+
+_SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
+_EVIDENCE_SHOWN = (
+    "refuted_because",
+    "detector",
+    "detected_count",
+    "vqa_question",
+    "vqa_answer",
+    "vqa_p_yes",
+    "ocr_match",
+    "ocr_similarity",
+)
+
+
+@dataclass
+class ReportStats:
+    """What went into a report: records, errors, claims by verdict, thumbnails made."""
+
+    records: int
+    errors: int
+    verdicts: dict[str, int]
+    thumbnails: int
+    score_rows: int
+    unmatched_scores: int
+    bytes: int
+
+
+def build_report(
+    results_path: str | Path,
+    scores_path: str | Path | None = None,
+    *,
+    out_path: str | Path,
+    thumb_px: int = 256,
+    image_root: str | Path | None = None,
+    title: str | None = None,
+) -> Path:
+    """Write the HTML report of ``results_path`` (and ``scores_path``) to ``out_path``.
+
+    Relative image sources are looked up from the current directory, then from the results
+    file's folder. With ``image_root``, only images inside that folder are embedded (for a
+    server building reports of its own jobs). Returns ``out_path``.
+
+    Example:
+        >>> from factcap.examples import example_paths
+        >>> import json, tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> row = {"id": "x", "source": str(example_paths()[0]), "captions": {"short": "A."}}
+        >>> _ = (d / "r.jsonl").write_text(json.dumps(row) + "\\n")
+        >>> "data:image/jpeg;base64," in build_report(d / "r.jsonl", out_path=d / "o.html").read_text()
+        True
+    """
+    return write_report(results_path, scores_path, out_path, thumb_px, image_root, title)[0]
+
+
+def write_report(
+    results_path: str | Path,
+    scores_path: str | Path | None,
+    out_path: str | Path,
+    thumb_px: int = 256,
+    image_root: str | Path | None = None,
+    title: str | None = None,
+) -> tuple[Path, ReportStats]:
+    """:func:`build_report`, also returning the :class:`ReportStats` the CLI prints."""
+    if not isinstance(thumb_px, int) or not 16 <= thumb_px <= 4096:
+        raise ConfigError(f"thumb_px must be an integer from 16 to 4096, not {thumb_px!r}")
+    results_path, out_path = Path(results_path), Path(out_path)
+    rows, torn = _read_jsonl(results_path, tolerate_torn_end=True)
+    scores = _read_scores(Path(scores_path)) if scores_path else []
+    thumbs = _Thumbnailer(
+        thumb_px, [Path.cwd(), results_path.resolve().parent], image_root and Path(image_root)
+    )
+    items = [_item(row, i, thumbs) for i, row in enumerate(rows)]
+    metrics, sources, unmatched = _attach_scores(items, scores)
+    verdicts = Counter(c["verdict"] for it in items for c in it["claims"])
+    errors = Counter(it["error"]["type"] for it in items if it["status"] == "error")
+    stats = ReportStats(
+        records=len(items),
+        errors=sum(errors.values()),
+        verdicts={v: verdicts.get(v, 0) for v in VERDICTS},
+        thumbnails=sum(1 for it in items if it["thumb"]),
+        score_rows=len(scores),
+        unmatched_scores=unmatched,
+        bytes=0,
+    )
+    summary = (
+        f"{len(items)} records: {len(items) - stats.errors} ok, {stats.errors} errors"
+        + (f" ({', '.join(f'{k}: {v}' for k, v in errors.most_common())})" if errors else "")
+        + " · claims: "
+        + ", ".join(f"{verdicts.get(v, 0)} {v}" for v in VERDICTS)
+        + f" · from {results_path.name}"
+        + (f" and {Path(scores_path).name}" if scores_path else "")
+        + (f" · {unmatched} score rows match no record" if unmatched else "")
+        + (" · an incomplete last line was skipped" if torn else "")
+    )
+    data = {
+        "title": title or f"factcap report: {results_path.name}",
+        "summary": summary,
+        "metrics": metrics,
+        "score_sources": sources,
+        "items": items,
+    }
+    page = render_page(data)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    stats.bytes = out_path.stat().st_size
+    return out_path, stats
+
+
+def render_page(data: dict[str, Any]) -> str:
+    """The HTML text for report data (``title``, ``summary``, ``metrics``,
+    ``score_sources``, ``items``); scripts and styles are allowed by hash only."""
+    static = resources.files("factcap.report") / "static"
+    css = (static / "report.css").read_text(encoding="utf-8")
+    js = (static / "report.js").read_text(encoding="utf-8")
+    csp = (
+        "default-src 'none'; img-src data:; "
+        f"style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{html.escape(csp, quote=False)}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(str(data["title"]))}</title>
+<style>{css}</style>
+</head>
+<body>
+<header>
+<h1 id="title"></h1>
+<p id="summary"></p>
+<div id="controls">
+<label><input type="checkbox" id="f-errors"> errors only</label>
+<label><input type="checkbox" id="f-refuted"> items with refuted claims</label>
+<span id="score-controls">
+<label>scores of <select id="score-source"></select></label>
+<label>sort by <select id="sort-metric"><option value="">input order</option></select></label>
+<select id="sort-dir" aria-label="sort direction"><option value="desc">high to low</option>\
+<option value="asc">low to high</option></select>
+</span>
+<span id="shown"></span>
+</div>
+<section id="histograms"></section>
+</header>
+<main id="grid"></main>
+<noscript>This report is drawn by JavaScript: enable it to see the records.</noscript>
+<script type="application/json" id="factcap-data">{_json_for_script(data)}</script>
+<script>{js}</script>
+</body>
+</html>
+"""
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``factcap report RESULTS.jsonl [--scores S.jsonl] -o report.html [--thumb-px N]``."""
+    out, stats = write_report(
+        args.results, args.scores, args.output, getattr(args, "thumb_px", 256) or 256
+    )
+    print(
+        f"factcap: report of {stats.records} records ({stats.errors} errors, "
+        f"{stats.thumbnails} images, "
+        + ", ".join(f"{n} {v}" for v, n in stats.verdicts.items())
+        + f" claims, {stats.score_rows} score rows) -> {out} ({stats.bytes / 1e6:.1f} MB)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _csp_hash(text: str) -> str:
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return f"'sha256-{digest}'"
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON that cannot end its ``<script>`` element or open a comment: outside strings JSON
+    has no ``<``, ``>`` or ``&``, inside strings their ``\\u`` escapes mean the same."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _read_jsonl(path: Path, tolerate_torn_end: bool = False) -> tuple[list[dict[str, Any]], bool]:
+    """Rows of a JSONL file. A last line without its newline that is not JSON (a writer
+    still at work, or killed) is skipped when ``tolerate_torn_end``; other bad lines raise."""
+    if not path.is_file():
+        raise ConfigError(f"no such file: {path}")
+    if path.suffix.lower() == ".parquet":
+        raise ConfigError(f"{path}: the report reads JSONL; write the results with -o x.jsonl")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if tolerate_torn_end and number == len(lines) and not text.endswith("\n"):
+                return rows, True
+            raise ConfigError(f"{path}:{number}: not valid JSON") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{number}: not a JSON object")
+        rows.append(row)
+    return rows, False
+
+
+def _read_scores(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``factcap evaluate`` output (JSONL, or Parquet with JSON-string columns)."""
+    if path.suffix.lower() == ".parquet":
+        if not path.exists():
+            raise ConfigError(f"no such file: {path}")
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError("reading Parquet scores needs pyarrow: pip install pyarrow") from None
+        rows = pq.read_table(path).to_pylist()
+        for row in rows:
+            for key in ("metrics", "failures"):
+                if isinstance(row.get(key), str):
+                    row[key] = json.loads(row[key])
+    else:
+        rows = _read_jsonl(path)[0]
+    for number, row in enumerate(rows, 1):
+        if "id" not in row or not isinstance(row.get("metrics"), dict):
+            raise ConfigError(f"{path}: row {number} has no id or no metrics object")
+    return rows
+
+
+class _Thumbnailer:
+    """Base64 JPEG thumbnails of record sources, each file decoded once."""
+
+    def __init__(self, px: int, bases: list[Path], root: Path | None) -> None:
+        self.px, self.bases = px, bases
+        self.root = root.resolve() if root else None
+        self.cache: dict[Path, tuple[str | None, tuple[int, int] | None, str | None]] = {}
+
+    def get(self, source: str) -> tuple[str | None, tuple[int, int] | None, str | None]:
+        """``(data URI, decoded (width, height), problem)``; the URI is None on a problem."""
+        path = self._find(source)
+        if isinstance(path, str):
+            return None, None, path
+        if path not in self.cache:
+            self.cache[path] = self._make(path)
+        return self.cache[path]
+
+    def _find(self, source: str) -> Path | str:
+        if not source or source.startswith("<"):
+            return "the record names no image file"
+        given = Path(source)
+        for candidate in [given] if given.is_absolute() else [b / given for b in self.bases]:
+            if candidate.is_file():
+                resolved = candidate.resolve()
+                if self.root and not resolved.is_relative_to(self.root):
+                    return f"{source} is outside the image root"
+                return resolved
+        return f"{source} is not a file here"
+
+    def _make(self, path: Path) -> tuple[str | None, tuple[int, int] | None, str | None]:
+        from PIL import Image
+
+        try:
+            decoded = decode(path, DecodeLimits())
+        except ImageError as err:
+            return None, None, f"{err.kind}: {err}"
+        image = decoded.image
+        image.thumbnail((self.px, self.px), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=82, optimize=True)
+        uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        return uri, (decoded.width, decoded.height), None
+
+
+def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, Any]:
+    """The JSON-ready view of one result record (tolerant of rows from other tools)."""
+    error = row.get("error") if isinstance(row.get("error"), dict) else None
+    status = str(row.get("status") or ("error" if error else "ok"))
+    claims = [c for c in row.get("claims") or [] if isinstance(c, dict)]
+    source = str(row.get("source", ""))
+    thumb, decoded_size, problem = thumbs.get(source)
+    if error and problem and str(error.get("message")) in problem:
+        problem = "it does not decode (the error below says why)"
+    box_space = _size(row.get("image_size")) or decoded_size
+    views = [_claim(c) for c in claims]
+    captions = row.get("captions") if isinstance(row.get("captions"), dict) else {}
+    return {
+        "id": str(row.get("id", index)),
+        "source": source,
+        "status": status,
+        "error": {
+            "type": str((error or {}).get("type", "Error")),
+            "message": str((error or {}).get("message", "")),
+        }
+        if status == "error" or error
+        else None,
+        "thumb": thumb,
+        "thumb_problem": problem,
+        "box_space": list(box_space) if box_space else None,
+        "captions": [[str(k), str(v)] for k, v in captions.items() if v is not None],
+        "proposals": [
+            {"model": str(p.get("model", "")), "segments": _segments(str(p.get("text", "")), views)}
+            for p in row.get("proposals") or []
+            if isinstance(p, dict)
+        ],
+        "claims": [{k: v for k, v in view.items() if k != "_claim"} for view in views],
+        "n_refuted": sum(1 for v in views if v["verdict"] == "refuted"),
+        "notes": [str(n) for n in row.get("notes") or []],
+        "scores": {},
+    }
+
+
+def _claim(c: dict[str, Any]) -> dict[str, Any]:
+    verdict = c.get("verdict") if c.get("verdict") in VERDICTS else "uncertain"
+    evidence = c.get("evidence") if isinstance(c.get("evidence"), dict) else {}
+    boxes = []
+    for b in evidence.get("detector_boxes") or []:
+        box = b.get("box") if isinstance(b, dict) else None
+        if isinstance(box, list) and len(box) == 4 and all(_finite(v) is not None for v in box):
+            boxes.append({"box": [float(v) for v in box], "score": _finite(b.get("score"))})
+    count = c.get("count")
+    claim = Claim(
+        kind=str(c.get("kind", "")),
+        text=str(c.get("text", "")),
+        subject=str(c.get("subject") or ""),
+        count=count if isinstance(count, int) else None,
+        verdict=str(verdict),
+    )
+    return {
+        "kind": claim.kind,
+        "text": claim.text,
+        "subject": claim.subject,
+        "verdict": verdict,
+        "score": _finite(c.get("score")),
+        "boxes": boxes,
+        "detail": [f"{k}: {evidence[k]}" for k in _EVIDENCE_SHOWN if evidence.get(k) is not None],
+        "_claim": claim,
+    }
+
+
+def _segments(text: str, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``text`` cut into sentences; each lists the refuted claims (indices) it states."""
+    tests = [(j, refuted_matchers([c["_claim"]])) for j, c in enumerate(claims)]
+    tests = [(j, m[0]) for j, m in tests if m]
+    segments: list[dict[str, Any]] = []
+    for k, piece in enumerate(_SENTENCE_GAP.split(text)):
+        hits = [] if k % 2 else [j for j, match in tests if match(piece)]
+        if segments and not hits and not segments[-1]["refuted"]:
+            segments[-1]["text"] += piece
+        elif piece:
+            segments.append({"text": piece, "refuted": hits})
+    return segments
+
+
+def _attach_scores(
+    items: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> tuple[list[str], list[str], int]:
+    """Put each score row on its record(s); returns metric names, caption sources and the
+    number of rows that match no record."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        by_id.setdefault(item["id"], []).append(item)
+    metrics: dict[str, None] = {}
+    sources: dict[str, None] = {}
+    unmatched = 0
+    for row in rows:
+        targets = by_id.get(str(row["id"]))
+        if not targets:
+            unmatched += 1
+            continue
+        source = str(row.get("caption_source", "final"))
+        sources[source] = None
+        values = {str(k): _finite(v) for k, v in row["metrics"].items()}
+        metrics.update(dict.fromkeys(values))
+        failures = row.get("failures") if isinstance(row.get("failures"), dict) else {}
+        for item in targets:
+            item["scores"][source] = {
+                "metrics": values,
+                "failures": {str(k): str(v) for k, v in failures.items()},
+            }
+    ordered = sorted(sources, key=lambda s: (not s.startswith("final:"), list(sources).index(s)))
+    return list(metrics), ordered, unmatched
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _size(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        w, h = (_finite(v) for v in value)
+        if w and h and w > 0 and h > 0:
+            return int(w), int(h)
+    return None
