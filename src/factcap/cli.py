@@ -35,6 +35,12 @@ EVALUATE_EXAMPLES = """examples:
   factcap evaluate other_tool.jsonl -o s.parquet --preset small --clip hf:openai/clip-vit-large-patch14
 """
 
+SERVE_EXAMPLES = """examples:
+  factcap serve                                                # tiny preset on 127.0.0.1:8000
+  FACTCAP_API_KEY=... factcap serve --host 0.0.0.0 --preset small --data-root /data
+  curl -H "Authorization: Bearer $FACTCAP_API_KEY" -F image=@cat.jpg http://127.0.0.1:8000/v1/captions
+"""
+
 MODELS_EXAMPLES = """examples:
   factcap models list
   factcap models check --preset vfc
@@ -185,6 +191,33 @@ def _parser() -> argparse.ArgumentParser:
         "--thumb-px", type=int, default=256, help="longest side of thumbnails (16-4096)"
     )
     rep.set_defaults(handler=_cmd_report)
+
+    srv = sub.add_parser(
+        "serve",
+        help="serve captions over HTTP (FastAPI)",
+        description="Serve the pipeline over HTTP: POST /v1/captions, dataset jobs under "
+        "--data-root, GET /healthz. Set FACTCAP_API_KEY to require a key (needed off loopback).",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    srv_src = srv.add_mutually_exclusive_group()
+    srv_src.add_argument("--preset", help="tiny (default), small, vfc or api")
+    srv_src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
+    srv.add_argument(
+        "--max-upload-mb", type=float, default=20, help="largest request body (default 20)"
+    )
+    srv.add_argument(
+        "--queue-size", type=int, default=64, help="requests waiting at most; beyond: 429"
+    )
+    srv.add_argument(
+        "--data-root", type=Path, help="folder dataset jobs may read (default: jobs off)"
+    )
+    srv.add_argument(
+        "--jobs-dir", type=Path, help="where job results go (default: a temporary folder)"
+    )
+    srv.set_defaults(handler=_cmd_serve)
 
     models = sub.add_parser(
         "models",
@@ -391,6 +424,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from factcap.serve.app import cmd_serve
+
+    return cmd_serve(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -1,0 +1,556 @@
+"""The HTTP service: every safety rule, micro-batching and the bounded queue.
+
+Fast tests run a real uvicorn server (or FastAPI's TestClient) over a pipeline whose backends
+are scripted (the far side of the role boundary); one slow test serves the real tiny preset.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from factcap.config import load_config
+from factcap.errors import FactcapError
+from factcap.pipeline.runner import Models, Pipeline
+from factcap.serve.app import check_exposure, create_app, is_loopback, run, serve_in_thread
+from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
+
+ODD = Path(__file__).parent / "data" / "odd-images"
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CLAIMS = '[{"kind": "object", "text": "There is a cat.", "subject": "cat"}]'
+
+
+class SlowCaptioner(ScriptedCaptioner):
+    """Takes ``delay`` seconds per batched call, so concurrent requests pile up."""
+
+    def __init__(self, name: str, text: str, delay: float):
+        super().__init__(name, text)
+        self.delay = delay
+
+    def caption(self, images, prompt=None):
+        time.sleep(self.delay)
+        return super().caption(images, prompt)
+
+
+def scripted_pipeline(delay: float = 0.0, batch_size: int = 4) -> Pipeline:
+    config = load_config(preset="tiny", overrides={"batch_size": batch_size})
+    models = Models(
+        captioners=[
+            (SlowCaptioner("cap-a", "A grey cat on a sofa.", delay), batch_size),
+            (ScriptedCaptioner("cap-b", "A cat next to a lamp."), batch_size),
+        ],
+        llm=(ScriptedLLM(CLAIMS, "A grey cat sits on a sofa."), batch_size),
+        detector=(ScriptedDetector(["cat"]), batch_size),
+        vqa=(ScriptedVQA(lambda q: 0.9), batch_size),
+    )
+    return Pipeline(config, models=models)
+
+
+def png_bytes(size: tuple[int, int] = (48, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def photo_bytes() -> bytes:
+    from factcap.examples import example_paths
+
+    return Path(example_paths()[0]).read_bytes()  # a real photo, as a client would upload it
+
+
+@pytest.fixture
+def client():
+    pipe = scripted_pipeline()
+    app = create_app(pipe.config, KEY, pipeline=pipe, max_upload_mb=1)
+    with TestClient(app) as c:
+        c.pipe = pipe
+        yield c
+
+
+# --- happy paths ---------------------------------------------------------------------------
+
+
+def test_multipart_upload_returns_the_record(client):
+    data = photo_bytes()
+    r = client.post(
+        "/v1/captions",
+        headers=AUTH,
+        files={"image": ("cat.jpg", data, "image/jpeg")},
+        data={"styles": "detailed,alt", "instruction": "Be brief."},
+    )
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["status"] == "ok" and rec["error"] is None
+    assert rec["source"] == "upload:cat.jpg"
+    assert sorted(rec["captions"]) == ["alt", "detailed", "instruction"]
+    prompts = [conv[-1]["content"] for call in client.pipe.models.llm[0].calls for conv in call]
+    assert any("Be brief." in p for p in prompts)  # the instruction reached the composer
+    assert [p["model"] for p in rec["proposals"]] == ["cap-a", "cap-b"]
+    assert rec["claims"][0]["verdict"] == "supported"
+    with Image.open(io.BytesIO(data)) as im:
+        assert rec["image_size"] == list(im.size)
+
+
+def test_json_base64_returns_the_record_and_same_id_for_same_bytes(client):
+    data = png_bytes()
+    body = {"image_base64": base64.b64encode(data).decode(), "styles": ["short"]}
+    r1 = client.post("/v1/captions", headers=AUTH, json=body)
+    r2 = client.post("/v1/captions", headers={"X-API-Key": KEY}, json=body)
+    assert r1.status_code == r2.status_code == 200, r1.text
+    assert list(r1.json()["captions"]) == ["short"]
+    assert r1.json()["id"] == r2.json()["id"]
+    assert r1.json()["image_size"] == [48, 40]
+
+
+def test_openapi_page_is_served(client):
+    r = client.get("/openapi.json")
+    assert r.status_code == 200 and "/v1/captions" in r.json()["paths"]
+
+
+# --- auth ----------------------------------------------------------------------------------
+
+
+def test_healthz_needs_no_key(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "wrong"},
+        {"Authorization": KEY},  # no Bearer scheme
+        {"X-API-Key": KEY[:-1]},
+        {"X-API-Key": KEY + "x"},
+    ],
+)
+def test_missing_or_wrong_key_is_401(client, headers):
+    r = client.post("/v1/captions", headers=headers, json={"image_base64": "AAAA"})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert client.pipe.models.captioners[0][0].calls == []
+
+
+def test_no_key_configured_leaves_v1_open():
+    pipe = scripted_pipeline()
+    with TestClient(create_app(pipe.config, None, pipeline=pipe)) as c:
+        b64 = base64.b64encode(png_bytes()).decode()
+        assert c.post("/v1/captions", json={"image_base64": b64}).status_code == 200
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def test_oversized_upload_is_413_by_header(client):
+    big = b"\0" * (1024 * 1024 + 10)
+    r = client.post("/v1/captions", headers=AUTH, files={"image": ("big.png", big)})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+
+def test_oversized_upload_is_413_by_bytes_read_without_content_length(client):
+    def chunks():  # a chunked upload: no Content-Length at all
+        for _ in range(20):
+            yield b"A" * 65536
+
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = client.post("/v1/captions", headers=headers, content=chunks())
+    assert r.status_code == 413
+
+
+def test_lying_content_length_is_caught_on_the_bytes_read(client):
+    # a small declared length with a large body: the server must stop at the cap
+    body = b'{"image_base64": "' + b"A" * (2 * 1024 * 1024) + b'"}'
+    r = client.post(
+        "/v1/captions",
+        headers={**AUTH, "Content-Type": "application/json", "Content-Length": "10"},
+        content=body,
+    )
+    assert r.status_code in (400, 413)  # never a 200 from a truncated or oversized body
+
+
+def test_decompression_bomb_is_422_with_reason(client):
+    data = (ODD / "decompression_bomb.gif").read_bytes()
+    r = client.post("/v1/captions", headers=AUTH, files={"image": ("bomb.gif", data)})
+    assert r.status_code == 422
+    assert r.json()["detail"]["type"] == "DecompressionBomb"
+    assert "pixels" in r.json()["detail"]["message"]
+
+
+def test_pixel_limit_is_422_with_reason():
+    pipe = scripted_pipeline()
+    config = load_config(preset="tiny", overrides={"limits": {"max_pixels": 1000}})
+    with TestClient(create_app(config, KEY, pipeline=pipe)) as c:
+        r = c.post("/v1/captions", headers=AUTH, files={"image": ("a.png", png_bytes())})
+        assert r.status_code == 422
+        assert r.json()["detail"]["type"] == "DecompressionBomb"
+        assert "1000" in r.json()["detail"]["message"].replace(",", "").replace("_", "")
+        ok = c.post("/v1/captions", headers=AUTH, files={"image": ("s.png", png_bytes((20, 20)))})
+        assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("name", ["broken.png", "broken_data_stream.png"])
+def test_broken_image_is_422(client, name):
+    data = (ODD / name).read_bytes()
+    r = client.post("/v1/captions", headers=AUTH, files={"image": (name, data)})
+    assert r.status_code == 422
+    assert r.json()["detail"]["type"] in ("CorruptImage", "UnsupportedFormat")
+
+
+def test_not_an_image_is_422(client):
+    b64 = base64.b64encode(b"hello, I am text").decode()
+    r = client.post("/v1/captions", headers=AUTH, json={"image_base64": b64})
+    assert r.status_code == 422 and r.json()["detail"]["type"] == "UnsupportedFormat"
+
+
+def test_malformed_json_is_400(client):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = client.post("/v1/captions", headers=headers, content=b'{"image_base64": ')
+    assert r.status_code == 400 and "malformed JSON" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ([1, 2], "object"),
+        ({}, "image_base64"),
+        ({"image_base64": 5}, "image_base64"),
+        ({"image_base64": "not base64!!"}, "base64"),
+        ({"image_base64": "AAAA", "styles": ["poem"]}, "unknown style"),
+        ({"image_base64": "AAAA", "styles": "detailed", "instruction": 3}, "instruction"),
+        ({"image_base64": "AAAA", "extra_field": 1}, "unknown field"),
+    ],
+)
+def test_bad_json_fields_are_422_with_a_message(client, body, needle):
+    r = client.post("/v1/captions", headers=AUTH, json=body)
+    assert r.status_code == 422 and needle in str(r.json()["detail"])
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "image/png", "application/xml", ""])
+def test_wrong_content_type_is_415(client, content_type):
+    headers = {**AUTH, "Content-Type": content_type}
+    r = client.post("/v1/captions", headers=headers, content=png_bytes())
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
+
+
+def test_multipart_without_image_field_is_422(client):
+    r = client.post("/v1/captions", headers=AUTH, files={"photo": ("a.png", png_bytes())})
+    assert r.status_code == 422 and "'image'" in r.json()["detail"]
+
+
+def test_urls_are_rejected_not_fetched(client):
+    hits = []
+
+    class Trap(threading.Thread):  # a local server that records any fetch
+        pass
+
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(png_bytes())
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    Trap(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/cat.png"
+    try:
+        for body in ({"image_base64": url}, {"image_url": url}, {"url": url}):
+            r = client.post("/v1/captions", headers=AUTH, json=body)
+            assert r.status_code == 422, body
+            assert "URL" in str(r.json()["detail"]) or "url" in str(r.json()["detail"])
+    finally:
+        srv.shutdown()
+    assert hits == []
+
+
+# --- micro-batching, the bounded queue, shutdown ------------------------------------------
+
+
+def _post_many(base: str, n: int, workers: int) -> list[httpx.Response]:
+    body = {"image_base64": base64.b64encode(png_bytes()).decode()}
+
+    def one(_: int) -> httpx.Response:
+        return httpx.post(f"{base}/v1/captions", headers=AUTH, json=body, timeout=60)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_concurrent_requests_are_micro_batched():
+    pipe = scripted_pipeline(delay=0.3, batch_size=4)
+    app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=32, max_wait_ms=20)
+    with serve_in_thread(app) as base:
+        responses = _post_many(base, 9, 9)
+    assert [r.status_code for r in responses] == [200] * 9
+    calls = pipe.models.captioners[0][0].calls  # one captioner call per pipeline batch
+    assert sum(calls) == 9
+    assert len(calls) < 9 and max(calls) == 4
+    assert app.state.batcher.batches == calls
+    llm_calls = pipe.models.llm[0].calls
+    assert len(llm_calls) == 2 * len(calls)  # extract + compose, once per batch
+
+
+def test_full_queue_is_429_with_retry_after():
+    pipe = scripted_pipeline(delay=0.5, batch_size=2)
+    app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=2)
+    with serve_in_thread(app) as base:
+        responses = _post_many(base, 12, 12)
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}
+    # at most a batch in the worker plus a full queue (plus one batch gathered meanwhile)
+    assert codes.count(200) <= 6 and codes.count(429) >= 6
+    for r in responses:
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+    assert sum(pipe.models.captioners[0][0].calls) == codes.count(200)
+
+
+def test_shutdown_finishes_in_flight_work():
+    pipe = scripted_pipeline(delay=0.4, batch_size=2)
+    app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=8)
+    with serve_in_thread(app) as base, ThreadPoolExecutor(4) as pool:
+        body = {"image_base64": base64.b64encode(png_bytes()).decode()}
+        futures = [
+            pool.submit(httpx.post, f"{base}/v1/captions", headers=AUTH, json=body, timeout=30)
+            for _ in range(4)
+        ]
+        time.sleep(0.2)  # in flight when the server is told to stop
+    codes = [f.result().status_code for f in futures]
+    assert codes == [200] * 4
+    assert not app.state.batcher._thread.is_alive()
+
+
+def test_batcher_close_cancels_queued_work():
+    import asyncio
+
+    from factcap.inputs import InputItem
+    from factcap.serve.batcher import Batcher, ShuttingDown
+
+    pipe = scripted_pipeline(delay=0.3, batch_size=1)
+
+    async def scenario():
+        batcher = Batcher(pipe, max_batch=1, queue_size=8).start()
+        item = InputItem(source="x", id="x", image=Image.new("RGB", (8, 8)))
+        futures = [batcher.submit(item) for _ in range(4)]
+        await asyncio.sleep(0.1)  # the first one is running
+        await asyncio.to_thread(batcher.close)
+        with pytest.raises(ShuttingDown):
+            batcher.submit(item)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert results[0].status == "ok"
+    assert all(isinstance(r, ShuttingDown) for r in results[1:])
+
+
+# --- starting up ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.1.2.3"])
+def test_loopback_hosts(host):
+    assert is_loopback(host)
+    check_exposure(host, None)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com"])
+def test_non_loopback_without_key_refuses_to_start(host, monkeypatch):
+    assert not is_loopback(host)
+    check_exposure(host, "a-key")
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(a))
+    with pytest.raises(FactcapError, match="without an API key"):
+        run(host, 8000, config=load_config(preset="tiny"), api_key=None)
+    assert started == []
+
+
+def test_cli_handler_refuses_a_public_host_without_key(monkeypatch):
+    from argparse import Namespace
+
+    from factcap.serve.app import cmd_serve
+
+    monkeypatch.delenv("FACTCAP_API_KEY", raising=False)
+    args = Namespace(
+        host="0.0.0.0",
+        port=8000,
+        preset="tiny",
+        config=None,
+        max_upload_mb=20,
+        data_root=None,
+        queue_size=64,
+        jobs_dir=None,
+    )
+    with pytest.raises(FactcapError, match="FACTCAP_API_KEY"):
+        cmd_serve(args)
+
+
+# --- the real tiny models ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_tiny_preset_serves_captions():
+    app = create_app(load_config(preset="tiny"), KEY)
+    with serve_in_thread(app) as base:
+        body = {"image_base64": base64.b64encode(photo_bytes()).decode()}
+        r = httpx.post(f"{base}/v1/captions", headers=AUTH, json=body, timeout=300)
+        assert r.status_code == 200, r.text
+        rec = r.json()
+        assert rec["status"] == "ok" and rec["captions"]["detailed"].strip()
+        assert len(rec["proposals"]) == 2 and rec["models"]["llm"] == "tiny:llm"
+        bad = httpx.post(
+            f"{base}/v1/captions",
+            headers=AUTH,
+            files={"image": ("b.gif", (ODD / "decompression_bomb.gif").read_bytes())},
+        )
+        assert bad.status_code == 422
+
+
+# --- dataset jobs --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "set").mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (30 + i, 20), (i * 40, 90, 200)).save(root / "set" / f"{i}.png")
+    outside = tmp_path / "private"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "list.txt").write_text(f"{root / 'set' / '0.png'}\n{outside / 'secret.png'}\n")
+    return root
+
+
+def jobs_client(root: Path, tmp_path: Path, delay: float = 0.0, batch_size: int = 4):
+    pipe = scripted_pipeline(delay=delay, batch_size=batch_size)
+    app = create_app(pipe.config, KEY, data_root=root, pipeline=pipe, jobs_dir=tmp_path / "jobs")
+    client = TestClient(app)
+    client.pipe = pipe
+    return client
+
+
+def wait_for(client: TestClient, job_id: str, states=("done", "failed", "cancelled")) -> dict:
+    for _ in range(600):
+        job = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
+def test_job_runs_and_streams_jsonl_results(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        r = c.post("/v1/jobs", headers=AUTH, json={"path": "set", "styles": ["short"]})
+        assert r.status_code == 201, r.text
+        job = wait_for(c, r.json()["id"])
+        assert job["state"] == "done" and job["total"] == job["written"] == 5
+        res = c.get(f"/v1/jobs/{job['id']}/results", headers=AUTH)
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("application/x-ndjson")
+        records = [json.loads(line) for line in res.text.splitlines()]
+        assert sorted(Path(rec["source"]).name for rec in records) == [f"{i}.png" for i in range(5)]
+        assert all(rec["status"] == "ok" and list(rec["captions"]) == ["short"] for rec in records)
+        # one pipeline batch of 4 and one of 1: the job went through run_job's batches
+        assert c.pipe.models.captioners[0][0].calls == [4, 1]
+        gone = c.delete(f"/v1/jobs/{job['id']}", headers=AUTH)
+        assert gone.status_code == 200 and gone.json()["deleted"]
+        assert c.get(f"/v1/jobs/{job['id']}", headers=AUTH).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../private",
+        "set/../../private/secret.png",
+        "escape",  # a symlink out of the data root
+        "escape/secret.png",
+        "..%2Fprivate",
+        "%2e%2e/private",
+        "%252e%252e%252fprivate",  # encoded twice
+        "http://127.0.0.1:1/images",
+        "file:///etc",
+    ],
+)
+def test_job_paths_outside_the_data_root_are_403(data_root, tmp_path, path):
+    with jobs_client(data_root, tmp_path) as c:
+        r = c.post("/v1/jobs", headers=AUTH, json={"path": path})
+        assert r.status_code == 403, r.text
+        assert c.app.state.jobs.jobs == {}
+
+
+def test_absolute_job_paths_outside_are_403_inside_are_allowed(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        out = c.post("/v1/jobs", headers=AUTH, json={"path": str(tmp_path / "private")})
+        assert out.status_code == 403
+        assert c.post("/v1/jobs", headers=AUTH, json={"path": "/etc"}).status_code == 403
+        inside = c.post("/v1/jobs", headers=AUTH, json={"path": str(data_root / "set")})
+        assert inside.status_code == 201
+        assert wait_for(c, inside.json()["id"])["written"] == 5
+
+
+def test_manifest_naming_files_outside_gives_error_records(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        r = c.post("/v1/jobs", headers=AUTH, json={"path": "list.txt"})
+        job = wait_for(c, r.json()["id"])
+        assert job["written"] == 2 and job["errors"] == 1
+        lines = c.get(f"/v1/jobs/{job['id']}/results", headers=AUTH).text.splitlines()
+        by_name = {Path(rec["source"]).name: rec for rec in map(json.loads, lines)}
+        assert by_name["0.png"]["status"] == "ok"
+        assert by_name["secret.png"]["error"]["type"] == "Forbidden"
+
+
+def test_job_errors_and_auth(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        assert c.post("/v1/jobs", json={"path": "set"}).status_code == 401
+        assert c.get("/v1/jobs/abc", headers={"X-API-Key": "no"}).status_code == 401
+        assert c.get("/v1/jobs/abc", headers=AUTH).status_code == 404
+        assert c.post("/v1/jobs", headers=AUTH, json={"path": "nope"}).status_code == 404
+        assert c.post("/v1/jobs", headers=AUTH, json={"dir": "set"}).status_code == 422
+        bad = c.post("/v1/jobs", headers={**AUTH, "Content-Type": "application/json"}, content="{")
+        assert bad.status_code == 400
+        assert c.post("/v1/jobs", headers=AUTH, data={"path": "set"}).status_code == 415
+    pipe = scripted_pipeline()
+    with TestClient(create_app(pipe.config, KEY, pipeline=pipe)) as c:  # no data root
+        r = c.post("/v1/jobs", headers=AUTH, json={"path": "set"})
+        assert r.status_code == 404 and "--data-root" in r.json()["detail"]
+
+
+def test_delete_cancels_a_running_job(data_root, tmp_path):
+    for i in range(5, 16):
+        Image.new("RGB", (20, 20)).save(data_root / "set" / f"{i}.png")
+    with jobs_client(data_root, tmp_path, delay=0.2, batch_size=2) as c:
+        job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
+        wait_for(c, job_id, states=("running",))
+        r = c.delete(f"/v1/jobs/{job_id}", headers=AUTH)
+        assert r.status_code == 202 and r.json()["cancelling"]
+        job = wait_for(c, job_id)
+        assert job["state"] == "cancelled" and job["total"] == 16
+        assert 0 < job["written"] < 16
+
+
+def test_symlinked_file_inside_a_folder_is_refused_per_item(data_root, tmp_path):
+    (data_root / "set" / "link.png").symlink_to(tmp_path / "private" / "secret.png")
+    with jobs_client(data_root, tmp_path) as c:
+        job = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"])
+        lines = c.get(f"/v1/jobs/{job['id']}/results", headers=AUTH).text.splitlines()
+        by_name = {Path(rec["source"]).name: rec for rec in map(json.loads, lines)}
+        assert job["written"] == 6 and by_name["link.png"]["error"]["type"] == "Forbidden"
+        assert by_name["1.png"]["status"] == "ok"
