@@ -48,6 +48,15 @@ MODELS_EXAMPLES = """examples:
 """
 
 
+def _add_model_source(
+    parser: argparse.ArgumentParser, preset_help: str = "tiny (default), small, vfc or api"
+) -> None:
+    """``--preset`` or ``--config``: where a command's models come from."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--preset", help=preset_help)
+    group.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factcap",
@@ -98,9 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--image-column", help="Parquet / datasets column holding the images")
     cap.add_argument("--id-column", help="Parquet / datasets / CSV column holding the ids")
     cap.add_argument("--split", help="split of a saved Hugging Face dataset (default: all)")
-    src = cap.add_mutually_exclusive_group()
-    src.add_argument("--preset", help="tiny (default), small, vfc or api")
-    src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
+    _add_model_source(cap)
     cap.add_argument(
         "--style",
         action="append",
@@ -159,9 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         default="final",
         help="score final captions, proposals, or both side by side",
     )
-    ev_src = ev.add_mutually_exclusive_group()
-    ev_src.add_argument("--preset", help="models for scoring come from this preset (default tiny)")
-    ev_src.add_argument("--config", type=Path, help="YAML config file")
+    _add_model_source(ev, "models for scoring come from this preset (default tiny)")
     ev.add_argument(
         "--clip", help="model spec of the CLIP embedder (e.g. hf:openai/clip-vit-large-patch14)"
     )
@@ -202,9 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    srv_src = srv.add_mutually_exclusive_group()
-    srv_src.add_argument("--preset", help="tiny (default), small, vfc or api")
-    srv_src.add_argument("--config", type=Path, help="YAML config file (may name a preset)")
+    _add_model_source(srv)
     srv.add_argument(
         "--max-upload-mb", type=float, default=20, help="largest request body (default 20)"
     )
@@ -242,9 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         "  factcap models check --config my.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    chk_src = chk.add_mutually_exclusive_group()
-    chk_src.add_argument("--preset", default=None)
-    chk_src.add_argument("--config", type=Path)
+    _add_model_source(chk)
     chk.set_defaults(handler=_cmd_models_check)
     tiny = msub.add_parser(
         "make-tiny",
