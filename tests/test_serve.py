@@ -554,3 +554,193 @@ def test_symlinked_file_inside_a_folder_is_refused_per_item(data_root, tmp_path)
         by_name = {Path(rec["source"]).name: rec for rec in map(json.loads, lines)}
         assert job["written"] == 6 and by_name["link.png"]["error"]["type"] == "Forbidden"
         assert by_name["1.png"]["status"] == "ok"
+
+
+# --- caption scores ------------------------------------------------------------------------
+
+
+class ThreadVQA(ScriptedVQA):
+    """Answers by caption (``cat`` → 0.8, else 0.1) and records the thread it ran in."""
+
+    def __init__(self):
+        super().__init__(lambda q: 0.8 if "cat" in q else 0.1)
+        self.threads: list[str] = []
+
+    def yes_probability(self, images, questions):
+        self.threads.append(threading.current_thread().name)
+        assert all(im.size == (48, 40) for im in images)  # the uploaded image, decoded
+        return super().yes_probability(images, questions)
+
+
+@pytest.fixture
+def score_client():
+    from factcap.metrics.resources import Resources
+
+    pipe = scripted_pipeline()
+    vqa = ThreadVQA()
+    builds = []
+    resources = Resources({"vqa": lambda: builds.append(1) or vqa}, batch_size=8)
+    app = create_app(pipe.config, KEY, pipeline=pipe, max_upload_mb=1, resources=resources)
+    with TestClient(app) as c:
+        c.vqa, c.builds = vqa, builds
+        yield c
+
+
+def test_scores_json_default_metrics(score_client):
+    body = {
+        "image_base64": base64.b64encode(png_bytes()).decode(),
+        "captions": {"final": "A grey cat on a sofa.", "proposal": "A red car."},
+    }
+    r = score_client.post("/v1/scores", headers=AUTH, json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["metrics"]["final"]["vqa_score"] == pytest.approx(0.8)
+    assert out["metrics"]["proposal"]["vqa_score"] == pytest.approx(0.1)
+    # no embedder configured: CLIP-S is null with the reason, not a crash
+    assert out["metrics"]["final"]["clip_score"] is None
+    assert "embedder" in out["failures"]["final"]["clip_score"]
+    assert "vqa_score" not in out["failures"]["final"]
+    # ran in a worker thread, not on the event loop; each caption source is one batch
+    assert score_client.vqa.threads and all("worker" in t.lower() for t in score_client.vqa.threads)
+    assert [len(q) for q in score_client.vqa.calls] == [1, 1]
+    again = score_client.post("/v1/scores", headers=AUTH, json=body).json()
+    assert again == out
+    assert score_client.builds == [1]  # the metric models are built once, not per request
+
+
+def test_scores_multipart_with_metrics_and_references(score_client):
+    r = score_client.post(
+        "/v1/scores",
+        headers=AUTH,
+        files={"image": ("x.png", png_bytes(), "image/png")},
+        data={
+            "captions": json.dumps({"a": "a grey cat on a sofa"}),
+            "metrics": json.dumps(["bleu", "vqa_score"]),
+            "references": json.dumps(["a grey cat on a sofa", "a cat sitting"]),
+        },
+    )
+    assert r.status_code == 200, r.text
+    values = r.json()["metrics"]["a"]
+    assert set(values) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "vqa_score"}
+    assert values["bleu_1"] == pytest.approx(1.0) and values["vqa_score"] == pytest.approx(0.8)
+    assert r.json()["failures"] == {"a": {}}
+
+
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({"captions": {"a": "x"}, "metrics": ["nope"]}, 422, "unknown metric"),
+        ({"captions": {}}, 422, "captions"),
+        ({"captions": {"a": 3}}, 422, "captions"),
+        ({"captions": {"a": "x"}, "references": "a ref"}, 422, "references"),
+        ({"captions": {"a": "x"}, "image_url": "http://x"}, 422, "URLs are not fetched"),
+    ],
+)
+def test_scores_bad_fields_are_422(score_client, body, status, needle):
+    body = {"image_base64": base64.b64encode(png_bytes()).decode(), **body}
+    r = score_client.post("/v1/scores", headers=AUTH, json=body)
+    assert r.status_code == status and needle in json.dumps(r.json()), r.text
+    assert score_client.vqa.calls == []
+
+
+def test_scores_auth_limits_and_bad_images(score_client):
+    body = {"image_base64": base64.b64encode(png_bytes()).decode(), "captions": {"a": "x"}}
+    assert score_client.post("/v1/scores", json=body).status_code == 401
+    bad = {**body, "image_base64": base64.b64encode(b"not an image").decode()}
+    assert score_client.post("/v1/scores", headers=AUTH, json=bad).status_code == 422
+    big = {**body, "image_base64": base64.b64encode(b"\0" * (2 * 1024 * 1024)).decode()}
+    assert score_client.post("/v1/scores", headers=AUTH, json=big).status_code == 413
+    assert score_client.post("/v1/scores", headers=AUTH, data={"a": "b"}).status_code == 415
+    assert score_client.vqa.calls == []
+
+
+def test_scores_resources_come_from_the_config_once():
+    pipe = scripted_pipeline()
+    with TestClient(create_app(pipe.config, KEY, pipeline=pipe)) as c:
+        resources = c.app.state.resources
+        assert resources.available("embedder") and resources.available("vqa")
+        assert resources._built == {}  # built lazily, on the first request that needs them
+
+
+# --- job reports and restarts ----------------------------------------------------------------
+
+
+def test_job_report_is_html_with_thumbnails(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        job = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"])
+        r = c.get(f"/v1/jobs/{job['id']}/report", headers=AUTH)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert r.text.count("data:image/") >= 5 and "A grey cat sits on a sofa." in r.text
+        assert c.get(f"/v1/jobs/{job['id']}/report").status_code == 401
+        assert c.get("/v1/jobs/nope/report", headers=AUTH).status_code == 404
+
+
+def test_report_does_not_embed_images_outside_the_data_root(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path) as c:
+        job = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "list.txt"}).json()["id"])
+        html = c.get(f"/v1/jobs/{job['id']}/report", headers=AUTH).text
+        assert html.count("data:image/") == 1  # 0.png only: secret.png stays out
+
+
+def test_a_running_job_survives_a_server_restart(data_root, tmp_path):
+    for i in range(5, 16):
+        Image.new("RGB", (20, 20)).save(data_root / "set" / f"{i}.png")
+    with jobs_client(data_root, tmp_path, delay=0.2, batch_size=2) as c:
+        job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set", "styles": ["short"]})
+        job_id = job_id.json()["id"]
+        for _ in range(200):
+            if c.get(f"/v1/jobs/{job_id}", headers=AUTH).json()["written"] >= 2:
+                break
+            time.sleep(0.02)
+    # graceful shutdown: the job stopped after its current batch and is left to resume
+    saved = json.loads((tmp_path / "jobs" / job_id / "job.json").read_text())
+    assert saved["state"] == "interrupted" and saved["styles"] == ["short"]
+    before = (tmp_path / "jobs" / job_id / "results.jsonl").read_text().splitlines()
+    assert 0 < len(before) < 16
+    with jobs_client(data_root, tmp_path, delay=0.0, batch_size=2) as c:
+        job = wait_for(c, job_id)
+        assert job["state"] == "done" and job["total"] == job["written"] == 16
+        lines = c.get(f"/v1/jobs/{job_id}/results", headers=AUTH).text.splitlines()
+        records = [json.loads(line) for line in lines]
+        names = sorted(Path(rec["source"]).name for rec in records)
+        assert names == sorted(f"{i}.png" for i in range(16))  # each input exactly once
+        assert len({rec["id"] for rec in records}) == 16 and lines[: len(before)] == before
+        assert all(list(rec["captions"]) == ["short"] for rec in records)
+        # the new server captioned only what was left
+        assert sum(c.pipe.models.captioners[0][0].calls) == 16 - len(before)
+    assert json.loads((tmp_path / "jobs" / job_id / "job.json").read_text())["state"] == "done"
+
+
+def test_cancelled_and_finished_jobs_are_listed_not_resumed_after_restart(data_root, tmp_path):
+    with jobs_client(data_root, tmp_path, delay=0.3, batch_size=1) as c:
+        done = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"])
+        stopped = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
+        wait_for(c, stopped, states=("running",))
+        assert c.delete(f"/v1/jobs/{stopped}", headers=AUTH).status_code == 202
+        assert wait_for(c, stopped)["state"] == "cancelled"
+    with jobs_client(data_root, tmp_path) as c:
+        assert c.get(f"/v1/jobs/{done['id']}", headers=AUTH).json()["state"] == "done"
+        assert c.get(f"/v1/jobs/{stopped}", headers=AUTH).json()["state"] == "cancelled"
+        time.sleep(0.2)
+        assert c.pipe.models.captioners[0][0].calls == []  # nothing ran again
+
+
+@pytest.mark.slow
+def test_real_tiny_models_score_captions():
+    pipe = scripted_pipeline()  # the captioning side is not under test here
+    with TestClient(create_app(load_config(preset="tiny"), KEY, pipeline=pipe)) as c:
+        body = {
+            "image_base64": base64.b64encode(photo_bytes()).decode(),
+            "captions": {"a": "A cat on a sofa.", "b": "Two red cars on a road."},
+        }
+        first = c.post("/v1/scores", headers=AUTH, json=body)
+        assert first.status_code == 200, first.text
+        out = first.json()
+        for name in ("a", "b"):
+            assert out["failures"][name] == {}
+            assert 0.0 <= out["metrics"][name]["vqa_score"] <= 1.0
+            assert 0.0 <= out["metrics"][name]["clip_score"] <= 2.5
+        built = dict(c.app.state.resources._built)
+        assert set(built) == {"embedder", "vqa"}
+        assert c.post("/v1/scores", headers=AUTH, json=body).json() == out  # deterministic
+        assert c.app.state.resources._built == built  # the same models, not rebuilt

@@ -79,6 +79,11 @@ class Resources:
                     self._image_vectors[chunk[i]] = im
         return [self._image_vectors[s] for s in sources]
 
+    def forget(self, source: str) -> None:
+        """Drop the cached embedding of ``source`` (a per-request temporary file, say), so a
+        long-lived Resources does not grow with every image it has seen."""
+        self._image_vectors.pop(source, None)
+
     def text_embeddings(self, texts: Sequence[str], role: str = "embedder") -> np.ndarray:
         """Unit text embeddings of ``role`` (``embedder`` or ``text_embedder``), batched."""
         backend = self.get(role)

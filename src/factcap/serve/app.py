@@ -9,6 +9,8 @@ Rules every request goes through:
 * images go through :func:`factcap.images.decode` with the config's pixel limit: a
   decompression bomb, an undecodable or unsupported file → 422 with the reason;
 * the JSON body takes base64 bytes only: URLs are rejected, never fetched;
+* ``/v1/scores`` scores captions of one image with the evaluation metrics (models built
+  once at startup from the config's evaluation roles), in a worker thread;
 * requests are micro-batched into the pipeline's batches (:class:`~.batcher.Batcher`); when
   the bounded queue is full → 429 with ``Retry-After``.
 
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -49,6 +51,10 @@ from factcap.serve.jobs import Job, Jobs, PathRefused
 MiB = 1024 * 1024
 RETRY_AFTER_S = 1
 _JSON_FIELDS = {"image_base64", "styles", "instruction"}
+_SCORE_FIELDS = {"image_base64", "captions", "metrics", "references"}
+#: metrics ``/v1/scores`` runs when the request names none: those that need no references
+DEFAULT_SCORE_METRICS = ("clip_score", "vqa_score")
+MAX_SCORE_CAPTIONS = 64
 _URL_PREFIXES = ("http://", "https://", "ftp://", "file://", "//", "s3://", "gs://")
 
 
@@ -65,12 +71,15 @@ def create_app(
     pipeline: Any = None,
     max_wait_ms: float = 5.0,
     jobs_dir: Any = None,
+    resources: Any = None,
 ) -> FastAPI:
     """The service for ``config``'s models (built once at startup, or ``pipeline`` as given).
 
     ``api_key`` ``None`` leaves ``/v1`` open: only :func:`run` on a loopback host allows that.
     ``data_root`` is the only folder dataset jobs may read (``None``: ``/v1/jobs`` is off);
-    their results go to ``jobs_dir`` (default: a new temporary folder).
+    their results go to ``jobs_dir`` (default: a new temporary folder); unfinished jobs found
+    there are resumed at startup. ``/v1/scores`` uses ``resources`` (default:
+    :func:`factcap.evaluate.resources_for` of ``config``, built once).
     """
     max_bytes = int(max_upload_mb * MiB)
     limits = DecodeLimits(max_pixels=config.limits.max_pixels, max_file_bytes=max_bytes)
@@ -79,6 +88,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from factcap.engine.executor import serialized
+        from factcap.evaluate import resources_for
         from factcap.pipeline.runner import Pipeline
 
         pipe = pipeline if pipeline is not None else Pipeline(config)
@@ -89,6 +99,9 @@ def create_app(
             pipe = serialized(pipe)
             folder = Path(jobs_dir) if jobs_dir else Path(tempfile.mkdtemp(prefix="factcap-"))
             jobs = Jobs(pipe, Path(data_root), folder)
+            jobs.restore()  # jobs a previous server left unfinished go on
+        app.state.resources = resources if resources is not None else resources_for(config)
+        app.state.scoring = threading.Lock()  # the metric caches are not thread-safe
         batcher = Batcher(
             pipe, config.batch_size, queue_size=queue_size, max_wait_s=max_wait_ms / 1000.0
         )
@@ -183,6 +196,44 @@ def create_app(
             result.setdefault("extra", {})["format"] = decoded.format
         return result
 
+    @app.post(
+        "/v1/scores",
+        tags=["scores"],
+        dependencies=[Depends(authorize)],
+        responses={
+            400: {"description": "malformed body"},
+            401: {"description": "missing or wrong API key"},
+            413: {"description": "body over the upload limit"},
+            415: {"description": "neither multipart/form-data nor application/json"},
+            422: {"description": "undecodable image, unknown metric, or bad fields"},
+        },
+    )
+    async def scores(request: Request) -> dict[str, Any]:
+        """Score captions of one image: JSON ``{"image_base64", "captions": {name: text},
+        "metrics"?: [...], "references"?: [...]}`` or multipart (file ``image``; ``captions``,
+        ``metrics`` and ``references`` as JSON strings). Default metrics: those that need no
+        references (``clip_score``, ``vqa_score``). Returns ``{"id", "metrics": {name:
+        {value: number|null}}, "failures": {name: {metric: reason}}}``."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("multipart/form-data", "application/json"):
+            raise HTTPException(415, "send multipart/form-data (field 'image') or application/json")
+        body = await _read_capped(request, max_bytes)
+        if kind == "application/json":
+            payload = _json_object(body, _SCORE_FIELDS)
+            data = _image_from_base64(payload.get("image_base64"))
+        else:
+            data, payload = await _score_form(request, body, max_bytes)
+        captions, metrics, references = _check_score_fields(payload)
+        decoded = await run_in_threadpool(_decode, data, limits)
+        lock: threading.Lock = request.app.state.scoring
+        res = request.app.state.resources
+
+        def score() -> dict[str, Any]:
+            with lock, tempfile.TemporaryDirectory(prefix="factcap-score-") as folder:
+                return _score(data, decoded, captions, metrics, references, res, Path(folder))
+
+        return await run_in_threadpool(score)
+
     def job_list(request: Request) -> Jobs:
         jobs = request.app.state.jobs
         if jobs is None:
@@ -242,12 +293,38 @@ def create_app(
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    @app.get(
+        "/v1/jobs/{job_id}/report",
+        tags=["jobs"],
+        dependencies=[Depends(authorize)],
+        response_class=HTMLResponse,
+    )
+    async def job_report(request: Request, job_id: str) -> HTMLResponse:
+        """The job's HTML report (:func:`factcap.report.build_report`; thumbnails only of
+        images inside the data root). While the job runs: a report of the records so far."""
+        job = find(request, job_id)
+
+        def build() -> str:
+            from factcap.report import build_report
+
+            with tempfile.TemporaryDirectory(prefix="factcap-report-") as folder:
+                out = Path(folder) / "report.html"
+                build_report(
+                    job.results,
+                    out_path=out,
+                    image_root=Path(data_root),
+                    title=f"factcap job {job.id}",
+                )
+                return out.read_text(encoding="utf-8")
+
+        return HTMLResponse(await run_in_threadpool(build))
+
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"], dependencies=[Depends(authorize)])
     async def delete_job(request: Request, job_id: str) -> JSONResponse:
         """Cancel a job (it stops after its current batch: 202), or forget a finished one and
         delete its results (200)."""
         jobs, job = job_list(request), find(request, job_id)
-        job.cancel.set()
+        jobs.cancel(job)
         if job.state in ("queued", "running"):
             return JSONResponse({**job.to_dict(), "cancelling": True}, status_code=202)
         jobs.jobs.pop(job_id, None)
@@ -276,24 +353,26 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(body: bytes) -> tuple[bytes, str | None, Any, str | None]:
+def _json_object(body: bytes, fields: set[str]) -> dict[str, Any]:
+    """The JSON body: an object with only ``fields`` (400 malformed, 422 otherwise)."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HTTPException(400, f"malformed JSON: {err}") from None
     if not isinstance(payload, dict):
         raise HTTPException(422, "the JSON body must be an object with 'image_base64'")
-    unknown = sorted(set(payload) - _JSON_FIELDS)
+    unknown = sorted(set(payload) - fields)
     if unknown:
         hint = (
             " (URLs are not fetched: send the image bytes)"
             if any("url" in k.lower() for k in unknown)
             else ""
         )
-        raise HTTPException(
-            422, f"unknown field(s) {unknown}; expected {sorted(_JSON_FIELDS)}{hint}"
-        )
-    encoded = payload.get("image_base64")
+        raise HTTPException(422, f"unknown field(s) {unknown}; expected {sorted(fields)}{hint}")
+    return payload
+
+
+def _image_from_base64(encoded: Any) -> bytes:
     if not isinstance(encoded, str) or not encoded:
         raise HTTPException(422, "'image_base64' is required: the image file, base64-encoded")
     if encoded.strip().lower().startswith(_URL_PREFIXES):
@@ -303,18 +382,22 @@ def _parse_json(body: bytes) -> tuple[bytes, str | None, Any, str | None]:
     if encoded.startswith("data:") and ";base64," in encoded[:200]:
         encoded = encoded.split(";base64,", 1)[1]
     try:
-        data = base64.b64decode(encoded, validate=True)
+        return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise HTTPException(422, "'image_base64' is not valid base64") from None
+
+
+def _parse_json(body: bytes) -> tuple[bytes, str | None, Any, str | None]:
+    payload = _json_object(body, _JSON_FIELDS)
+    data = _image_from_base64(payload.get("image_base64"))
     instruction = payload.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise HTTPException(422, "'instruction' must be a string")
     return data, None, payload.get("styles"), instruction
 
 
-async def _parse_multipart(
-    request: Request, body: bytes, max_bytes: int
-) -> tuple[bytes, str | None, Any, str | None]:
+async def _read_form(request: Request, body: bytes, max_bytes: int) -> Any:
+    """The multipart form of ``body`` (already read under the cap)."""
     sent = False
 
     async def replay() -> dict[str, Any]:  # the body was read already, under the cap
@@ -332,6 +415,13 @@ async def _parse_multipart(
         raise
     except Exception as err:  # noqa: BLE001 - the multipart parser's own errors
         raise HTTPException(400, f"malformed multipart body: {err}") from None
+    return form
+
+
+async def _parse_multipart(
+    request: Request, body: bytes, max_bytes: int
+) -> tuple[bytes, str | None, Any, str | None]:
+    form = await _read_form(request, body, max_bytes)
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise HTTPException(422, "multipart body needs a file field named 'image'")
@@ -344,6 +434,100 @@ async def _parse_multipart(
         styles or None,
         instruction if isinstance(instruction, str) else None,
     )
+
+
+async def _score_form(
+    request: Request, body: bytes, max_bytes: int
+) -> tuple[bytes, dict[str, Any]]:
+    """The image bytes and the other fields (each a JSON string) of a multipart body."""
+    form = await _read_form(request, body, max_bytes)
+    image = form.get("image")
+    if not isinstance(image, UploadFile):
+        raise HTTPException(422, "multipart body needs a file field named 'image'")
+    unknown = sorted(set(form.keys()) - _SCORE_FIELDS - {"image"})
+    if unknown:
+        raise HTTPException(422, f"unknown field(s) {unknown}")
+    payload: dict[str, Any] = {}
+    for name in ("captions", "metrics", "references"):
+        value = form.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise HTTPException(422, f"'{name}' must be a JSON string field, not a file")
+        try:
+            payload[name] = json.loads(value)
+        except json.JSONDecodeError:
+            if name == "captions":
+                raise HTTPException(422, "'captions' must be a JSON object {name: text}") from None
+            payload[name] = [v.strip() for v in value.split(",") if v.strip()]
+    return await image.read(), payload
+
+
+def _check_score_fields(payload: dict[str, Any]) -> tuple[dict[str, str], list[str], list[str]]:
+    """(captions, metrics, references) of a ``/v1/scores`` request, or 422 saying why."""
+    from factcap.metrics import METRICS
+
+    captions = payload.get("captions")
+    if (
+        not isinstance(captions, dict)
+        or not captions
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in captions.items())
+    ):
+        raise HTTPException(422, "'captions' is required: an object {name: caption text}")
+    if len(captions) > MAX_SCORE_CAPTIONS:
+        raise HTTPException(422, f"at most {MAX_SCORE_CAPTIONS} captions per request")
+    metrics = payload.get("metrics")
+    if metrics is None:
+        metrics = list(DEFAULT_SCORE_METRICS)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise HTTPException(422, "'metrics' must be a list of metric names")
+    metrics = list(dict.fromkeys(metrics))
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise HTTPException(422, f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+    references = payload.get("references") or []
+    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+        raise HTTPException(422, "'references' must be a list of strings")
+    return captions, metrics, references
+
+
+def _score(
+    data: bytes,
+    decoded: DecodedImage,
+    captions: dict[str, str],
+    metrics: list[str],
+    references: list[str],
+    resources: Any,
+    folder: Path,
+) -> dict[str, Any]:
+    """Evaluate every caption of one uploaded image (saved to ``folder`` for the metrics)."""
+    from factcap.evaluate import evaluate
+    from factcap.metrics import Sample
+
+    image = folder / f"upload.{(decoded.format or 'img').lower()}"
+    image.write_bytes(data)
+    sample_id = stable_id("upload", data)
+    samples = [
+        Sample(
+            id=sample_id,
+            source=str(image),
+            caption_source=name,
+            caption=text,
+            references=list(references),
+        )
+        for name, text in captions.items()
+    ]
+    try:
+        evaluation = evaluate(samples, metrics, resources)
+    finally:  # the image is gone after this request: drop its cached embedding
+        resources.forget(str(image))
+    out: dict[str, Any] = {"id": sample_id, "metrics": {}, "failures": {}}
+    for row in evaluation.rows():
+        out["metrics"][row["caption_source"]] = row["metrics"]
+        out["failures"][row["caption_source"]] = row["failures"]
+    return out
 
 
 def _check_styles(styles: Any) -> list[str] | None:

@@ -1,8 +1,15 @@
 """Dataset jobs: a folder (or file) under the data root, captioned in a background thread
-into ``<jobs_dir>/<id>/results.jsonl`` with :func:`factcap.engine.executor.run_job`."""
+into ``<jobs_dir>/<id>/results.jsonl`` with :func:`factcap.engine.executor.run_job`.
+
+Each job's request and state are kept in ``<jobs_dir>/<id>/job.json``, so a server started
+again on the same ``jobs_dir`` lists the old jobs and resumes those that had not finished
+(a graceful shutdown leaves them ``interrupted``; a crash leaves them ``running``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 import uuid
@@ -84,14 +91,89 @@ class Job:
             "finished": self.finished,
         }
 
+    def save(self) -> None:
+        """Write the request and state to ``job.json`` next to the results (atomically)."""
+        data = {
+            **self.to_dict(),
+            "path": str(self.path),
+            "styles": self.styles,
+            "instruction": self.instruction,
+        }
+        target = self.results.parent / "job.json"
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(json.dumps(data))
+        os.replace(partial, target)
+
+    @classmethod
+    def load(cls, folder: Path) -> Job:
+        """The job saved in ``folder/job.json``."""
+        data = json.loads((folder / "job.json").read_text())
+        return cls(
+            id=str(data["id"]),
+            path=Path(data["path"]),
+            results=folder / "results.jsonl",
+            styles=data.get("styles"),
+            instruction=data.get("instruction"),
+            state=str(data.get("state", "queued")),
+            total=data.get("total"),
+            written=int(data.get("written") or 0),
+            errors=int(data.get("errors") or 0),
+            message=data.get("message"),
+            created=float(data.get("created") or time.time()),
+            finished=data.get("finished"),
+        )
+
+
+UNFINISHED = ("queued", "running", "interrupted")
+
 
 class Jobs:
-    """Runs dataset jobs one at a time (they share the models with the caption endpoint)."""
+    """Runs dataset jobs one at a time (they share the models with the caption endpoint).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> jobs = Jobs(pipeline=None, root=d, jobs_dir=d / "jobs")
+        >>> jobs.restore()  # nothing saved there yet
+        []
+    """
 
     def __init__(self, pipeline: Any, root: Path, jobs_dir: Path):
         self.pipeline, self.root, self.dir = pipeline, Path(root), Path(jobs_dir)
         self.jobs: dict[str, Job] = {}
         self._one_at_a_time = threading.Lock()
+        self._closing = threading.Event()
+        self._by_user: set[str] = set()
+
+    def restore(self) -> list[Job]:
+        """Load the jobs saved in ``jobs_dir`` and resume the unfinished ones (returned)."""
+        resumed: list[Job] = []
+        folders = sorted(self.dir.glob("*/job.json")) if self.dir.is_dir() else []
+        for saved in folders:
+            try:
+                job = Job.load(saved.parent)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a torn or foreign file: not a job this server can run
+            if job.id in self.jobs or job.id != saved.parent.name:
+                continue
+            self.jobs[job.id] = job
+            if job.state in UNFINISHED:
+                resumed.append(job)
+        resumed.sort(key=lambda j: j.created)  # in the order they were submitted
+        for job in resumed:
+            job.state, job.finished = "queued", None
+            job.save()
+            self._start(job, resume=True)
+        return resumed
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job`` for good (after its current batch): it is not resumed later."""
+        self._by_user.add(job.id)
+        job.cancel.set()
+
+    def _start(self, job: Job, resume: bool = False) -> None:
+        job.thread = threading.Thread(target=self._run, args=(job, resume), daemon=True)
+        job.thread.start()
 
     def submit(self, name: str, styles: list[str] | None, instruction: str | None) -> Job:
         path = resolve_inside(self.root, name)
@@ -105,9 +187,9 @@ class Jobs:
         )
         job.results.parent.mkdir(parents=True, exist_ok=True)
         job.results.touch()
+        job.save()
         self.jobs[job_id] = job
-        job.thread = threading.Thread(target=self._run, args=(job,), daemon=True)
-        job.thread.start()
+        self._start(job)
         return job
 
     def _items(self, job: Job) -> list[InputItem]:
@@ -123,15 +205,24 @@ class Jobs:
                     item.kind = "Forbidden"
         return items
 
-    def _run(self, job: Job) -> None:
+    def _stopped(self, job: Job) -> str:
+        """``cancelled`` when a client asked, ``interrupted`` (resumed later) on shutdown."""
+        if self._closing.is_set() and job.id not in self._by_user:
+            return "interrupted"
+        return "cancelled"
+
+    def _run(self, job: Job, resume: bool = False) -> None:
         from factcap.engine.executor import run_job
+        from factcap.engine.resume import completed_ids
         from factcap.engine.sinks import JsonlSink
 
         with self._one_at_a_time:
             if job.cancel.is_set():
-                job.state, job.finished = "cancelled", time.time()
+                job.state, job.finished = self._stopped(job), time.time()
+                job.save()
                 return
             job.state = "running"
+            job.save()
 
             def progress(record: Any) -> None:
                 job.written += 1
@@ -140,9 +231,16 @@ class Jobs:
                     raise Cancelled()
 
             try:
+                if resume:  # a moved data root must not widen what the job may read
+                    job.path = resolve_inside(self.root, str(job.path))
                 items = self._items(job)
                 job.total = len(items)
-                with JsonlSink(job.results) as sink:
+                done: set[str] = set()
+                if resume:
+                    done = completed_ids(job.results, "jsonl")  # also cuts a torn last line
+                    job.written, job.errors = _counts(job.results)
+                    items = [item for item in items if item.id not in done]
+                with JsonlSink(job.results, append=resume) as sink:
                     run_job(
                         self.pipeline,
                         items,
@@ -153,16 +251,30 @@ class Jobs:
                     )
                 job.state = "done"
             except Cancelled:
-                job.state = "cancelled"
+                job.state = self._stopped(job)
             except Exception as err:  # noqa: BLE001 - reported through GET /v1/jobs/{id}
                 job.state, job.message = "failed", f"{type(err).__name__}: {err}"
             finally:
                 job.finished = time.time()
+                job.save()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Cancel every job (each stops after its current batch) and wait for them."""
+        """Stop every job (each after its current batch; unfinished ones are resumed by the
+        next server on this ``jobs_dir``) and wait for them."""
+        self._closing.set()
         for job in self.jobs.values():
             job.cancel.set()
         for job in self.jobs.values():
             if job.thread is not None:
                 job.thread.join(timeout)
+
+
+def _counts(results: Path) -> tuple[int, int]:
+    """(records, error records) in a JSONL results file."""
+    written = errors = 0
+    with results.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                written += 1
+                errors += json.loads(line).get("status") == "error"
+    return written, errors
