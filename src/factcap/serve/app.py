@@ -62,6 +62,22 @@ class RequestTooLarge(Exception):
     pass
 
 
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed body"},
+    401: {"description": "missing or wrong API key"},
+    413: {"description": "body over the upload limit"},
+    415: {"description": "neither multipart/form-data nor application/json"},
+}
+
+
+async def _upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
+    """The body's media type (multipart or JSON, else 415) and its bytes (capped, else 413)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/json"):
+        raise HTTPException(415, "send multipart/form-data (field 'image') or application/json")
+    return kind, await _read_capped(request, max_bytes)
+
+
 def create_app(
     config: Config,
     api_key: str | None,
@@ -149,10 +165,7 @@ def create_app(
         tags=["captions"],
         dependencies=[Depends(authorize)],
         responses={
-            400: {"description": "malformed body"},
-            401: {"description": "missing or wrong API key"},
-            413: {"description": "body over the upload limit"},
-            415: {"description": "neither multipart/form-data nor application/json"},
+            **UPLOAD_ERRORS,
             422: {"description": "undecodable image, over the pixel limit, or bad fields"},
             429: {"description": "queue full; retry after Retry-After seconds"},
         },
@@ -161,10 +174,7 @@ def create_app(
         """Caption one image: a multipart upload (field ``image``, optional ``styles`` and
         ``instruction``) or JSON ``{"image_base64", "styles"?, "instruction"?}``. Returns the
         record (the same JSON object as a line of ``factcap caption`` output)."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("multipart/form-data", "application/json"):
-            raise HTTPException(415, "send multipart/form-data (field 'image') or application/json")
-        body = await _read_capped(request, max_bytes)
+        kind, body = await _upload(request, max_bytes)
         if kind == "application/json":
             data, name, styles, instruction = _parse_json(body)
         else:
@@ -201,10 +211,7 @@ def create_app(
         tags=["scores"],
         dependencies=[Depends(authorize)],
         responses={
-            400: {"description": "malformed body"},
-            401: {"description": "missing or wrong API key"},
-            413: {"description": "body over the upload limit"},
-            415: {"description": "neither multipart/form-data nor application/json"},
+            **UPLOAD_ERRORS,
             422: {"description": "undecodable image, unknown metric, or bad fields"},
         },
     )
@@ -214,10 +221,7 @@ def create_app(
         ``metrics`` and ``references`` as JSON strings). Default metrics: those that need no
         references (``clip_score``, ``vqa_score``). Returns ``{"id", "metrics": {name:
         {value: number|null}}, "failures": {name: {metric: reason}}}``."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("multipart/form-data", "application/json"):
-            raise HTTPException(415, "send multipart/form-data (field 'image') or application/json")
-        body = await _read_capped(request, max_bytes)
+        kind, body = await _upload(request, max_bytes)
         if kind == "application/json":
             payload = _json_object(body, _SCORE_FIELDS)
             data = _image_from_base64(payload.get("image_base64"))
