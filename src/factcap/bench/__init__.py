@@ -1,0 +1,1 @@
+"""Benchmarks that run offline with exact ground truth (``factcap bench ...``)."""

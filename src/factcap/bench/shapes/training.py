@@ -1,0 +1,94 @@
+"""What the world's trainers share: seeding, the optimisation loop, sizes of a training run.
+
+Each role's trainer (``train_<role>.py``) exposes ``train(out, *, size, seed) -> dict`` that
+writes a complete transformers checkpoint directory into ``out`` and returns its statistics.
+``size`` is ``"full"`` (the benchmark's models) or ``"smoke"`` (seconds; for tests: the same
+code and the same architectures, far fewer steps and a narrower model).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+SIZES = ("full", "smoke")
+
+
+def check_size(size: str) -> str:
+    if size not in SIZES:
+        raise ValueError(f"unknown training size {size!r}; choose from {', '.join(SIZES)}")
+    return size
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fit(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, Any]] | Callable[[int], dict[str, Any]],
+    steps: int,
+    lr: float,
+    loss_fn: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] | None = None,
+    warmup: float = 0.05,
+    weight_decay: float = 0.01,
+    clip: float = 1.0,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 100,
+) -> dict[str, Any]:
+    """Train ``model`` for ``steps`` AdamW steps with linear warm-up and cosine decay.
+
+    ``batches`` is an iterator of keyword batches, or a function of the step number returning
+    one. ``loss_fn(model, batch)`` defaults to ``model(**batch).loss``. Returns the seconds
+    spent and the mean loss of the first and last tenth of the steps.
+
+    >>> model = torch.nn.Linear(2, 1)
+    >>> data = lambda step: {"x": torch.ones(4, 2)}
+    >>> stats = fit(model, data, 20, 0.1, loss_fn=lambda m, b: (m(b["x"]) - 3).pow(2).mean())
+    >>> stats["loss_last"] < stats["loss_first"]
+    True
+    """
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = max(1, int(steps * warmup))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, steps - warm)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    compute = loss_fn or (lambda m, b: m(**b).loss)
+    next_batch = batches if callable(batches) else (lambda _step, it=batches: next(it))
+    losses: list[float] = []
+    start = time.perf_counter()
+    for step in range(steps):
+        loss = compute(model, next_batch(step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if log and (step + 1) % log_every == 0:
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            log(f"step {step + 1}/{steps} loss {recent:.4f} ({time.perf_counter() - start:.0f} s)")
+    model.eval()
+    tenth = max(1, steps // 10)
+    return {
+        "steps": steps,
+        "train_s": round(time.perf_counter() - start, 2),
+        "loss_first": round(sum(losses[:tenth]) / tenth, 4),
+        "loss_last": round(sum(losses[-tenth:]) / tenth, 4),
+    }
