@@ -98,6 +98,13 @@ class Noise:
     drop: float = 0.0
 
 
+# The benchmark's two captioners: directory name -> the failure mode each is taught.
+CAPTIONERS: dict[str, Noise] = {
+    "captioner_insertion": Noise(insert=0.3, drop=0.1),
+    "captioner_colour": Noise(colour=0.3, drop=0.1),
+}
+
+
 def noisy_groups(scene: Scene, noise: Noise, rng: random.Random) -> list[tuple[Kind, int]]:
     """The scene's groups with ``noise`` applied: what a captioner trained on it learns to say."""
     groups = list(scene.groups())
