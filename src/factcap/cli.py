@@ -264,6 +264,10 @@ def _parser() -> argparse.ArgumentParser:
         help="only this family (repeatable); default: all",
     )
     tiny.set_defaults(handler=_cmd_make_tiny)
+
+    from factcap.bench.cli import add_parser as add_bench
+
+    add_bench(sub, argparse.RawDescriptionHelpFormatter)
     return parser
 
 

@@ -1,0 +1,264 @@
+"""``factcap bench shapes run``: what fact-checking buys, measured against exact ground truth.
+
+N held-out scenes (split ``test``) go through the ordinary factcap pipeline built from the
+world's trained models (``hf:<dir>`` specs in a normal config, see :func:`pipeline_config`),
+twice: with verification, and with verification switched off (the ``final_noverify``
+ablation: the same proposals and claims, composed without verdicts, so the difference is what
+checking the claims removed, not what fusing two captioners added). Every caption source —
+each captioner's proposal, ``final`` and ``final_noverify`` — is scored against the
+generator's ground truth (:mod:`.scoring`) and with the world's CLIP (``clip_score``,
+``self_retrieval``). The records are kept, so ``factcap report`` can show them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from factcap.bench.shapes.language import phrase
+from factcap.bench.shapes.scoring import score_captions
+from factcap.bench.shapes.world import Scene, scenes
+
+STYLE = "detailed"
+CAPTION_TOKENS = 40  # the longest world caption (four sentences) with room to spare
+LLM_TOKENS = 320  # the longest claims answer of four objects named by two captioners
+BATCH_SIZE = 16
+METRIC_KEYS = (
+    "hallucination_rate",
+    "attribute_error_rate",
+    "recall",
+    "count_accuracy",
+    "clip_score",
+    "self_retrieval_r1",
+)
+TARGETS = {
+    "hallucination_ratio_max": 0.5,  # final / best single proposer
+    "recall_ratio_min": 0.9,  # final / best single proposer
+}
+
+
+def pipeline_config(models: str | Path, verify: bool = True) -> dict[str, Any]:
+    """A plain factcap config (as a mapping) naming the world's models in ``models``."""
+    from factcap.bench.shapes.train_detector import BOX_THRESHOLD
+
+    root = Path(models).expanduser().resolve()
+
+    def spec(name: str) -> str:
+        return f"hf:{root / name}"
+
+    return {
+        "captioners": [
+            {"model": spec(name), "options": {"max_new_tokens": CAPTION_TOKENS}}
+            for name in ("captioner_insertion", "captioner_colour")
+        ],
+        "llm": {"model": spec("llm"), "max_new_tokens": LLM_TOKENS},
+        "detector": {"model": spec("detector"), "options": {"box_threshold": BOX_THRESHOLD}},
+        "vqa": {"model": spec("vqa")},
+        "embedder": {"model": spec("clip")},
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": BATCH_SIZE,
+        "styles": [STYLE],
+        "verify": {"enabled": verify},
+    }
+
+
+def write_config(models: str | Path) -> Path:
+    """Write ``models/factcap.yaml``: the world's pipeline, for ``factcap caption --config``."""
+    import yaml
+
+    path = Path(models) / "factcap.yaml"
+    header = "# The shapes world's models (written by `factcap bench shapes train`).\n"
+    path.write_text(header + yaml.safe_dump(pipeline_config(models), sort_keys=False))
+    return path
+
+
+def proposer_name(spec: str) -> str:
+    """``hf:/models/captioner_colour`` → ``captioner_colour``."""
+    return Path(spec.partition(":")[2]).name or spec
+
+
+def write_scenes(held_out: Sequence[Scene], folder: Path) -> list[Path]:
+    """Render the scenes as PNG files (named by scene id) and their truth as JSONL."""
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with open(folder / "truth.jsonl", "w", encoding="utf-8") as truth:
+        for scene in held_out:
+            path = images / f"{scene.id}.png"
+            scene.render().save(path)
+            paths.append(path)
+            truth.write(json.dumps(scene.truth()) + "\n")
+    return paths
+
+
+def caption_pipeline(
+    pipeline: Any, paths: Sequence[Path], out: Path, label: str, log: Callable[[str], None]
+) -> list[Any]:
+    """Run ``pipeline`` over ``paths``, writing records to ``out`` (JSONL) as they come."""
+    from factcap.inputs import expand
+
+    records = []
+    start = time.perf_counter()
+    with open(out, "w", encoding="utf-8") as sink:
+        for record in pipeline.run(expand([str(p) for p in paths])):
+            sink.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            records.append(record)
+            if len(records) % 100 == 0 or len(records) == len(paths):
+                rate = len(records) / (time.perf_counter() - start)
+                log(f"{label}: {len(records)}/{len(paths)} scenes ({rate:.1f}/s)")
+    return records
+
+
+def source_captions(records: Sequence[Any], noverify: Sequence[Any]) -> dict[str, list[str]]:
+    """Caption text per caption source, aligned with the scenes ("" for a failed item)."""
+    sources: dict[str, list[str]] = {}
+    for i, record in enumerate(records):
+        for proposal in record.proposals:
+            key = f"proposal:{proposer_name(proposal.model)}"
+            sources.setdefault(key, [""] * len(records))[i] = proposal.text
+    sources["final"] = [r.captions.get(STYLE, "") for r in records]
+    sources["final_noverify"] = [r.captions.get(STYLE, "") for r in noverify]
+    return sources
+
+
+def clip_metrics(
+    paths: Sequence[Path], sources: dict[str, list[str]], clip_spec: str
+) -> dict[str, dict[str, float]]:
+    """Mean ``clip_score`` and ``self_retrieval_r1`` per source, with factcap's own metrics."""
+    from factcap.backends import registry
+    from factcap.evaluate import evaluate
+    from factcap.metrics.base import Sample
+    from factcap.metrics.resources import Resources
+
+    samples = [
+        Sample(id=p.stem, source=str(p), caption_source=key, caption=text)
+        for key, texts in sources.items()
+        for p, text in zip(paths, texts, strict=True)
+    ]
+    resources = Resources({"embedder": lambda: registry.build("embedder", clip_spec)}, 64)
+    summary = evaluate(samples, ["clip_score", "self_retrieval"], resources).summary
+    return {
+        key: {
+            name: summary[key].get(name, {}).get("mean", math.nan)
+            for name in ("clip_score", "self_retrieval_r1")
+        }
+        for key in sources
+    }
+
+
+def check_targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets, computed from the per-source metrics."""
+    src = result["sources"]
+    proposers = [v for k, v in src.items() if k.startswith("proposal:")]
+    best_h = min(p["hallucination_rate"] for p in proposers)
+    best_r = max(p["recall"] for p in proposers)
+    final = src["final"]
+    h_ratio = final["hallucination_rate"] / best_h if best_h else math.inf
+    r_ratio = final["recall"] / best_r if best_r else math.nan
+    more = src["final_noverify"]["hallucination_rate"] > final["hallucination_rate"]
+    return {
+        "hallucination_ratio": round(h_ratio, 4),
+        "hallucination_ratio_max": TARGETS["hallucination_ratio_max"],
+        "recall_ratio": round(r_ratio, 4),
+        "recall_ratio_min": TARGETS["recall_ratio_min"],
+        "noverify_hallucinates_more": more,
+        "met": h_ratio <= TARGETS["hallucination_ratio_max"]
+        and r_ratio >= TARGETS["recall_ratio_min"]
+        and more,
+    }
+
+
+def removed_hallucinations(
+    held_out: Sequence[Scene], records: Sequence[Any], limit: int = 2
+) -> list[str]:
+    """Stories for the demo: a captioner named an object that is not in the scene, the
+    detector found no box for it, and the final caption does not name it."""
+    stories = []
+    for scene, record in zip(held_out, records, strict=True):
+        for claim in record.claims:
+            colour, _, shape = claim.subject.rpartition(" ")
+            absent = claim.kind == "object" and scene.count(shape, colour or None) == 0
+            if not absent or claim.verdict != "refuted":
+                continue
+            final = record.captions.get(STYLE, "")
+            said = [p for p in record.proposals if claim.subject in p.text.lower()]
+            if not said or claim.subject in final.lower():
+                continue
+            truth = ", ".join(phrase(kind, n) for kind, n in scene.groups())
+            stories.append(
+                f"{scene.id}: the scene has {truth}\n"
+                f"  {proposer_name(said[0].model)} said: {said[0].text!r}\n"
+                f"  detector: no box for {claim.subject!r} -> claim {claim.text!r} refuted\n"
+                f"  final caption: {final!r}"
+            )
+            break
+        if len(stories) >= limit:
+            break
+    return stories
+
+
+def run_benchmark(
+    models: str | Path,
+    n: int = 500,
+    seed: int = 0,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the benchmark (module docstring); returns the result that the JSON line prints.
+
+    ``out`` keeps the scenes, their truth and both runs' records (default:
+    ``<models>/runs/seed<S>-n<N>``).
+    """
+    from factcap.config import load_config
+    from factcap.pipeline.runner import Pipeline
+
+    models = Path(models).expanduser().resolve()
+    folder = Path(out) if out else models / "runs" / f"seed{seed}-n{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    held_out = scenes(n, seed=seed, split="test")
+    paths = write_scenes(held_out, folder)
+
+    start = time.perf_counter()
+    verified = Pipeline.from_config(pipeline_config(models, verify=True))
+    records = caption_pipeline(verified, paths, folder / "results.jsonl", "verify", log)
+    unverified = load_config(overrides=pipeline_config(models, verify=False), default_preset=None)
+    ablation = Pipeline(unverified, models=verified.models)  # same models, no verification
+    unchecked = caption_pipeline(
+        ablation, paths, folder / "results_noverify.jsonl", "no verify", log
+    )
+    pipeline_s = time.perf_counter() - start
+
+    sources = source_captions(records, unchecked)
+    clip = clip_metrics(paths, sources, f"hf:{models / 'clip'}")
+    result: dict[str, Any] = {"n": n, "seed": seed, "sources": {}}
+    for key, texts in sources.items():
+        values = {**score_captions(held_out, texts), **clip[key]}
+        result["sources"][key] = {k: round(float(values[k]), 4) for k in METRIC_KEYS}
+    result["errors"] = sum(r.status != "ok" for r in records + unchecked)
+    result["targets"] = check_targets(result)
+    result["pipeline_s"] = round(pipeline_s, 1)
+    result["examples"] = removed_hallucinations(held_out, records)
+    result["records"] = str(folder / "results.jsonl")
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The per-source metrics as an aligned text table."""
+    header = ["source", *METRIC_KEYS]
+    rows = [header] + [
+        [key] + [f"{values[k]:.3f}" for k in METRIC_KEYS]
+        for key, values in result["sources"].items()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    )
