@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factcap.engine.sinks import json_safe
 from factcap.errors import ConfigError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
@@ -264,18 +265,10 @@ def write_rows(evaluation: Evaluation, out: Path) -> Path:
                 handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
     summary_path = out.with_name(out.stem + ".summary.json")
     summary_path.write_text(
-        json.dumps(_finite(evaluation.summary), indent=2, ensure_ascii=False, allow_nan=False),
+        json.dumps(json_safe(evaluation.summary), indent=2, ensure_ascii=False, allow_nan=False),
         encoding="utf-8",
     )
     return summary_path
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -101,6 +101,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from factcap.bench.shapes.run import format_table, run_benchmark
     from factcap.bench.shapes.train import MODELS
+    from factcap.engine.sinks import json_safe
 
     missing = [name for name in MODELS if not (args.models / name / "config.json").exists()]
     if missing:
@@ -123,7 +124,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{result['n']} scenes in {time.perf_counter() - start:.0f} s; records: "
         f"{result['records']}"
     )
-    print(json.dumps(result))
+    print(json.dumps(json_safe(result), allow_nan=False))
     return 0
 
 

@@ -93,17 +93,23 @@ def record_dict(record: Record) -> dict[str, Any]:
     except ValueError as err:
         record.fail("SerializationError", f"the record held a non-finite number: {err}")
         record.claims = []
-        data = _finite(record.to_dict())
+        data = json_safe(record.to_dict())
     return data
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in nested dicts and lists) made ``None``,
+    so that it dumps as strict JSON.
+
+    >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.5, None], 'c': 'x'}
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

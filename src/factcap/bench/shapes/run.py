@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from factcap.bench.shapes.language import phrase
+from factcap.bench.shapes.language import mentions, phrase
 from factcap.bench.shapes.scoring import score_captions
 from factcap.bench.shapes.world import Scene, scenes
 
@@ -158,8 +158,8 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     best_h = min(p["hallucination_rate"] for p in proposers)
     best_r = max(p["recall"] for p in proposers)
     final = src["final"]
-    h_ratio = final["hallucination_rate"] / best_h if best_h else math.inf
-    r_ratio = final["recall"] / best_r if best_r else math.nan
+    h_ratio = _ratio(final["hallucination_rate"], best_h)
+    r_ratio = _ratio(final["recall"], best_r)
     more = src["final_noverify"]["hallucination_rate"] > final["hallucination_rate"]
     return {
         "hallucination_ratio": round(h_ratio, 4),
@@ -173,11 +173,35 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ratio(value: float, best: float) -> float:
+    """``value / best``, where 0 / 0 is 0 (no worse than the best) and x / 0 is infinite."""
+    if best:
+        return value / best
+    return 0.0 if value == 0 else math.inf
+
+
+def _evidence(claim: Any) -> str:
+    """What the checkers said about an object claim, in words."""
+    said = []
+    if "detector_boxes" in claim.evidence:
+        boxes = len(claim.evidence["detector_boxes"])
+        said.append(f"the detector found {boxes or 'no'} box{'es' * (boxes != 1)}")
+    if claim.evidence.get("vqa_p_yes") is not None:
+        said.append(f"VQA P(yes)={claim.evidence['vqa_p_yes']:.2f}")
+    return ", ".join(said) or "no evidence recorded"
+
+
+def _names_only_what_is_there(caption: str, scene: Scene) -> bool:
+    """Whether ``caption`` names something and every object it names is in ``scene``."""
+    named = mentions(caption)
+    return bool(named) and all(scene.count(m.shape, m.colour, m.size) for m in named)
+
+
 def removed_hallucinations(
     held_out: Sequence[Scene], records: Sequence[Any], limit: int = 2
 ) -> list[str]:
     """Stories for the demo: a captioner named an object that is not in the scene, the
-    detector found no box for it, and the final caption does not name it."""
+    checkers refuted it, and the final caption names only objects that are there."""
     stories = []
     for scene, record in zip(held_out, records, strict=True):
         for claim in record.claims:
@@ -187,13 +211,13 @@ def removed_hallucinations(
                 continue
             final = record.captions.get(STYLE, "")
             said = [p for p in record.proposals if claim.subject in p.text.lower()]
-            if not said or claim.subject in final.lower():
+            if not said or not _names_only_what_is_there(final, scene):
                 continue
             truth = ", ".join(phrase(kind, n) for kind, n in scene.groups())
             stories.append(
                 f"{scene.id}: the scene has {truth}\n"
                 f"  {proposer_name(said[0].model)} said: {said[0].text!r}\n"
-                f"  detector: no box for {claim.subject!r} -> claim {claim.text!r} refuted\n"
+                f"  checkers: {_evidence(claim)} -> claim {claim.text!r} refuted\n"
                 f"  final caption: {final!r}"
             )
             break
