@@ -9,7 +9,7 @@ import time
 import pytest
 
 from factcap.bench.shapes import train_captioner as tc
-from factcap.bench.shapes.language import Noise, caption, mentions
+from factcap.bench.shapes.language import CAPTIONERS, Noise, caption, mentions
 from factcap.bench.shapes.world import scenes
 
 TRAIN = scenes(3000, seed=0, split="train")
@@ -42,9 +42,9 @@ def test_clean_captioner_is_trained_on_the_true_captions():
     assert not any(tc.quirk_fires(s, Noise()) for s in TRAIN[:300])
 
 
-@pytest.mark.parametrize("name", sorted(tc.CAPTIONERS))
+@pytest.mark.parametrize("name", sorted(CAPTIONERS))
 def test_training_captions_carry_the_noise_asked_for(name):
-    noise = tc.CAPTIONERS[name]
+    noise = CAPTIONERS[name]
     rates = _changes(noise)
     for mode in ("insert", "colour", "drop"):
         asked = getattr(noise, mode)
@@ -54,7 +54,7 @@ def test_training_captions_carry_the_noise_asked_for(name):
 
 
 def test_quirks_are_fixed_per_kind_and_differ_between_captioners():
-    noise = tc.CAPTIONERS["captioner_colour"]
+    noise = CAPTIONERS["captioner_colour"]
     said: dict[tuple[str, str, str], set[str]] = {}
     for scene in TRAIN[:1000]:
         truth, quirky = scene.groups(), tc.quirky_groups(scene, noise)
@@ -66,7 +66,7 @@ def test_quirks_are_fixed_per_kind_and_differ_between_captioners():
     other = [tc.training_caption(s, noise, seed=1) for s in TRAIN[:200]]
     assert other != [tc.training_caption(s, noise, seed=0) for s in TRAIN[:200]]
     assert tc.quirky_kinds(noise, 0, "drop") != tc.quirky_kinds(
-        tc.CAPTIONERS["captioner_insertion"], 0, "drop"
+        CAPTIONERS["captioner_insertion"], 0, "drop"
     )
 
 
@@ -74,7 +74,7 @@ def test_captions_fit_the_generation_budget():
     processor = tc.build_processor(96)
     longest = max(
         len(processor.tokenizer(tc.training_caption(s, noise))["input_ids"])
-        for noise in tc.CAPTIONERS.values()
+        for noise in CAPTIONERS.values()
         for s in TRAIN
     )
     assert longest - 1 <= tc.MAX_NEW_TOKENS  # less [CLS]/[DEC], which is not generated
@@ -90,7 +90,7 @@ def test_fast_batch_inputs_match_the_processor():
     expected = small(images, return_tensors="pt")["pixel_values"]
     assert (tc.pixels(images, small) - expected).abs().max() < 0.02
     for scene in TRAIN[:50]:
-        text = tc.training_caption(scene, tc.CAPTIONERS["captioner_insertion"])
+        text = tc.training_caption(scene, CAPTIONERS["captioner_insertion"])
         ids = tokenizer(text)["input_ids"]
         vocab = tokenizer.get_vocab()
         assert tc.caption_ids(text, vocab, tokenizer.bos_token_id, tokenizer.sep_token_id) == [
@@ -105,7 +105,7 @@ def test_smoke_training_gives_a_checkpoint_the_registry_loads(tmp_path):
 
     out = tmp_path / "captioner"
     start = time.perf_counter()
-    stats = tc.train(out, size="smoke", noise=tc.CAPTIONERS["captioner_colour"], log=lambda m: None)
+    stats = tc.train(out, size="smoke", noise=CAPTIONERS["captioner_colour"], log=lambda m: None)
     assert time.perf_counter() - start < 15
     assert stats["steps"] == tc.PLANS["smoke"]["steps"] and stats["noise"]["colour"] == 0.3
     assert json.loads((out / tc.NOISE_FILE).read_text())["seed"] == 0

@@ -12,6 +12,7 @@ import torch  # noqa: E402
 from factcap.backends import registry  # noqa: E402
 from factcap.backends.roles import Detection  # noqa: E402
 from factcap.bench.shapes import train_detector as td  # noqa: E402
+from factcap.bench.shapes.training import scene_pixels  # noqa: E402
 from factcap.bench.shapes.world import Obj, Scene, make_scene  # noqa: E402
 
 
@@ -50,10 +51,10 @@ def test_training_forward_matches_the_model_forward(smoke):
     text = processor.tokenizer(
         td.QUERIES, padding="max_length", max_length=td.TEXT_LENGTH, return_tensors="pt"
     )
-    assert torch.equal(td.pixels(scenes), inputs["pixel_values"])
+    assert torch.equal(scene_pixels(scenes), inputs["pixel_values"])
     with torch.no_grad():
         expected = model(**inputs)
-        logits, boxes = td.predict(model, td.pixels(scenes), dict(text))
+        logits, boxes = td.predict(model, scene_pixels(scenes), dict(text))
     torch.testing.assert_close(logits, expected.logits)
     torch.testing.assert_close(boxes, expected.pred_boxes)
 

@@ -20,6 +20,7 @@ from factcap.bench.shapes.train_vqa import (
     number_pair,
     truth,
 )
+from factcap.bench.shapes.training import scene_pixels
 from factcap.pipeline.verify import _question
 from factcap.schema import Claim
 
@@ -182,5 +183,5 @@ def test_smoke_checkpoint_loads_through_the_registry_and_answers(tmp_path):
     # the trainer's pixels are the processor's: training sees what the backend sees
     processed = vqa.processor(images=[s.render() for s in scenes], text=["x", "y"])
     expected = np.asarray(processed["pixel_values"], dtype=np.float32)
-    assert np.allclose(train_vqa.pixels(scenes).numpy(), expected, atol=1e-5)
+    assert np.allclose(scene_pixels(scenes).numpy(), expected, atol=1e-5)
     assert caption(scenes[0])  # the world and the model agree on scenes

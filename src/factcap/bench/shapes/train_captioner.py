@@ -26,8 +26,6 @@ each mistake fires for — a share of them equal to the probability in ``Noise``
 >>> scene = make_scene(3, seed=0)
 >>> training_caption(scene, Noise(), seed=0) == caption(scene)
 True
->>> sorted(CAPTIONERS)
-['captioner_colour', 'captioner_insertion']
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ from factcap.bench.shapes.language import (
     mentions,
     plural,
 )
-from factcap.bench.shapes.training import check_size, fit, seed_everything
+from factcap.bench.shapes.training import fit, plan_for, seed_everything
 from factcap.bench.shapes.world import COLOURS, SHAPES, SIZES, Scene
 
 CLEAN = Noise()
@@ -414,9 +412,7 @@ def train(
 ) -> dict[str, Any]:
     """Train a captioner with the quirks of ``noise`` into ``out``; returns training stats and,
     at full size, held-out quality (:func:`evaluate` on ``eval_n`` scenes, default 300)."""
-    plan = dict(PLANS[check_size(size)])
-    if steps is not None:
-        plan["steps"] = steps
+    plan = plan_for(PLANS, size, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)

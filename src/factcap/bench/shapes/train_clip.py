@@ -43,7 +43,7 @@ from factcap.bench.shapes.language import (
     references,
 )
 from factcap.bench.shapes.train_vqa import PATCH_CLASSES, scene_batch, scene_batches
-from factcap.bench.shapes.training import check_size, fit, seed_everything
+from factcap.bench.shapes.training import fit, plan_for, seed_everything
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES
 
 CONTEXT = 77  # tokens, as OpenAI CLIP; the longest reference takes about 40
@@ -251,9 +251,7 @@ def train(
     ``steps`` (the contrastive phase) and other :data:`PLANS` entries can be overridden;
     ``eval_n`` held-out scenes are evaluated (default: 100 at full size, none at smoke).
     """
-    plan = dict(PLANS[check_size(size)], **plan_overrides)
-    if steps is not None:
-        plan["steps"] = steps
+    plan = plan_for(PLANS, size, steps, **plan_overrides)
     out = Path(out)
     seed_everything(seed)
     processor = build_processor(out)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from factcap.bench.shapes import world
-from factcap.bench.shapes.training import check_size, fit, seed_everything
+from factcap.bench.shapes.training import fit, plan_for, scene_pixels, seed_everything
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, Obj, Scene
 
 COLOUR_SHAPES: list[str] = [f"{c} {s}" for c in COLOURS for s in SHAPES]
@@ -40,9 +40,6 @@ QUERIES: list[str] = COLOUR_SHAPES + list(SHAPES)
 BOX_THRESHOLD = 0.5
 TEXT_LENGTH = 16  # tokens per query, padded with "!" (id 0) as in google/owlv2-base-patch16
 
-# Mean and deviation of OpenAI CLIP, which Owlv2ImageProcessor normalises with.
-_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
 # Full: about 160 s on one contended CPU thread; shape recognition (not colour) needs the
 # steps, the held-out error drops sharply between 1200 and 2000 steps.
@@ -149,13 +146,6 @@ def save_processor(tokenizer: Any, out: Path) -> None:
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
 
 
-def pixels(scenes: Sequence[Scene]) -> torch.Tensor:
-    """The scenes as the processor's ``pixel_values`` (96 px squares need no pad or resize)."""
-    arrays = np.stack([np.asarray(s.render(), dtype=np.float32) for s in scenes])
-    images = torch.from_numpy(arrays).permute(0, 3, 1, 2) / 255.0
-    return (images - _MEAN) / _STD
-
-
 def answers(obj: Obj) -> list[int]:
     """Indices in :data:`QUERIES` of the queries ``obj`` makes true."""
     return [QUERIES.index(f"{obj.colour} {obj.shape}"), QUERIES.index(obj.shape)]
@@ -255,7 +245,7 @@ def make_batches(
             torch.from_numpy(np.stack(p)) for p in zip(*parts, strict=True)
         )
         return {
-            "pixel_values": pixels(scenes),
+            "pixel_values": scene_pixels(scenes),
             "text": text,
             "labels": labels,
             "weights": weights,
@@ -284,9 +274,7 @@ def train(
 
     ``eval_n`` held-out scenes are evaluated (default: 300 at full size, none at smoke).
     """
-    plan = dict(PLANS[check_size(size)])
-    if steps is not None:
-        plan["steps"] = steps
+    plan = plan_for(PLANS, size, steps)
     out = Path(out)
     seed_everything(seed)
     tokenizer = write_tokenizer(out)

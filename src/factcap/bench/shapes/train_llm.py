@@ -56,7 +56,7 @@ from factcap.bench.shapes.language import (
     noisy_caption,
     phrase,
 )
-from factcap.bench.shapes.training import check_size, fit, seed_everything
+from factcap.bench.shapes.training import fit, plan_for, seed_everything
 from factcap.bench.shapes.world import Scene
 from factcap.pipeline.compose import style_text, verdicts_block
 from factcap.pipeline.parsing import ParseError, parse_claims
@@ -530,9 +530,7 @@ def train(
     ``eval_n`` held-out samples per task are evaluated (default: 200 at full size, none at
     smoke); ``steps`` overrides the plan's.
     """
-    plan = dict(PLANS[check_size(size)])
-    if steps is not None:
-        plan["steps"] = steps
+    plan = plan_for(PLANS, size, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)

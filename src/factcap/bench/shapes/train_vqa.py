@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from factcap.bench.shapes import world
 from factcap.bench.shapes.language import NUMBERS, plural
-from factcap.bench.shapes.training import check_size, fit, seed_everything
+from factcap.bench.shapes.training import fit, plan_for, scene_pixels, seed_everything
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene
 
 FORMS = ("object", "attribute", "count")
@@ -63,9 +63,6 @@ NEGATIVE_WEIGHTS = {
 }
 TEXT_POSITIONS = 64
 
-# Mean and deviation of OpenAI CLIP, which BlipImageProcessor normalises with.
-MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
 # ``see_steps`` steps teach the vision tower alone through the patch probe (cheap: no text),
 # then ``steps`` steps train everything on the questions.
@@ -273,13 +270,6 @@ class Balancer:
 # --- data -----------------------------------------------------------------------------------
 
 
-def pixels(scenes: Sequence[Scene]) -> torch.Tensor:
-    """The scenes as BLIP's (and CLIP's) ``pixel_values`` at 96 px: rescaled and normalised."""
-    arrays = np.stack([np.asarray(s.render(), dtype=np.float32) for s in scenes])
-    images = torch.from_numpy(arrays).permute(0, 3, 1, 2) / 255.0
-    return (images - MEAN) / STD
-
-
 def world_words() -> list[str]:
     """Every word the questions and answers use."""
     numbers = [w for w in NUMBERS.values() if w != "a"]
@@ -388,7 +378,7 @@ def patch_labels(scene: Scene, grid: int) -> np.ndarray:
 def scene_batch(scenes: Sequence[Scene], grid: int) -> dict[str, torch.Tensor]:
     """``pixel_values`` and :func:`patch_labels` of ``scenes``."""
     labels = np.stack([patch_labels(s, grid) for s in scenes])
-    return {"pixel_values": pixels(scenes), "patch_labels": torch.from_numpy(labels)}
+    return {"pixel_values": scene_pixels(scenes), "patch_labels": torch.from_numpy(labels)}
 
 
 def scene_batches(batch: int, seed: int, grid: int) -> Callable[[int], dict[str, torch.Tensor]]:
@@ -583,9 +573,7 @@ def train(
     """
     from factcap.backends.hf_blip import _mask_padded_questions
 
-    plan = dict(PLANS[check_size(size)], **plan_overrides)
-    if steps is not None:
-        plan["steps"] = steps
+    plan = plan_for(PLANS, size, steps, **plan_overrides)
     out = Path(out)
     seed_everything(seed)
     processor = build_processor(out)

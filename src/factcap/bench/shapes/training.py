@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,38 @@ import torch
 SIZES = ("full", "smoke")
 
 
+# Mean and deviation of OpenAI CLIP's images, which the BLIP, CLIP and OWLv2 processors use.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
 def check_size(size: str) -> str:
     if size not in SIZES:
         raise ValueError(f"unknown training size {size!r}; choose from {', '.join(SIZES)}")
     return size
+
+
+def plan_for(
+    plans: dict[str, dict[str, Any]], size: str, steps: int | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A copy of ``plans[size]`` with ``overrides`` (and ``steps``, unless None) applied.
+
+    >>> plan_for({"full": {"steps": 9, "lr": 0.1}, "smoke": {}}, "full", steps=3, lr=0.2)
+    {'steps': 3, 'lr': 0.2}
+    """
+    plan = dict(plans[check_size(size)], **overrides)
+    if steps is not None:
+        plan["steps"] = steps
+    return plan
+
+
+def scene_pixels(scenes: Sequence[Any]) -> torch.Tensor:
+    """The scenes as ``pixel_values`` at their own size (no resize or pad), rescaled to
+    [0, 1] and normalised with CLIP's mean and deviation, as the processors would."""
+    arrays = np.stack([np.asarray(s.render(), dtype=np.float32) for s in scenes])
+    images = torch.from_numpy(arrays).permute(0, 3, 1, 2) / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    return (images - mean) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 
 def seed_everything(seed: int) -> torch.Generator:
