@@ -113,3 +113,21 @@ def test_cli_names_missing_models(tmp_path, capsys):
     assert main(["bench", "shapes", "run", "--models", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "captioner_insertion" in err and "factcap bench shapes train" in err
+
+
+def test_training_gives_the_same_weights_whatever_the_string_hash_seed(tmp_path):
+    """Seeded means reproducible: nothing the trainers draw may depend on set order."""
+    import os
+    import subprocess
+    import sys
+
+    def train(hash_seed: str) -> dict[str, bytes]:
+        out = tmp_path / f"hash{hash_seed}"
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1")
+        command = [sys.executable, "-m", "factcap", "bench", "shapes", "train", "--size", "smoke"]
+        subprocess.run([*command, "--out", str(out)], env=env, check=True, capture_output=True)
+        return {p.parent.name: p.read_bytes() for p in sorted(out.glob("*/model.safetensors"))}
+
+    first, second = train("1"), train("2")
+    assert sorted(first) == sorted(MODELS)
+    assert [name for name in first if first[name] != second[name]] == []

@@ -194,8 +194,10 @@ def negatives(scene: Scene, form: str, bare: bool, rng: random.Random) -> dict[s
     return found
 
 
-def _kinds(scene: Scene, bare: bool) -> set[tuple[str | None, str]]:
-    return {(None if bare else o.colour, o.shape) for o in scene.objects}
+def _kinds(scene: Scene, bare: bool) -> list[tuple[str | None, str]]:
+    """The scene's distinct ``(colour, shape)`` pairs in the order of its objects (a list, not
+    a set: a set's order changes with the string hash seed, and the training data with it)."""
+    return list(dict.fromkeys((None if bare else o.colour, o.shape) for o in scene.objects))
 
 
 def _about_missing(
