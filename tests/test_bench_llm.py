@@ -77,7 +77,8 @@ def test_compose_samples_are_what_compose_sends(index, checked):
         c.text for c in parse_claims(claims_answer(sample.texts), train_llm.MAX_CLAIMS)
     ]
     verdicts = [c.verdict for c in sample.claims]
-    assert sample.answer == compose_answer(json.loads(claims_answer(sample.texts)), verdicts)
+    claims = json.loads(claims_answer(sample.texts))
+    assert sample.answer == compose_answer(claims, verdicts, sample.texts)
     if not checked:
         assert set(verdicts) == {"uncertain"}
 

@@ -128,3 +128,21 @@ def test_compose_target_keeps_what_was_not_refuted():
     assert everything == "There are two small red circles. There is a large blue cross."
     no_cross = compose_answer(claims, ["supported"] * 3 + ["refuted", "uncertain"])
     assert no_cross == "There are two small red circles."
+
+
+def test_compose_target_keeps_an_uncertain_object_only_when_every_draft_names_it():
+    drafts = [
+        "There are two small red circles. There is a large blue cross.",
+        "there is a small blue cross. there is a large red circle.",
+    ]
+    claims = claims_for(drafts)
+    subjects = [(c["kind"], c["subject"]) for c in claims]
+    cross = subjects.index(("object", "blue cross"))
+    verdicts = ["supported"] * len(claims)
+    verdicts[cross] = "uncertain"
+    both = compose_answer(claims, verdicts, drafts)
+    assert "blue cross" in both and "red circle" in both
+    alone = compose_answer(claims, verdicts, [drafts[0], "There is a red circle."])
+    assert "cross" not in alone and "red circle" in alone
+    unchecked = compose_answer(claims, ["uncertain"] * len(claims), [drafts[0]])
+    assert "blue cross" in unchecked

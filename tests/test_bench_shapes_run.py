@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from factcap.bench.shapes import run as bench_run
-from factcap.bench.shapes.language import caption
+from factcap.bench.shapes.language import caption, caption_of
 from factcap.bench.shapes.world import SHAPES, make_scene
 from factcap.schema import Claim, Proposal, Record
 
@@ -71,7 +71,11 @@ def test_stories_show_a_refuted_hallucination_and_a_final_caption_that_is_right(
     kept = _record(scene, invented.lower(), invented, absent)  # the final caption kept it
     empty = _record(scene, invented.lower(), "", absent)
     unsaid = _record(scene, truth.lower(), truth, absent)  # no proposal named it
-    assert bench_run.removed_hallucinations([scene] * 3, [kept, empty, unsaid]) == []
+    (kind, count), *rest = scene.groups()
+    miscounted = caption_of([(kind, count + 1), *rest])
+    wrong_count = _record(scene, invented.lower(), miscounted, absent)
+    stories = bench_run.removed_hallucinations([scene] * 4, [kept, empty, unsaid, wrong_count])
+    assert stories == []
 
 
 def test_table_has_a_row_per_source_and_a_column_per_metric():

@@ -234,18 +234,36 @@ def claims_answer(captions: Sequence[str]) -> str:
     return json.dumps(claims_for(captions), ensure_ascii=False)
 
 
-def compose_answer(claims: Sequence[dict[str, Any]], verdicts: Sequence[str]) -> str:
+def compose_answer(
+    claims: Sequence[dict[str, Any]], verdicts: Sequence[str], drafts: Sequence[str] = ()
+) -> str:
     """The final caption the LLM is taught to write from checked claims: every object whose
-    ``object`` claim is not refuted, with its first size and number that are not refuted.
+    ``object`` claim is supported, with its first size and number that are not refuted.
 
-    >>> claims = claims_for(["There are two small red circles. There is a large blue cross."])
+    An ``uncertain`` object (the checkers disagreed) is kept only when it is plausible, as the
+    compose prompt asks: when every one of the ``drafts`` names it. When every claim is
+    uncertain, nothing was checked (verification off) and every object is kept.
+
+    >>> drafts = ["There are two small red circles. There is a large blue cross."]
+    >>> claims = claims_for(drafts)
     >>> compose_answer(claims, ["supported", "supported", "refuted", "refuted", "supported"])
     'There is a small red circle.'
+    >>> compose_answer(claims, ["supported"] * 3 + ["uncertain"] * 2, [*drafts, "a red circle"])
+    'There are two small red circles.'
     """
+    unchecked = all(verdict == "uncertain" for verdict in verdicts)
+
+    def kept(subject: str, verdict: str) -> bool:
+        if verdict == "supported" or unchecked:
+            return True
+        return verdict == "uncertain" and all(
+            any(f"{m.colour} {m.shape}" == subject for m in mentions(draft)) for draft in drafts
+        )
+
     objects: dict[str, dict[str, Any]] = {}
     for claim, verdict in zip(claims, verdicts, strict=True):
         subject = claim["subject"]
-        if claim["kind"] == "object" and verdict != "refuted":
+        if claim["kind"] == "object" and kept(subject, verdict):
             objects.setdefault(subject, {"size": "", "count": 1, "counted": False})
     for claim, verdict in zip(claims, verdicts, strict=True):
         entry = objects.get(claim["subject"])

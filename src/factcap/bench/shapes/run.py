@@ -191,17 +191,23 @@ def _evidence(claim: Any) -> str:
     return ", ".join(said) or "no evidence recorded"
 
 
-def _names_only_what_is_there(caption: str, scene: Scene) -> bool:
-    """Whether ``caption`` names something and every object it names is in ``scene``."""
+def _is_true_of(caption: str, scene: Scene) -> bool:
+    """Whether ``caption`` names something and every object it names is in ``scene``, as
+    many times as it says."""
     named = mentions(caption)
-    return bool(named) and all(scene.count(m.shape, m.colour, m.size) for m in named)
+    return bool(named) and all(
+        scene.count(m.shape, m.colour, m.size) == m.count
+        if m.count
+        else scene.count(m.shape, m.colour, m.size) > 0
+        for m in named
+    )
 
 
 def removed_hallucinations(
     held_out: Sequence[Scene], records: Sequence[Any], limit: int = 2
 ) -> list[str]:
     """Stories for the demo: a captioner named an object that is not in the scene, the
-    checkers refuted it, and the final caption names only objects that are there."""
+    checkers refuted it, and the final caption is true of the scene."""
     stories = []
     for scene, record in zip(held_out, records, strict=True):
         for claim in record.claims:
@@ -211,7 +217,7 @@ def removed_hallucinations(
                 continue
             final = record.captions.get(STYLE, "")
             said = [p for p in record.proposals if claim.subject in p.text.lower()]
-            if not said or not _names_only_what_is_there(final, scene):
+            if not said or not _is_true_of(final, scene):
                 continue
             truth = ", ".join(phrase(kind, n) for kind, n in scene.groups())
             stories.append(

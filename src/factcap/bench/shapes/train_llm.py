@@ -70,7 +70,7 @@ SINGLE_P = 0.05  # a single proposal (the other captioner failed)
 CLEAN_P = 0.1  # a proposal that is the true caption
 LOWER_P = 0.6  # a lowercase proposal (the world's captioners write lowercase, like BLIP)
 UNCERTAIN_P = 0.3  # compose samples whose verdicts are all "uncertain" (verification off)
-FLIP_UNCERTAIN_P = 0.1  # a checked claim left uncertain
+FLIP_UNCERTAIN_P = 0.15  # a checked claim left uncertain
 FLIP_WRONG_P = 0.05  # a checked claim judged wrongly (the checkers make mistakes)
 
 USER, ASSISTANT, SYSTEM = "<|user|>", "<|assistant|>", "<|system|>"
@@ -93,7 +93,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "heads": 4,
         "vocab": 768,
         "corpus": 3000,
-        "steps": 3600,
+        "steps": 4800,
         "batch": 16,
         "lr": 8e-3,
         "claims_share": 2,
@@ -242,7 +242,7 @@ def make_sample(task: str, scene: Scene, rng: random.Random, checked: bool | Non
         checked = rng.random() >= UNCERTAIN_P
     judge(claims, scene, rng, checked)
     dicts = json.loads(answer)[: len(claims)]
-    final = compose_answer(dicts, [c.verdict for c in claims])
+    final = compose_answer(dicts, [c.verdict for c in claims], texts)
     regime = "checked" if checked else "uncertain"
     prompt = compose_prompt(texts, labels, claims)
     return Sample(task, texts, labels, prompt, final, claims, regime)

@@ -65,7 +65,9 @@ TEXT_POSITIONS = 64
 
 
 # ``see_steps`` steps teach the vision tower alone through the patch probe (cheap: no text),
-# then ``steps`` steps train everything on the questions.
+# then ``steps`` steps train everything on the questions. Full: about 185 s on 2 cores; at
+# 1200 question steps size and count answers were still improving (held-out size negatives
+# right 70 %, count forms 86 %; at 1800: 95 % and 93 %).
 PLANS: dict[str, dict[str, Any]] = {
     "full": {
         "width": 64,
@@ -74,7 +76,7 @@ PLANS: dict[str, dict[str, Any]] = {
         "patch": 16,
         "see_steps": 1200,
         "see_lr": 4e-3,
-        "steps": 1200,
+        "steps": 1800,
         "batch": 32,
         "lr": 2e-3,
     },
