@@ -277,7 +277,7 @@ def _load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = No
     return load_config(path=args.config, preset=args.preset, overrides=overrides)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep the terminal for factcap's own progress bar: no per-checkpoint bars or advisories
     from transformers / huggingface_hub (a user's explicit settings win)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -288,7 +288,7 @@ def _quiet_libraries() -> None:
 
 
 def _cmd_caption(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     from factcap.engine import open_sink, open_source
     from factcap.engine.executor import run_job
     from factcap.engine.resume import completed_ids
@@ -379,7 +379,7 @@ def _has_output(path: Path) -> bool:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     from factcap import evaluate as ev
 
     overrides: dict[str, Any] = {}
@@ -488,7 +488,7 @@ def _cmd_models_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     from factcap.backends import tiny
 
     start = time.perf_counter()

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from factcap.cli import quiet_libraries
+
 SHAPES_EXAMPLES = """examples:
   factcap bench shapes train --out models/shapes              # about 18 minutes on 2 cores
   factcap bench shapes run --models models/shapes             # 500 held-out scenes
@@ -83,6 +85,7 @@ def _log(message: str) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    quiet_libraries()  # per-checkpoint bars and advisories would bury the training log
     from factcap.bench.shapes.train import train_all
 
     report = train_all(
@@ -99,6 +102,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    quiet_libraries()
     from factcap.bench.shapes.run import format_table, run_benchmark
     from factcap.bench.shapes.train import MODELS
     from factcap.engine.sinks import json_safe

@@ -116,7 +116,6 @@ def train_all(
     and writes ``out/factcap.yaml`` once every model exists.
     """
     import torch
-    from transformers.utils import logging as hf_logging
 
     from factcap.bench.shapes.training import check_size
 
@@ -127,7 +126,6 @@ def train_all(
     out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    hf_logging.disable_progress_bar()  # per-shard bars would bury the training log
     start = time.perf_counter()
     report: dict[str, Any] = {"models": {}, "trained": [], "reused": []}
     for name in only or MODELS:
