@@ -100,13 +100,14 @@ def caption_pipeline(
     pipeline: Any, paths: Sequence[Path], out: Path, label: str, log: Callable[[str], None]
 ) -> list[Any]:
     """Run ``pipeline`` over ``paths``, writing records to ``out`` (JSONL) as they come."""
+    from factcap.engine.sinks import JsonlSink
     from factcap.inputs import expand
 
     records = []
     start = time.perf_counter()
-    with open(out, "w", encoding="utf-8") as sink:
+    with JsonlSink(out) as sink:
         for record in pipeline.run(expand([str(p) for p in paths])):
-            sink.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+            sink.write(record)
             records.append(record)
             if len(records) % 100 == 0 or len(records) == len(paths):
                 rate = len(records) / (time.perf_counter() - start)
