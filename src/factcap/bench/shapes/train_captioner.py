@@ -52,7 +52,7 @@ from factcap.bench.shapes.language import (
     mentions,
     plural,
 )
-from factcap.bench.shapes.training import fit, plan_for, seed_everything
+from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
 from factcap.bench.shapes.world import COLOURS, SHAPES, SIZES, Scene
 
 CLEAN = Noise()
@@ -432,10 +432,7 @@ def train(
     quirks = {"seed": seed, "noise": vars(noise)}
     (out / NOISE_FILE).write_text(json.dumps(quirks), encoding="utf-8")
     stats |= {"size": size, "plan": plan, **quirks}
-    eval_n = (300 if size == "full" else 0) if eval_n is None else eval_n
-    if eval_n:
-        stats["held_out"] = evaluate(out, n=eval_n, seed=seed)
-        log(f"held-out: {stats['held_out']}")
+    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
     return stats
 
 

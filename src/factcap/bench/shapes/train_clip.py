@@ -43,7 +43,7 @@ from factcap.bench.shapes.language import (
     references,
 )
 from factcap.bench.shapes.train_vqa import PATCH_CLASSES, scene_batch, scene_batches
-from factcap.bench.shapes.training import fit, plan_for, seed_everything
+from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES
 
 CONTEXT = 77  # tokens, as OpenAI CLIP; the longest reference takes about 40
@@ -282,10 +282,7 @@ def train(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     stats |= {"size": size, "plan": plan}
-    eval_n = (100 if size == "full" else 0) if eval_n is None else eval_n
-    if eval_n:
-        stats["held_out"] = evaluate(out, n=eval_n, seed=seed)
-        log(f"held-out: {stats['held_out']}")
+    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
     return stats
 
 

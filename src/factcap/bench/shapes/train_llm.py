@@ -56,7 +56,7 @@ from factcap.bench.shapes.language import (
     noisy_caption,
     phrase,
 )
-from factcap.bench.shapes.training import fit, plan_for, seed_everything
+from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
 from factcap.bench.shapes.world import Scene
 from factcap.pipeline.compose import style_text, verdicts_block
 from factcap.pipeline.parsing import ParseError, parse_claims
@@ -562,10 +562,7 @@ def train(
         "parameters": sum(p.numel() for p in model.parameters()),
         "total_s": round(time.perf_counter() - start, 2),
     }
-    eval_n = (200 if size == "full" else 0) if eval_n is None else eval_n
-    if eval_n:
-        stats["held_out"] = evaluate(out, n=eval_n, seed=seed)
-        log(f"held-out: {stats['held_out']}")
+    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
     return stats
 
 

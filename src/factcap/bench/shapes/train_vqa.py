@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from factcap.bench.shapes import world
 from factcap.bench.shapes.language import NUMBERS, plural
-from factcap.bench.shapes.training import fit, plan_for, scene_pixels, seed_everything
+from factcap.bench.shapes.training import add_held_out, fit, plan_for, scene_pixels, seed_everything
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene
 
 FORMS = ("object", "attribute", "count")
@@ -609,10 +609,7 @@ def train(
     model.save_pretrained(out)
     processor.save_pretrained(out)
     stats |= {"size": size, "plan": plan}
-    eval_n = (1000 if size == "full" else 0) if eval_n is None else eval_n
-    if eval_n:
-        stats["held_out"] = evaluate(out, n=eval_n, seed=seed)
-        log(f"held-out: {stats['held_out']}")
+    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
     return stats
 
 

@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,35 @@ def plan_for(
     if steps is not None:
         plan["steps"] = steps
     return plan
+
+
+def add_held_out(
+    stats: dict[str, Any],
+    evaluate: Callable[..., dict[str, Any]],
+    out: Path,
+    *,
+    size: str,
+    seed: int,
+    eval_n: int | None,
+    log: Callable[[str], None],
+) -> None:
+    """Set ``stats["held_out"]`` to ``evaluate(out, n=eval_n, seed=seed)`` and log it; when
+    ``eval_n`` is None, at full size only, on ``evaluate``'s default number of samples.
+
+    >>> stats = {}
+    >>> add_held_out(stats, lambda out, n=5, seed=0: {"n": n}, Path("m"), size="full",
+    ...              seed=0, eval_n=None, log=print)
+    held-out: {'n': 5}
+    >>> add_held_out(stats, lambda out, n=5, seed=0: {"n": n}, Path("m"), size="smoke",
+    ...              seed=0, eval_n=None, log=print)
+    >>> stats
+    {'held_out': {'n': 5}}
+    """
+    if eval_n == 0 or (eval_n is None and size != "full"):
+        return
+    chosen = {} if eval_n is None else {"n": eval_n}
+    stats["held_out"] = evaluate(out, seed=seed, **chosen)
+    log(f"held-out: {stats['held_out']}")
 
 
 def scene_pixels(scenes: Sequence[Any]) -> torch.Tensor:
