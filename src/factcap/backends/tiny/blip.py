@@ -62,32 +62,61 @@ def _blip_processor(out: Path) -> Any:
     return BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def _blip_config(tokenizer: Any) -> Any:
+def blip_config(
+    tokenizer: Any,
+    *,
+    width: int = HIDDEN,
+    heads: int = HEADS,
+    text_layers: int = LAYERS,
+    vision_layers: int = LAYERS,
+    image_size: int = IMAGE_SIZE,
+    patch: int = PATCH_SIZE,
+    text_positions: int = 512,
+    initializer_range: float | None = None,
+) -> Any:
+    """A ``BlipConfig`` for captioning or VQA: a ViT and a BERT text model of ``width``
+    (feed-forward twice as wide), the token ids of ``tokenizer``; the vision tower initialised
+    at 0.02. ``initializer_range`` sets the text model's and the heads' (default: the hub's).
+
+    >>> class Tokenizer(list):  # a vocabulary of 40 with BLIP's special token ids
+    ...     bos_token_id, pad_token_id, sep_token_id = 1, 0, 2
+    >>> config = blip_config(Tokenizer(range(40)), width=64, heads=2)
+    >>> config.text_config.intermediate_size, config.vision_config.initializer_range
+    (128, 0.02)
+    """
     from transformers import BlipConfig
 
+    widened = {} if initializer_range is None else {"initializer_range": initializer_range}
     text = {
         "vocab_size": len(tokenizer),
-        "hidden_size": HIDDEN,
-        "encoder_hidden_size": HIDDEN,
-        "intermediate_size": FFN,
-        "projection_dim": HIDDEN,
-        "num_hidden_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "max_position_embeddings": 512,  # the real prompts and questions fit
+        "hidden_size": width,
+        "encoder_hidden_size": width,
+        "intermediate_size": 2 * width,
+        "projection_dim": width,
+        "num_hidden_layers": text_layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": text_positions,
         "bos_token_id": tokenizer.bos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "sep_token_id": tokenizer.sep_token_id,
         "eos_token_id": tokenizer.sep_token_id,
-        "initializer_range": 0.2,
+        **widened,
     }
+    vision = _vision(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=width,
+    )
     return BlipConfig(
         text_config=text,
-        vision_config=_vision(projection_dim=HIDDEN),
-        projection_dim=HIDDEN,
-        image_text_hidden_size=HIDDEN,
-        # Wider than the hub's 0.02, so that a random model's answers and words depend
-        # visibly on the image and the question.
-        initializer_range=0.2,
+        vision_config=vision,
+        projection_dim=width,
+        image_text_hidden_size=width,
+        **widened,
     )
 
 
@@ -104,7 +133,10 @@ def build_blip_captioner(out: Path) -> None:
     out = Path(out)
     processor = _blip_processor(out)
     torch.manual_seed(0)
-    model = BlipForConditionalGeneration(_blip_config(processor.tokenizer)).eval()
+    # Wider than the hub's 0.02, so that a random model's answers and words depend
+    # visibly on the image and the question.
+    model = BlipForConditionalGeneration(blip_config(processor.tokenizer, initializer_range=0.2))
+    model.eval()
     _save(model, processor, out)
 
 
@@ -116,7 +148,8 @@ def build_blip_vqa(out: Path) -> None:
     out = Path(out)
     processor = _blip_processor(out)
     torch.manual_seed(0)
-    model = BlipForQuestionAnswering(_blip_config(processor.tokenizer)).eval()
+    model = BlipForQuestionAnswering(blip_config(processor.tokenizer, initializer_range=0.2))
+    model.eval()
     _save(model, processor, out)
 
 

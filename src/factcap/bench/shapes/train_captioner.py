@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factcap.backends.tiny.blip import blip_config
 from factcap.bench.shapes import world
 from factcap.bench.shapes.language import (
     NUMBERS,
@@ -118,36 +119,18 @@ def build_model(tokenizer: Any, plan: dict[str, Any]) -> Any:
     ``BlipForConditionalGeneration.generate`` (transformers 5) runs the text decoder's own
     default config (20 tokens), so callers pass ``max_new_tokens`` — ``BlipCaptioner`` does
     (40 unless told otherwise)."""
-    from transformers import BlipConfig, BlipForConditionalGeneration
+    from transformers import BlipForConditionalGeneration
 
     width = plan["width"]
-    heads = max(1, width // 32)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": width,
-        "encoder_hidden_size": width,
-        "intermediate_size": 2 * width,
-        "projection_dim": width,
-        "num_hidden_layers": plan["text_layers"],
-        "num_attention_heads": heads,
-        "max_position_embeddings": 64,
-        "bos_token_id": tokenizer.bos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-    }
-    vision = {
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": plan["vision_layers"],
-        "num_attention_heads": heads,
-        "image_size": plan["image_size"],
-        "patch_size": plan["patch"],
-        "projection_dim": width,
-        "initializer_range": 0.02,  # the hub default (1e-10) starts every image alike
-    }
-    config = BlipConfig(
-        text_config=text, vision_config=vision, projection_dim=width, image_text_hidden_size=width
+    config = blip_config(
+        tokenizer,
+        width=width,
+        heads=max(1, width // 32),
+        text_layers=plan["text_layers"],
+        vision_layers=plan["vision_layers"],
+        image_size=plan["image_size"],
+        patch=plan["patch"],
+        text_positions=64,
     )
     model = BlipForConditionalGeneration(config)
     model.generation_config.max_new_tokens = MAX_NEW_TOKENS

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from factcap.backends.tiny.blip import blip_config
 from factcap.bench.shapes import world
 from factcap.bench.shapes.language import NUMBERS, plural
 from factcap.bench.shapes.training import add_held_out, fit, plan_for, scene_pixels, seed_everything
@@ -304,39 +305,18 @@ def build_processor(out: Path) -> Any:
 
 def build_model(tokenizer: Any, plan: dict[str, Any]) -> Any:
     """A randomly initialised ``BlipForQuestionAnswering`` sized by ``plan``."""
-    from transformers import BlipConfig, BlipForQuestionAnswering
+    from transformers import BlipForQuestionAnswering
 
     width = plan["width"]
-    heads = max(1, width // 16)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": width,
-        "encoder_hidden_size": width,
-        "intermediate_size": 2 * width,
-        "projection_dim": width,
-        "num_hidden_layers": plan["text_layers"],
-        "num_attention_heads": heads,
-        "max_position_embeddings": TEXT_POSITIONS,
-        "bos_token_id": tokenizer.bos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-    }
-    vision = {
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": plan["vision_layers"],
-        "num_attention_heads": heads,
-        "image_size": IMAGE_SIZE,
-        "patch_size": plan["patch"],
-        "projection_dim": width,
-        "initializer_range": 0.02,  # the default 1e-10 starts every image alike
-    }
-    config = BlipConfig(
-        text_config=text,
-        vision_config=vision,
-        projection_dim=width,
-        image_text_hidden_size=width,
+    config = blip_config(
+        tokenizer,
+        width=width,
+        heads=max(1, width // 16),
+        text_layers=plan["text_layers"],
+        vision_layers=plan["vision_layers"],
+        image_size=IMAGE_SIZE,
+        patch=plan["patch"],
+        text_positions=TEXT_POSITIONS,
     )
     return BlipForQuestionAnswering(config)
 
