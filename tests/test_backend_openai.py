@@ -12,7 +12,9 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from PIL import Image
@@ -28,9 +30,13 @@ from factcap.backends.openai_compat import (
 from factcap.backends.request_cache import FILENAME, RequestCache
 from factcap.backends.roles import LLM, VQA, Captioner
 from factcap.errors import FactcapError
-from fake_openai import FakeOpenAIServer, Fault, Reply
+from fake_openai import FakeOpenAIServer, Fault, Reply, echo
 
 FAST = {"backoff": 0.01, "max_retry_wait": 2.0}
+# A client timeout the server's normal answers always beat, however loaded the machine; the
+# requests meant to time out get no answer at all until the test releases them (``Hold``).
+ANSWER_WITHIN = 5.0
+WAIT = 60.0  # the most a test waits for something that should happen (it fails after)
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +76,63 @@ def _image_part(request: dict) -> dict:
 def _text_part(request: dict) -> str:
     (part,) = [p for p in request["messages"][0]["content"] if p["type"] == "text"]
     return part["text"]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (never expected)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: still not so after {timeout:g} s")
+        time.sleep(0.01)
+
+
+class Hold:
+    """A ``respond`` for the fake server that gives the first ``n`` requests no answer until
+    :meth:`release` (a client timeout is then certain, whatever the machine's speed); the
+    others are answered by ``respond`` at once."""
+
+    def __init__(self, n: int, respond: Callable[[dict], Reply | str] = echo):
+        self.n, self.respond = n, respond
+        self.held = 0
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict) -> Reply | str:
+        with self._lock:
+            hold = self.held < self.n
+            self.held += hold
+        if hold:
+            self._released.wait()
+        return self.respond(request)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class Rendezvous:
+    """A ``respond`` for the fake server that answers no request before ``parties`` of them
+    are in flight together (in groups of ``parties``; only the first group when ``once``):
+    concurrency is then proven by the requests themselves, not by how long they overlap.
+    ``met`` turns False when a group never filled up within ``WAIT`` seconds."""
+
+    def __init__(self, parties: int, once: bool = False):
+        self.barrier = threading.Barrier(parties, timeout=WAIT)
+        self.parties, self.once = parties, once
+        self.met = True
+        self._arrived = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict) -> Reply:
+        with self._lock:
+            self._arrived += 1
+            wait = not self.once or self._arrived <= self.parties
+        if wait:
+            try:
+                self.barrier.wait()
+            except threading.BrokenBarrierError:
+                self.met = False
+        return echo(request)
 
 
 # -- LLM -------------------------------------------------------------------------------------
@@ -140,13 +203,14 @@ def test_unknown_option_is_rejected():
 
 
 def test_requests_of_a_batch_are_in_flight_together():
-    # the server holds each request 0.5 s, so a client that sends them one by one never has
-    # two in flight (the speed itself is measured by a benchmark, not here)
-    with FakeOpenAIServer(delay=0.5) as srv:
-        llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=8)
+    # the server answers none of the first four until all four are in flight, so a client that
+    # sends them one by one never gets an answer (the speed is measured by a benchmark)
+    together = Rendezvous(4, once=True)
+    with FakeOpenAIServer(together) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=8, timeout=2 * WAIT)
         out = llm.chat([_conv(f"q{i}") for i in range(8)])
     assert out == [f"echo: q{i}" for i in range(8)]
-    assert srv.max_in_flight >= 4
+    assert together.met and srv.max_in_flight >= 4
 
 
 def test_order_is_preserved_when_replies_finish_in_reverse():
@@ -161,11 +225,14 @@ def test_order_is_preserved_when_replies_finish_in_reverse():
 
 
 def test_max_concurrency_bounds_requests_in_flight():
-    with FakeOpenAIServer(delay=0.05) as srv:
-        llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=2)
+    # every request waits for a partner before it is answered: two are always in flight
+    # together, and a third would be counted by the server while they wait
+    pairs = Rendezvous(2)
+    with FakeOpenAIServer(pairs) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=2, timeout=2 * WAIT)
         out = llm.chat([_conv(str(i)) for i in range(6)])
     assert out == [f"echo: {i}" for i in range(6)]
-    assert srv.max_in_flight == 2
+    assert pairs.met and srv.max_in_flight == 2
 
 
 # -- retries and errors ----------------------------------------------------------------------
@@ -219,20 +286,28 @@ def test_retry_after_is_capped(server):
 
 
 def test_timeout_raises_after_retries(server):
-    server.script(Fault.delay(5), Fault.delay(5))
-    llm = OpenAILLM("m", base_url=server.base_url, timeout=0.3, max_retries=1, **FAST)
-    start = time.perf_counter()
-    with pytest.raises(RemoteError, match="timed out") as info:
-        llm.chat([_conv("hi")])
-    assert time.perf_counter() - start < 3.0
-    assert info.value.status is None and server.base_url in str(info.value)
-    assert len(server.completions) == 2
+    # the server never answers until released (after the client gave up): that the call
+    # returns at all shows the client timed out instead of waiting for the answer
+    hold = server.respond = Hold(2)
+    llm = OpenAILLM("m", base_url=server.base_url, timeout=0.5, max_retries=1, **FAST)
+    try:
+        with pytest.raises(RemoteError, match="timed out after 0.5 s") as info:
+            llm.chat([_conv("hi")])
+        assert info.value.status is None and server.base_url in str(info.value)
+        wait_until(lambda: hold.held == 2, "both attempts reached the server")
+        assert len(server.completions) == 2
+    finally:
+        hold.release()
 
 
 def test_timeout_then_success(server):
-    server.script(Fault.delay(5))
-    llm = OpenAILLM("m", base_url=server.base_url, timeout=0.3, max_retries=1, **FAST)
-    assert llm.chat([_conv("hi")]) == ["echo: hi"]
+    hold = server.respond = Hold(1)  # the first attempt gets no answer
+    llm = OpenAILLM("m", base_url=server.base_url, timeout=ANSWER_WITHIN, max_retries=1, **FAST)
+    try:
+        assert llm.chat([_conv("hi")]) == ["echo: hi"]
+    finally:
+        hold.release()
+    assert hold.held == 1 and len(server.completions) == 2
 
 
 @pytest.mark.parametrize(
@@ -461,8 +536,9 @@ def test_jitter_is_checked(bad):
         OpenAILLM("m", **bad)
 
 
-def _retry_gaps(jitter: float) -> list[float]:
-    """Eight requests fail together with a 500; how long after its failure is each retried?"""
+def _retry_gaps(jitter: float) -> tuple[list[float], list[float]]:
+    """Eight requests fail together with a 500: the waits the client chose before retrying
+    them, and how long after its first arrival the server saw each retry (both sorted)."""
     with FakeOpenAIServer() as server:
         server.script(*[Fault.status(500)] * 8)
         llm = OpenAILLM(
@@ -475,20 +551,34 @@ def _retry_gaps(jitter: float) -> list[float]:
             cache=False,
         )
         llm.rng = random.Random(3)
+        waits: list[float] = []
+        chosen = llm.retry_delay
+
+        def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+            waits.append(chosen(attempt, retry_after))
+            return waits[-1]
+
+        llm.retry_delay = retry_delay  # records what the client waits before each retry
         assert llm.chat([_conv(str(i)) for i in range(8)]) == [f"echo: {i}" for i in range(8)]
     arrivals: dict[str, list[float]] = {}
     for r in server.completions:
         arrivals.setdefault(r.json["messages"][0]["content"], []).append(r.received_at)
     assert sorted(len(times) for times in arrivals.values()) == [2] * 8
-    return sorted(retry - first for first, retry in arrivals.values())
+    gaps = sorted(retry - first for first, retry in arrivals.values())
+    return sorted(waits), gaps
 
 
 def test_jitter_spreads_retries_of_requests_that_failed_together():
-    together = _retry_gaps(jitter=0.0)
-    assert together[0] >= 0.8 and together[-1] - together[0] < 0.3
+    waits, gaps = _retry_gaps(jitter=0.0)
+    assert waits == [0.8] * 8  # no jitter: all eight retry together, a full backoff later
+    assert all(gap >= wait for gap, wait in zip(gaps, waits, strict=True))
     # the first 8 draws of Random(3) span 0.01..0.84 of the 0.8 s backoff: 0.66 s apart
-    spread = _retry_gaps(jitter=1.0)
-    assert spread[0] < 0.3 and spread[-1] - spread[0] > 0.4
+    waits, gaps = _retry_gaps(jitter=1.0)
+    draws = random.Random(3)
+    assert waits == pytest.approx(sorted(0.8 * (1 - draws.random()) for _ in range(8)))
+    assert waits[0] < 0.3 and waits[-1] - waits[0] > 0.4
+    # the server saw each retry no sooner than its wait: the client really waited that long
+    assert all(gap >= wait for gap, wait in zip(gaps, waits, strict=True))
 
 
 # -- response cache --------------------------------------------------------------------------
@@ -656,12 +746,14 @@ def test_unusable_cache_dir_only_warns(server, tmp_path, caplog):
 
 
 def test_cache_is_shared_by_concurrent_requests(tmp_path):
-    with FakeOpenAIServer(delay=0.02) as srv:
+    together = Rendezvous(8, once=True)  # no answer before eight requests are in flight
+    with FakeOpenAIServer(together) as srv:
         kw = {"base_url": srv.base_url, "cache_dir": tmp_path, "max_concurrency": 16}
+        kw["timeout"] = 2 * WAIT
         first = OpenAILLM("m", **kw).chat([_conv(str(i)) for i in range(48)])
         second = OpenAILLM("m", **kw).chat([_conv(str(i)) for i in range(48)])
     assert first == second == [f"echo: {i}" for i in range(48)]
-    assert len(srv.completions) == 48 and srv.max_in_flight > 4
+    assert together.met and len(srv.completions) == 48 and srv.max_in_flight >= 8
     with sqlite3.connect(tmp_path / FILENAME) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         rows = conn.execute("SELECT response FROM responses").fetchall()
@@ -795,7 +887,14 @@ def test_registry_builds_openai_backends(server, images):
 
     judge = registry.build("vqa", "openai:vis", base_url=server.base_url)
     assert isinstance(judge, OpenAIJudge)
-    assert server.requests[-1].json["model"] == "vis"
+    asked = len(server.requests)
+    (p,) = judge.yes_probability(images[:1], ["Is it red?"])
+    assert math.isnan(p)  # the echo is neither yes nor no
+    assert len(server.requests) == asked + 1
+    request = server.requests[-1].json  # the judge's own request, not the captioner's
+    assert request["model"] == "vis" and request["logprobs"] is True
+    assert request["max_tokens"] == 1 and _text_part(request).startswith("Is it red?")
+    assert _image_part(request)["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
 def test_pickle_round_trip_after_use(server):
