@@ -15,7 +15,6 @@ import pytest
 
 from factcap.errors import ConfigError
 from factcap.metrics import Sample, build, summarise
-from factcap.metrics import synonyms as syn
 from factcap.metrics.capture import (
     Capture,
     Elements,
@@ -32,7 +31,8 @@ from factcap.metrics.capture import (
     weighted_total,
 )
 from factcap.metrics.resources import Resources
-from factcap.pipeline.parsing import ParseError
+from factcap.text import synonyms as syn
+from factcap.text.jsonrepair import ParseError
 from scripted import ScriptedLLM
 from spies import count_forwards, rejected
 

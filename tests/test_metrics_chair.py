@@ -10,7 +10,7 @@ import pytest
 from factcap.errors import ConfigError
 from factcap.metrics import Sample, build, summarise
 from factcap.metrics.chair import Chair, chair_counts, coco_mentions, object_categories, ov_verdicts
-from factcap.metrics.synonyms import coco_canonical, coco_synonyms
+from factcap.text.synonyms import coco_canonical, coco_synonyms
 
 
 def sample(caption, objects=None, references=(), claims=(), id="1"):

@@ -8,15 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factcap.pipeline.parsing import (
-    ParseError,
-    clean_caption,
-    fallback_claims,
-    noun_phrases,
-    parse_claims,
-    to_claims,
-)
+from factcap.pipeline.parsing import clean_caption, fallback_claims, parse_claims, to_claims
 from factcap.schema import CLAIM_KINDS, VERDICTS
+from factcap.text.english import noun_phrases
+from factcap.text.jsonrepair import ParseError
 
 GOOD = [
     {"kind": "object", "text": "There is a dog.", "subject": "dog"},

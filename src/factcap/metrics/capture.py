@@ -15,13 +15,13 @@ Two extractors, chosen by the ``extractor`` option (``auto``: the LLM when the `
 configured, else the rules):
 
 - ``llm`` — the ``llm`` role is asked for JSON (:data:`EXTRACT_PROMPT`), all texts in one
-  batched ``chat`` call; the answer is read with :func:`~factcap.pipeline.parsing.extract_json`
+  batched ``chat`` call; the answer is read with :func:`~factcap.text.jsonrepair.extract_json`
   and kept only where grounded in the text (every word of an object, and each attribute, must
   occur in it). A text whose answer cannot be parsed falls back to the rules, and the score's
   ``info`` says so (``capture_extractor``, ``capture_fallback``).
 - ``rules`` — :func:`rule_elements`, offline and deterministic: a chunker finds noun phrases
   (led by a determiner or number, or a content word after a preposition, conjunction or at the
-  start of a sentence; the word classes are :func:`~factcap.pipeline.parsing.content_words`'s);
+  start of a sentence; the word classes are :func:`~factcap.text.english.content_words`'s);
   the last word is the object, modifiers before it are attributes when they are describing
   words (:data:`ATTRIBUTE_WORDS`, WordNet adjectives that are not nouns, participles) and part
   of a compound object otherwise; "X is/looks ADJ" adds attributes; the words between two
@@ -34,7 +34,7 @@ configured, else the rules):
 
 **Matching**, per element type, each candidate element against one reference's elements, in
 three stages as CAPTURE: (1) *exact* — equal strings, one to one; (2) *synonym* — among the
-rest, one to one, :func:`~factcap.metrics.synonyms.are_synonyms` (WordNet when installed,
+rest, one to one, :func:`~factcap.text.synonyms.are_synonyms` (WordNet when installed,
 else CHAIR's COCO table; relations need all three parts to match); (3) *soft* — each remaining
 candidate element earns its highest cosine with a remaining reference element, and each
 remaining reference element its highest cosine with a remaining candidate element (unit
@@ -72,9 +72,10 @@ from typing import Any
 import numpy as np
 
 from factcap.errors import ConfigError
-from factcap.metrics import synonyms as syn
 from factcap.metrics.base import Metric, Sample, Score
-from factcap.pipeline.parsing import NUMBER_WORDS, ParseError, content_words, extract_json
+from factcap.text import synonyms as syn
+from factcap.text.english import NUMBER_WORDS, content_words, singular
+from factcap.text.jsonrepair import ParseError, extract_json
 
 #: CAPTURE's weights of the object, attribute and relation F1 (its alpha, beta, gamma).
 WEIGHTS = (0.5, 0.5, 0.2)
@@ -174,7 +175,7 @@ _MAX_GAP = 5
 
 class Lemmatizer:
     """Base forms of nouns, adjectives and verbs: WordNet's morphy when a :class:`WordNet` is
-    given, else :func:`~factcap.metrics.synonyms.singular` for nouns and the word as is.
+    given, else :func:`~factcap.text.english.singular` for nouns and the word as is.
 
     >>> Lemmatizer(None).noun("ponies"), Lemmatizer(None).verb("sitting")
     ('pony', 'sitting')
@@ -189,7 +190,7 @@ class Lemmatizer:
             return ""
         if self.wordnet is not None and len(words) > 1 and self.wordnet.has(phrase, "n"):
             return self.wordnet.lemma(phrase, "n")
-        last = self.wordnet.lemma(words[-1], "n") if self.wordnet else syn.singular(words[-1])
+        last = self.wordnet.lemma(words[-1], "n") if self.wordnet else singular(words[-1])
         return " ".join(words[:-1] + [last])
 
     def adjective(self, word: str) -> str:
@@ -294,7 +295,7 @@ def _phrases(tokens: list[str], lem: Lemmatizer) -> list[_Phrase]:
                 break  # "a woman carries a bag", "the image depicts": a verb, not a noun
             words.append(word)
             j += 1
-            if count and count > 1 and syn.singular(word) != word:
+            if count and count > 1 and singular(word) != word:
                 break  # "two dogs play": the plural noun closes the phrase
         if words:
             phrases.append(_Phrase(j - len(words), j, words))

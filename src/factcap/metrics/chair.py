@@ -4,9 +4,9 @@ After Rohrbach et al. 2018, "Object Hallucination in Image Captioning" (EMNLP), 
 their ``chair.py`` where the paper is silent.
 
 **Mentions.** The caption is lower-cased and split into words; each word is singularised
-(:func:`~factcap.metrics.synonyms.singular`, unless the COCO table lists it as it is:
+(:func:`~factcap.text.english.singular`, unless the COCO table lists it as it is:
 "scissors", "people"); then, left to right, the longest run of up to three words that names a
-COCO category in CHAIR's synonym table (``data/coco_synonyms.txt``: 80 categories, e.g.
+COCO category in CHAIR's synonym table (``text/data/coco_synonyms.txt``: 80 categories, e.g.
 "puppy" → dog, "sofa" → couch, multi-word names such as "traffic light", "hot dog", "dining
 table") is one *mention* of that category. Rohrbach et al.'s special cases are kept: "baby" /
 "adult" before an animal and "passenger" before "jet" / "train" name the animal or vehicle,
@@ -50,9 +50,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from factcap.metrics import synonyms as syn
 from factcap.metrics.base import NAN, Metric, Sample, Score
 from factcap.metrics.capture import Lemmatizer, rule_elements
+from factcap.text import synonyms as syn
+from factcap.text.english import singular
 
 _WORD = re.compile(r"[a-z]+")
 _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra")
@@ -86,7 +87,7 @@ def coco_mentions(text: str) -> list[tuple[str, str]]:
     canonical = syn.coco_canonical()
     special = _special()
     known = _vocabulary_words()
-    words = [w if w in known else syn.singular(w) for w in _WORD.findall(text.lower())]
+    words = [w if w in known else singular(w) for w in _WORD.findall(text.lower())]
     mentions: list[tuple[str, str]] = []
     i = 0
     while i < len(words):

@@ -21,11 +21,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from factcap.pipeline.parsing import NUMBER_WORDS, clean_caption, content_words
+from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.pipeline.verify import proposals_block
 from factcap.pipeline.work import Work, fail_all, live, timed
 from factcap.schema import Claim
+from factcap.text.english import NUMBER_WORDS, content_words
 
 INSTRUCTION = "instruction"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from factcap.pipeline.parsing import clean_text
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import Proposal
+from factcap.text.english import clean_text
 
 
 def propose(

@@ -36,15 +36,11 @@ from functools import partial
 from typing import Any
 
 from factcap.config import VerifyConfig
-from factcap.pipeline.parsing import (
-    CLAIMS_JSON_SCHEMA,
-    ParseError,
-    fallback_claims,
-    parse_claims,
-)
+from factcap.pipeline.parsing import CLAIMS_JSON_SCHEMA, fallback_claims, parse_claims
 from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import Claim
+from factcap.text.jsonrepair import ParseError
 
 
 def proposals_block(work: Work) -> str:

@@ -59,9 +59,10 @@ from factcap.bench.shapes.language import (
 from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
 from factcap.bench.shapes.world import Scene
 from factcap.pipeline.compose import style_text, verdicts_block
-from factcap.pipeline.parsing import ParseError, parse_claims
+from factcap.pipeline.parsing import parse_claims
 from factcap.pipeline.prompts import load_prompt, quote_data, render
 from factcap.schema import Claim
+from factcap.text.jsonrepair import ParseError
 
 TASKS = ("claims", "compose")
 STYLE = "detailed"

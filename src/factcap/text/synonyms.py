@@ -14,14 +14,13 @@ in all parts of speech (the definition CAPTURE uses, via NLTK's ``wordnet.synset
 word itself; multi-word lemmas are written with spaces.
 
 **Fallback.** Without WordNet, :func:`synonyms` uses the COCO synonym table of CHAIR
-(``data/coco_synonyms.txt``, 80 categories): a word's synonyms are the words of its category.
-That table knows only COCO objects, so a metric using :func:`synonyms` says which source it
-used (:func:`synonym_source`) — never silently.
+(``data/coco_synonyms.txt``, 80 categories): a word's synonyms are the words of its category,
+found for the word as it is or its :func:`~factcap.text.english.singular`. That table knows
+only COCO objects, so a metric using :func:`synonyms` says which source it used
+(:func:`synonym_source`) — never silently.
 
 >>> sorted(coco_synonyms()["couch"])[:3]
 ['chesterfield', 'couch', 'futon']
->>> singular("benches"), singular("knives"), singular("glass")
-('bench', 'knife', 'glass')
 >>> are_synonyms("table", "dining table")  # whole words contained
 True
 """
@@ -35,6 +34,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+
+from factcap.text.english import singular
 
 #: Where WordNet's database files are looked for when ``$FACTCAP_WORDNET`` is not set.
 WORDNET_DIRS: tuple[str, ...] = (
@@ -88,10 +89,19 @@ class WordNet:
     """The WordNet database in directory ``root``, read lazily (an index is parsed on first use,
     synsets are read from memory-mapped data files).
 
-    >>> import os
-    >>> wn = wordnet()  # None when no WordNet is installed
-    >>> wn is None or {"sofa", "couch"} <= wn.synonyms("couches")
-    True
+    A one-synset database in the real file format (``tests/test_metrics_capture.py`` checks a
+    larger one, and the system's WordNet when one is installed):
+
+    >>> import tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> root = Path(tmp.name)
+    >>> _ = (root / "data.noun").write_text("00000000 06 n 02 couch 0 sofa 0 000 | a seat\\n")
+    >>> _ = (root / "index.noun").write_text(
+    ...     "couch n 1 0 1 0 00000000\\nsofa n 1 0 1 0 00000000\\n"
+    ... )
+    >>> sorted(WordNet(root).synonyms("couches")), WordNet(root).synonyms("unicorns")
+    (['couch', 'couches', 'sofa'], {'unicorns'})
+    >>> tmp.cleanup()
     """
 
     def __init__(self, root: str | os.PathLike[str]):
@@ -258,7 +268,7 @@ def synonym_source(root: str | os.PathLike[str] | None = None) -> str:
 
 @lru_cache(maxsize=1)
 def _coco_rows() -> tuple[tuple[str, ...], ...]:
-    text = (resources.files("factcap.metrics") / "data" / "coco_synonyms.txt").read_text("utf-8")
+    text = (resources.files("factcap.text") / "data" / "coco_synonyms.txt").read_text("utf-8")
     rows = []
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
@@ -286,68 +296,10 @@ def coco_canonical() -> dict[str, str]:
     return table
 
 
-# --- plural → singular, without a dictionary -------------------------------------------------
-
-_IRREGULAR = {
-    "men": "man",
-    "women": "woman",
-    "children": "child",
-    "mice": "mouse",
-    "geese": "goose",
-    "teeth": "tooth",
-    "feet": "foot",
-    "knives": "knife",
-    "wives": "wife",
-    "leaves": "leaf",
-    "shelves": "shelf",
-    "loaves": "loaf",
-    "calves": "calf",
-    "wolves": "wolf",
-    "halves": "half",
-    "scarves": "scarf",
-    "oxen": "ox",
-    "buses": "bus",
-    "cacti": "cactus",
-    "dice": "die",
-    "tomatoes": "tomato",
-    "potatoes": "potato",
-    "lenses": "lens",
-    "cookies": "cookie",
-    "movies": "movie",
-}
-_UNCHANGED = {"sheep", "fish", "deer", "series", "species", "scissors", "skis", "pants", "jeans"}
-
-
-def singular(word: str) -> str:
-    """A rule-based singular of one lower-case noun ("ponies" → "pony", "men" → "man").
-
-    Words that are the same in both numbers, and a few COCO plurals CHAIR lists as such
-    ("scissors", "skis"), are left alone.
-
-    >>> [singular(w) for w in ["dogs", "ponies", "ties", "boxes", "policemen", "bus", "scissors"]]
-    ['dog', 'pony', 'tie', 'box', 'policeman', 'bus', 'scissors']
-    """
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
-    if word in _UNCHANGED or len(word) <= 3:
-        return word
-    if word.endswith("men") and len(word) > 4:
-        return word[:-3] + "man"
-    if word.endswith("ies"):
-        return word[:-3] + "y" if len(word) > 4 else word[:-1]  # "ponies", but "ties"
-    if word.endswith(("ches", "shes", "sses", "xes", "zzes")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "us", "is", "ous")):
-        return word[:-1]
-    return word
-
-
 def _coco_synonyms_of(word: str) -> set[str]:
     canonical = coco_canonical()
     norm = " ".join(word.lower().split())
-    words = norm.split()
-    single = " ".join(words[:-1] + [singular(words[-1])]) if words else norm
-    category = canonical.get(norm) or canonical.get(single)
+    category = canonical.get(norm) or canonical.get(singular(norm))
     found = {norm}
     if category:
         found.update(coco_synonyms()[category])
