@@ -5,15 +5,19 @@ the detector local: tiny Grounding DINO, OCR off) runs over 16 photos in batches
 the server misbehaves on cue, each fault aimed at one item's request of one stage:
 
 - batch 0 (items 0-3): faults that retries recover from — 500 then 503 on a caption, a 429
-  with ``Retry-After`` on a claim extraction, a reply slower than the client's timeout on a
-  VQA question, a dropped connection on a compose request;
+  with ``Retry-After`` on a claim extraction, no reply at all (a client timeout) on a VQA
+  question, a dropped connection on a compose request;
 - batch 1 (items 4-7): no fault;
 - batch 2 (items 8-11): caption requests that keep failing — 500 on every attempt, a garbage
-  200 body, a timeout on every attempt, a dropped connection on every attempt;
+  200 body, no reply on every attempt, a dropped connection on every attempt;
 - batch 3 (items 12-15): compose requests that answer 500 on every attempt.
 
 Every failing item's batch holds only failing items, so what is asserted holds whether the
 pipeline fails a whole batch or only the failed items of it.
+
+Nothing here depends on the machine's speed: the requests meant to time out get no answer
+until the test ends (:class:`Hangs`), so the client's timeout certainly expires on them, and
+that timeout is generous enough that every other request is answered well within it.
 
 Then ``--retry-failed`` is replayed (the failed records dropped, those items run again by a new
 pipeline with the same response cache) and the server's request log shows what the cache
@@ -27,6 +31,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ pytestmark = pytest.mark.slow
 MODEL = "openai:Qwen/Qwen2.5-VL-7B-Instruct"
 N_ITEMS, BATCH = 16, 4
 BASE_WIDTH, STEP = 64, 8  # item i is BASE_WIDTH + STEP * i pixels wide: the server tells them apart
-TIMEOUT = 1.0
+TIMEOUT = 5.0  # far above any normal answer's latency; a held request costs this much
 MAX_RETRIES = 2  # three attempts
 _PHOTO = re.compile(r"photo (\d+)\b")
 
@@ -117,17 +122,52 @@ def aim(server: FakeOpenAIServer, kind: str, i: int, *faults: Fault) -> None:
     server.fault_when(lambda req: stage(req) == kind and item(req) == i, *faults)
 
 
-def script_faults(server: FakeOpenAIServer) -> None:
+class Hangs:
+    """The server's ``respond``: :func:`answer`, except that the next ``times`` requests
+    about ``(stage, item)`` (see :meth:`aim`) get no answer until :meth:`release`, so the
+    client's timeout expires on them whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.left: Counter[tuple[str, int]] = Counter()
+        self.held: Counter[tuple[str, int]] = Counter()
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    def aim(self, kind: str, i: int, times: int = 1) -> None:
+        self.left[(kind, i)] += times
+
+    def __call__(self, request: dict) -> Reply | str:
+        key = (stage(request), item(request))
+        with self._lock:
+            hold = self.left[key] > 0
+            if hold:
+                self.left[key] -= 1
+                self.held[key] += 1
+        if hold:
+            self._released.wait()
+        return answer(request)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __enter__(self) -> Hangs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def script_faults(server: FakeOpenAIServer, hangs: Hangs) -> None:
     # batch 0: recovered by retries
     aim(server, "caption", 0, Fault.status(500), Fault.status(503))
     aim(server, "claims", 1, Fault.rate_limit(retry_after=0.3))
-    aim(server, "vqa", 2, Fault.delay(3 * TIMEOUT))
+    hangs.aim("vqa", 2)
     aim(server, "compose", 3, Fault.drop())
     # batch 2: caption requests that keep failing
     attempts = MAX_RETRIES + 1
     aim(server, "caption", 8, *[Fault.status(500)] * attempts)
     aim(server, "caption", 9, Fault.garbage())  # a 200 that is not a completion: not retried
-    aim(server, "caption", 10, *[Fault.delay(3 * TIMEOUT)] * attempts)
+    hangs.aim("caption", 10, attempts)
     aim(server, "caption", 11, *[Fault.drop()] * attempts)
     # batch 3: compose requests that keep failing
     for i in range(12, 16):
@@ -207,10 +247,13 @@ def requests_about(server: FakeOpenAIServer, since: int = 0) -> list[tuple[str, 
 
 def test_faults_are_retried_or_recorded_and_a_retried_job_hits_the_cache(image_dir, tmp_path):
     cache_dir, out = tmp_path / "request-cache", tmp_path / "out.jsonl"
-    with FakeOpenAIServer(answer) as server:
-        script_faults(server)
+    hangs = Hangs()
+    with FakeOpenAIServer(hangs) as server, hangs:  # the held requests go before the server
+        script_faults(server, hangs)
         assert run_job(pipeline(server, cache_dir), image_dir, out) == N_ITEMS
         assert server.pending_faults == 0  # every scripted fault was met
+        assert +hangs.left == Counter()  # and every request meant to hang did
+        assert hangs.held == {("vqa", 2): 1, ("caption", 10): MAX_RETRIES + 1}
         records = by_index(out)
         endpoint = f"{server.base_url}/chat/completions"
 
