@@ -12,17 +12,20 @@ from conftest import ROOT
 from factcap.cli import main
 
 
-def test_help_is_fast_and_imports_no_torch():
+def test_help_imports_no_torch():
+    """``factcap --help`` answers without importing torch or transformers, the imports that
+    make it slow (how fast it answers is measured by ``benchmarks/startup.py``)."""
     code = (
-        "import sys, time; t=time.perf_counter(); from factcap.cli import main\n"
-        "try: main(['--help'])\nexcept SystemExit: pass\n"
-        "print(time.perf_counter()-t, 'torch' in sys.modules, 'transformers' in sys.modules)"
+        "import sys\nfrom factcap.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit as e: assert e.code in (0, None), e.code\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "print('heavy:', ' '.join(heavy) or 'none')"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert out[-2:] == ["False", "False"]
-    assert float(out[-3]) < 1.0
+    ).stdout
+    assert "usage:" in out and "caption" in out  # the help was printed
+    assert out.splitlines()[-1] == "heavy: none"
 
 
 @pytest.mark.parametrize(
