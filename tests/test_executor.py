@@ -103,23 +103,37 @@ def test_a_source_failure_is_raised():
 
 def test_two_workers_overlap_batches_but_never_share_a_model(photos):
     """Two batches in the model stages at once (one waits on a 'remote' captioner while the
-    other runs the 'local' LLM), yet each model only ever runs one call at a time."""
+    other runs the 'local' LLM), yet each model only ever runs one call at a time.
+
+    The overlap is forced, not hoped for: the first LLM call (the first batch, past its
+    captions) and the second captioner call (the other batch) wait for each other, so they
+    are in flight together however fast the machine; with one batch at a time they never
+    meet and the test fails. Each call then lasts a little, only so that a model used by
+    two batches at once would more likely be caught."""
     from factcap.config import load_config
     from factcap.pipeline import Pipeline
     from factcap.pipeline.runner import Models
     from scripted import ScriptedDetector, ScriptedLLM, ScriptedVQA
 
     active: dict[str, int] = {}
-    overlap = {"most_at_once": 0, "same_model_twice": False}
+    calls: dict[str, int] = {}
+    overlap = {"most_at_once": 0, "same_model_twice": False, "met": False}
     lock = threading.Lock()
+    meet = threading.Barrier(2, timeout=60)  # generous: it is never expected to expire
+    meeting = {("llm", 1), ("remote-captioner", 2)}
 
     def tracked(name, fn, seconds):
         @functools.wraps(fn)
         def call(*args, **kwargs):
             with lock:
                 active[name] = active.get(name, 0) + 1
+                calls[name] = calls.get(name, 0) + 1
                 overlap["same_model_twice"] |= active[name] > 1
                 overlap["most_at_once"] = max(overlap["most_at_once"], sum(active.values()))
+                waits = (name, calls[name]) in meeting
+            if waits:
+                meet.wait()  # both calls are active now (BrokenBarrierError if never)
+                overlap["met"] = True
             time.sleep(seconds)
             try:
                 return fn(*args, **kwargs)
@@ -152,7 +166,7 @@ def test_two_workers_overlap_batches_but_never_share_a_model(photos):
     assert run_job(pipeline, inputs, sink, workers=2) == 12
     assert sorted(sink.records) == [f"id{i:03d}" for i in range(12)]
     assert sink.statuses == ["ok"] * 12
-    assert overlap["most_at_once"] == 2  # two batches in different stages at once
+    assert overlap["met"] and overlap["most_at_once"] == 2  # two batches in different stages
     assert not overlap["same_model_twice"]
 
 
