@@ -20,6 +20,7 @@ from factcap.engine import read_records
 from factcap.inputs import expand
 
 FAST_CONFIG = "preset: tiny\nocr: null\nbatch_size: 4\n"
+FIRST_RECORD_S = 300  # generous: a job's first record comes after its models load
 
 
 def make_images(folder: Path, n: int) -> list[str]:
@@ -34,6 +35,33 @@ def make_images(folder: Path, n: int) -> list[str]:
 
 def ids_in(path: Path) -> list[str]:
     return [record["id"] for record in read_records(path)]
+
+
+def records_now(path: Path) -> int | None:
+    """How many whole records a running (or killed) job's output holds: JSONL lines that end
+    in a newline (a line being written does not yet), finished shards; ``None`` while a shard
+    cannot be read."""
+    if not path.exists():
+        return 0
+    if path.is_file():
+        return sum(line.endswith(b"\n") for line in path.read_bytes().splitlines(True))
+    try:
+        return len(ids_in(path))
+    except Exception:  # noqa: BLE001 - read again a moment later
+        return None
+
+
+def wait_for_records(proc: subprocess.Popen, out: Path, at_least: int) -> int:
+    """Poll until ``out`` holds ``at_least`` records; fail if the job ends or takes longer
+    than ``FIRST_RECORD_S`` (never expected: it only has to load its models first)."""
+    deadline = time.monotonic() + FIRST_RECORD_S
+    while True:
+        n = records_now(out)
+        if n is not None and n >= at_least:
+            return n
+        assert proc.poll() is None, f"the job ended ({proc.returncode}) at {n} records"
+        assert time.monotonic() < deadline, f"{n} records after {FIRST_RECORD_S} s"
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -105,17 +133,22 @@ def test_kill_9_at_random_moments_then_resume_is_exactly_once(job, fmt):
         cmd += ["--shard-size", "8"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     rng = random.Random(1234)
-    progress = []
+    progress = [0]
     for _ in range(3):
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(5.0, 9.0))  # models load in ~4 s; then it is mid-job
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        try:
+            # mid-job, whatever the machine's speed: once a random number of new records
+            # (1-10; a whole shard for webdataset) is out, at a random moment after it
+            wait_for_records(proc, out, progress[-1] + rng.randint(1, 10))
+            time.sleep(rng.uniform(0.0, 0.05))
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL, "the job finished before it was killed"
-        progress.append(len(ids_in(out)) if out.exists() else 0)
-    assert progress[-1] > 0, progress  # the killed runs did finish some work
+        progress.append(records_now(out))
+    assert progress == sorted(set(progress)), progress  # each killed run did some work
     final = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
     got = ids_in(out)
