@@ -221,14 +221,19 @@ def test_evaluate_cli_scores_every_metric_for_every_caption_source(tmp_path, cap
     sources = {"final:detailed", "proposal:tiny:blip", "proposal:tiny:chat_vlm"}
     assert {r["caption_source"] for r in rows} == sources
     assert len(rows) == 3 * len(sources)
-    names = [v for m in ALL_METRICS.split(",") for v in build(m).value_names]
+    metrics = [build(m) for m in ALL_METRICS.split(",")]
+    names = [v for metric in metrics for v in metric.value_names]
     summary = json.loads((tmp_path / "scores.summary.json").read_text())
     for row in rows:
-        for name in names:
-            assert name in row["metrics"], name
-            value = row["metrics"][name]
-            # a value, or null with the metric's reason
-            assert value is not None or any(row["failures"].values()), (name, row)
+        for metric in metrics:
+            for name in metric.value_names:
+                assert name in row["metrics"], name
+                value = row["metrics"][name]
+                # a value, or null with this metric's own reason (not another metric's)
+                assert value is not None or row["failures"].get(metric.name), (name, row)
+        # three images: recall@5 cannot be measured, and says so
+        assert row["metrics"]["self_retrieval_r5"] is None
+        assert "recall@5" in row["failures"]["self_retrieval"]
     for source in sources:
         for name in names:
             assert name in summary[source]
