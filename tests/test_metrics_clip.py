@@ -397,13 +397,36 @@ def test_undecodable_image_and_empty_caption_fail_with_reasons(resources):
     assert good.info["self_retrieval_gallery_size"] == 1  # the broken image is not in it
 
 
+class CaptionsAsImages:
+    """The tiny CLIP for images; a caption ``"photo k"`` embeds exactly as ``vectors[k]``."""
+
+    name = "captions-as-images"
+
+    def __init__(self, clip, vectors: np.ndarray):
+        self.clip, self.vectors = clip, vectors
+
+    def embed_images(self, images):
+        return self.clip.embed_images(images)
+
+    def embed_texts(self, texts):
+        return np.stack([self.vectors[int(t.split()[-1])] for t in texts])
+
+
 @pytest.mark.slow
 def test_self_retrieval_identity_on_real_embeddings(clip, resources):
     """Captions that embed exactly as their images: every caption finds its own."""
     image_emb = np.stack(resources.image_embeddings(PHOTOS))
     assert recall_at_k(image_emb, image_emb, range(len(PHOTOS)), ks=(1,)) == {1: 1.0}
+    samples = [sample(i, path, f"photo {i}") for i, path in enumerate(PHOTOS)]
+    own = Resources({"embedder": lambda: CaptionsAsImages(clip, image_emb)})
+    for s in SelfRetrieval().score(samples, own):
+        assert s.info["self_retrieval_rank"] == 0 and s.values["self_retrieval_r1"] == 1.0
+        assert s.info["self_retrieval_gallery_size"] == len(PHOTOS)
     rolled = np.roll(image_emb, 1, axis=0)  # each caption now matches another image
     assert recall_at_k(rolled, image_emb, range(len(PHOTOS)), ks=(1,)) == {1: 0.0}
+    other = Resources({"embedder": lambda: CaptionsAsImages(clip, rolled)})
+    for s in SelfRetrieval().score(samples, other):
+        assert s.info["self_retrieval_rank"] >= 1 and s.values["self_retrieval_r1"] == 0.0
 
 
 @pytest.mark.slow
