@@ -4,6 +4,8 @@ text and on scikit-image's real scanned page."""
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,6 +51,25 @@ def test_registry_builds_rapidocr_lazily(reader):
     assert isinstance(reader, OCR)
     assert reader.name == "rapidocr"
     assert reader.min_score == 0.5
+    # in a fresh interpreter: building the reader loads no OCR engine, reading does
+    code = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from factcap.backends import registry\n"
+        "def loaded(): return sorted(m for m in ('rapidocr_onnxruntime', 'onnxruntime')"
+        " if m in sys.modules)\n"
+        "reader = registry.build('ocr', 'rapidocr', num_threads=1)\n"
+        "print('built:', loaded(), reader._engine is None)\n"
+        "reader.read([Image.new('RGB', (64, 32), 'white')])\n"
+        "print('read:', loaded(), reader._engine is None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[-2:] == [
+        "built: [] True",
+        "read: ['onnxruntime', 'rapidocr_onnxruntime'] False",
+    ]
 
 
 def test_reads_rendered_text_with_box_in_place(reader, rendered):
