@@ -2,16 +2,23 @@
 
 Fast tests run a real uvicorn server (or FastAPI's TestClient) over a pipeline whose backends
 are scripted (the far side of the role boundary); one slow test serves the real tiny preset.
+
+Batching, the queue, shutdown and jobs are driven by a gate in the first captioner that the
+test opens (:class:`GatedCaptioner`), never by sleeps: the test knows which batch is running
+and which requests are queued, whatever the machine's speed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -31,23 +38,64 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CLAIMS = '[{"kind": "object", "text": "There is a cat.", "subject": "cat"}]'
 
 
-class SlowCaptioner(ScriptedCaptioner):
-    """Takes ``delay`` seconds per batched call, so concurrent requests pile up."""
+WAIT_S = 60.0  # the most a test waits for something that should happen (then it fails)
 
-    def __init__(self, name: str, text: str, delay: float):
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (never expected)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: still not so after {timeout:g} s")
+        time.sleep(0.01)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    """:func:`wait_until` inside an event loop (the loop keeps running meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: still not so after {timeout:g} s")
+        await asyncio.sleep(0.01)
+
+
+class GatedCaptioner(ScriptedCaptioner):
+    """A scripted captioner whose calls from the ``hold_from``-th on wait until the test
+    :meth:`open`s the gate (``None``: it never holds). ``waiting`` counts the calls held now,
+    so a test knows exactly when a batch is running, and so which requests are queued."""
+
+    def __init__(self, name: str, text: str, hold_from: int | None = None):
         super().__init__(name, text)
-        self.delay = delay
+        self.hold_from = hold_from
+        self.waiting = 0
+        self._started = 0
+        self._opened = threading.Event()
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self._opened.set()
 
     def caption(self, images, prompt=None):
-        time.sleep(self.delay)
+        with self._lock:
+            self._started += 1
+            hold = self.hold_from is not None and self._started >= self.hold_from
+            self.waiting += hold
+        if hold:
+            try:
+                if not self._opened.wait(4 * WAIT_S):  # a test that forgot to open it
+                    raise RuntimeError("the test never opened the captioner's gate")
+            finally:
+                with self._lock:
+                    self.waiting -= 1
         return super().caption(images, prompt)
 
 
-def scripted_pipeline(delay: float = 0.0, batch_size: int = 4) -> Pipeline:
+def scripted_pipeline(batch_size: int = 4, hold_from: int | None = None) -> Pipeline:
+    """Scripted backends; the first captioner is a :class:`GatedCaptioner` (``gate(pipe)``)."""
     config = load_config(preset="tiny", overrides={"batch_size": batch_size})
     models = Models(
         captioners=[
-            (SlowCaptioner("cap-a", "A grey cat on a sofa.", delay), batch_size),
+            (GatedCaptioner("cap-a", "A grey cat on a sofa.", hold_from), batch_size),
             (ScriptedCaptioner("cap-b", "A cat next to a lamp."), batch_size),
         ],
         llm=(ScriptedLLM(CLAIMS, "A grey cat sits on a sofa."), batch_size),
@@ -55,6 +103,10 @@ def scripted_pipeline(delay: float = 0.0, batch_size: int = 4) -> Pipeline:
         vqa=(ScriptedVQA(lambda q: 0.9), batch_size),
     )
     return Pipeline(config, models=models)
+
+
+def gate(pipe: Pipeline) -> GatedCaptioner:
+    return pipe.models.captioners[0][0]
 
 
 def png_bytes(size: tuple[int, int] = (48, 40)) -> bytes:
@@ -284,81 +336,169 @@ def test_urls_are_rejected_not_fetched(client):
 # --- micro-batching, the bounded queue, shutdown ------------------------------------------
 
 
-def _post_many(base: str, n: int, workers: int) -> list[httpx.Response]:
-    body = {"image_base64": base64.b64encode(png_bytes()).decode()}
+CAPTION_BODY = {"image_base64": base64.b64encode(png_bytes()).decode()}
 
-    def one(_: int) -> httpx.Response:
-        return httpx.post(f"{base}/v1/captions", headers=AUTH, json=body, timeout=60)
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, range(n)))
+def _post(base: str) -> httpx.Response:
+    return httpx.post(f"{base}/v1/captions", headers=AUTH, json=CAPTION_BODY, timeout=4 * WAIT_S)
+
+
+@contextmanager
+def uvicorn_server(app) -> Iterator[tuple[str, object]]:
+    """Like ``serve_in_thread``, but hands the test the uvicorn server, so it can tell it to
+    stop (``should_exit``) and see when it has stopped listening."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), "the server started")
+        assert server.started, "the server failed to start"
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(4 * WAIT_S)
+        sock.close()
 
 
 def test_concurrent_requests_are_micro_batched():
-    pipe = scripted_pipeline(delay=0.3, batch_size=4)
+    pipe = scripted_pipeline(batch_size=4, hold_from=1)
+    held = gate(pipe)
     app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=32, max_wait_ms=20)
-    with serve_in_thread(app) as base:
-        responses = _post_many(base, 9, 9)
+    with serve_in_thread(app) as base, ThreadPoolExecutor(9) as pool:
+        try:
+            futures = [pool.submit(_post, base)]  # runs alone, held in the captioner
+            wait_until(lambda: held.waiting == 1, "the first request is running")
+            futures += [pool.submit(_post, base) for _ in range(8)]
+            wait_until(lambda: app.state.batcher.depth == 8, "eight requests are queued")
+        finally:
+            held.open()
+        responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200] * 9
-    calls = pipe.models.captioners[0][0].calls  # one captioner call per pipeline batch
-    assert sum(calls) == 9
-    assert len(calls) < 9 and max(calls) == 4
-    assert app.state.batcher.batches == calls
+    # the eight that waited together ran as two full batches, not one by one
+    assert held.calls == [1, 4, 4]  # one captioner call per pipeline batch
+    assert app.state.batcher.batches == held.calls
     llm_calls = pipe.models.llm[0].calls
-    assert len(llm_calls) == 2 * len(calls)  # extract + compose, once per batch
+    assert len(llm_calls) == 2 * len(held.calls)  # extract + compose, once per batch
 
 
 def test_full_queue_is_429_with_retry_after():
-    pipe = scripted_pipeline(delay=0.5, batch_size=2)
+    pipe = scripted_pipeline(batch_size=2, hold_from=1)
+    held = gate(pipe)
     app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=2)
-    with serve_in_thread(app) as base:
-        responses = _post_many(base, 12, 12)
-    codes = [r.status_code for r in responses]
-    assert set(codes) <= {200, 429}
-    # at most a batch in the worker plus a full queue (plus one batch gathered meanwhile)
-    assert codes.count(200) <= 6 and codes.count(429) >= 6
-    for r in responses:
-        if r.status_code == 429:
-            assert int(r.headers["Retry-After"]) >= 1
-    assert sum(pipe.models.captioners[0][0].calls) == codes.count(200)
+    with serve_in_thread(app) as base, ThreadPoolExecutor(12) as pool:
+        try:
+            accepted = [pool.submit(_post, base)]  # in the worker, held
+            wait_until(lambda: held.waiting == 1, "one request is running")
+            accepted += [pool.submit(_post, base) for _ in range(2)]
+            wait_until(lambda: app.state.batcher.depth == 2, "the queue is full")
+            # a batch in the worker and a full queue: nine more are refused at once
+            refused = list(pool.map(lambda _: _post(base), range(9)))
+        finally:
+            held.open()
+        answered = [f.result() for f in accepted]
+    assert [r.status_code for r in refused] == [429] * 9
+    for r in refused:
+        assert int(r.headers["Retry-After"]) >= 1
+    assert [r.status_code for r in answered] == [200] * 3
+    assert sum(held.calls) == 3 and app.state.batcher.batches == [1, 2]
 
 
 def test_shutdown_finishes_in_flight_work():
-    pipe = scripted_pipeline(delay=0.4, batch_size=2)
+    pipe = scripted_pipeline(batch_size=2, hold_from=1)
+    held = gate(pipe)
     app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=8)
-    with serve_in_thread(app) as base, ThreadPoolExecutor(4) as pool:
-        body = {"image_base64": base64.b64encode(png_bytes()).decode()}
-        futures = [
-            pool.submit(httpx.post, f"{base}/v1/captions", headers=AUTH, json=body, timeout=30)
-            for _ in range(4)
-        ]
-        time.sleep(0.2)  # in flight when the server is told to stop
-    codes = [f.result().status_code for f in futures]
+    with ThreadPoolExecutor(4) as pool:
+        with uvicorn_server(app) as (base, server):
+            try:
+                futures = [pool.submit(_post, base)]
+                wait_until(lambda: held.waiting == 1, "the first batch is running")
+                futures += [pool.submit(_post, base) for _ in range(3)]
+                wait_until(lambda: app.state.batcher.depth == 3, "three more are queued")
+                server.should_exit = True  # told to stop with all four in flight
+                wait_until(
+                    lambda: not any(s.is_serving() for s in server.servers),
+                    "the server stopped listening",
+                )
+            finally:
+                held.open()
+        codes = [f.result().status_code for f in futures]
     assert codes == [200] * 4
+    assert app.state.batcher.batches == [1, 2, 1]
     assert not app.state.batcher._thread.is_alive()
 
 
-def test_batcher_close_cancels_queued_work():
-    import asyncio
+def test_shutdown_cancels_queued_requests_with_503():
+    """README: "Shutdown finishes the running batch and cancels queued requests with 503":
+    the app's own shutdown (its lifespan's end) with one batch running and three queued."""
+    pipe = scripted_pipeline(batch_size=1, hold_from=1)
+    held = gate(pipe)
+    app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=8)
 
+    async def scenario() -> tuple[httpx.Response, list[httpx.Response]]:
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://factcap") as client:
+
+            def post() -> asyncio.Task:
+                return asyncio.ensure_future(
+                    client.post("/v1/captions", headers=AUTH, json=CAPTION_BODY)
+                )
+
+            try:
+                running = post()
+                await until(lambda: held.waiting == 1, "the first request is running")
+                queued = [post() for _ in range(3)]
+                await until(lambda: app.state.batcher.depth == 3, "three are queued")
+                shutdown = asyncio.ensure_future(lifespan.__aexit__(None, None, None))
+                # the batcher stops taking work, then waits for the running batch
+                await until(lambda: app.state.batcher._stop.is_set(), "the batcher is closing")
+            finally:
+                held.open()
+            await shutdown
+            return await running, list(await asyncio.gather(*queued))
+
+    running, queued = asyncio.run(scenario())
+    assert running.status_code == 200 and running.json()["status"] == "ok"
+    assert [r.status_code for r in queued] == [503] * 3
+    assert all("shut down before this request ran" in r.json()["detail"] for r in queued)
+    assert held.calls == [1] and app.state.batcher.batches == [1]
+
+
+def test_batcher_close_cancels_queued_work():
     from factcap.inputs import InputItem
     from factcap.serve.batcher import Batcher, ShuttingDown
 
-    pipe = scripted_pipeline(delay=0.3, batch_size=1)
+    pipe = scripted_pipeline(batch_size=1, hold_from=1)
+    held = gate(pipe)
 
     async def scenario():
         batcher = Batcher(pipe, max_batch=1, queue_size=8).start()
         item = InputItem(source="x", id="x", image=Image.new("RGB", (8, 8)))
-        futures = [batcher.submit(item) for _ in range(4)]
-        await asyncio.sleep(0.1)  # the first one is running
-        await asyncio.to_thread(batcher.close)
-        with pytest.raises(ShuttingDown):
-            batcher.submit(item)
+        futures = [batcher.submit(item)]
+        try:
+            await until(lambda: held.waiting == 1, "the first one is running")
+            futures += [batcher.submit(item) for _ in range(3)]
+            closing = asyncio.ensure_future(asyncio.to_thread(batcher.close))
+            await until(lambda: batcher._stop.is_set(), "close() is waiting for the batch")
+            with pytest.raises(ShuttingDown):
+                batcher.submit(item)
+        finally:
+            held.open()
+        await closing
         return await asyncio.gather(*futures, return_exceptions=True)
 
     results = asyncio.run(scenario())
     assert results[0].status == "ok"
     assert all(isinstance(r, ShuttingDown) for r in results[1:])
+    assert held.calls == [1]  # the queued ones never ran
 
 
 # --- starting up ---------------------------------------------------------------------------
@@ -439,8 +579,8 @@ def data_root(tmp_path):
     return root
 
 
-def jobs_client(root: Path, tmp_path: Path, delay: float = 0.0, batch_size: int = 4):
-    pipe = scripted_pipeline(delay=delay, batch_size=batch_size)
+def jobs_client(root: Path, tmp_path: Path, batch_size: int = 4, hold_from: int | None = None):
+    pipe = scripted_pipeline(batch_size=batch_size, hold_from=hold_from)
     app = create_app(pipe.config, KEY, data_root=root, pipeline=pipe, jobs_dir=tmp_path / "jobs")
     client = TestClient(app)
     client.pipe = pipe
@@ -448,12 +588,27 @@ def jobs_client(root: Path, tmp_path: Path, delay: float = 0.0, batch_size: int 
 
 
 def wait_for(client: TestClient, job_id: str, states=("done", "failed", "cancelled")) -> dict:
-    for _ in range(600):
+    deadline = time.monotonic() + WAIT_S
+    while True:
         job = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
         if job["state"] in states:
             return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} never reached {states}: {job}")
         time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {states}: {job}")
+
+
+def open_when_cancelled(held: GatedCaptioner, job) -> threading.Thread:
+    """Open ``held`` once ``job`` is told to stop (by a DELETE, or by the server shutting
+    down): the batch it holds then finishes, and the job stops after it."""
+
+    def run() -> None:
+        job.cancel.wait(4 * WAIT_S)
+        held.open()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_job_runs_and_streams_jsonl_results(data_root, tmp_path):
@@ -536,9 +691,12 @@ def test_job_errors_and_auth(data_root, tmp_path):
 def test_delete_cancels_a_running_job(data_root, tmp_path):
     for i in range(5, 16):
         Image.new("RGB", (20, 20)).save(data_root / "set" / f"{i}.png")
-    with jobs_client(data_root, tmp_path, delay=0.2, batch_size=2) as c:
+    with jobs_client(data_root, tmp_path, batch_size=2, hold_from=2) as c:
+        held = gate(c.pipe)
         job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
+        open_when_cancelled(held, c.app.state.jobs.jobs[job_id])
         wait_for(c, job_id, states=("running",))
+        wait_until(lambda: held.waiting == 1, "the job's second batch is running")
         r = c.delete(f"/v1/jobs/{job_id}", headers=AUTH)
         assert r.status_code == 202 and r.json()["cancelling"]
         job = wait_for(c, job_id)
@@ -685,19 +843,23 @@ def test_report_does_not_embed_images_outside_the_data_root(data_root, tmp_path)
 def test_a_running_job_survives_a_server_restart(data_root, tmp_path):
     for i in range(5, 16):
         Image.new("RGB", (20, 20)).save(data_root / "set" / f"{i}.png")
-    with jobs_client(data_root, tmp_path, delay=0.2, batch_size=2) as c:
+    with jobs_client(data_root, tmp_path, batch_size=2, hold_from=2) as c:
+        held = gate(c.pipe)
         job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set", "styles": ["short"]})
         job_id = job_id.json()["id"]
-        for _ in range(200):
-            if c.get(f"/v1/jobs/{job_id}", headers=AUTH).json()["written"] >= 2:
-                break
-            time.sleep(0.02)
+        # the second batch is held until the server shuts down (below, leaving the block)
+        open_when_cancelled(held, c.app.state.jobs.jobs[job_id])
+        wait_until(lambda: held.waiting == 1, "the job's second batch is running")
+        wait_until(
+            lambda: c.get(f"/v1/jobs/{job_id}", headers=AUTH).json()["written"] >= 2,
+            "the first batch is written",
+        )
     # graceful shutdown: the job stopped after its current batch and is left to resume
     saved = json.loads((tmp_path / "jobs" / job_id / "job.json").read_text())
     assert saved["state"] == "interrupted" and saved["styles"] == ["short"]
     before = (tmp_path / "jobs" / job_id / "results.jsonl").read_text().splitlines()
     assert 0 < len(before) < 16
-    with jobs_client(data_root, tmp_path, delay=0.0, batch_size=2) as c:
+    with jobs_client(data_root, tmp_path, batch_size=2) as c:
         job = wait_for(c, job_id)
         assert job["state"] == "done" and job["total"] == job["written"] == 16
         lines = c.get(f"/v1/jobs/{job_id}/results", headers=AUTH).text.splitlines()
@@ -712,21 +874,29 @@ def test_a_running_job_survives_a_server_restart(data_root, tmp_path):
 
 
 def test_cancelled_and_finished_jobs_are_listed_not_resumed_after_restart(data_root, tmp_path):
-    with jobs_client(data_root, tmp_path, delay=0.3, batch_size=1) as c:
+    # the first job's five batches pass; the second job's first batch is held
+    with jobs_client(data_root, tmp_path, batch_size=1, hold_from=6) as c:
+        held = gate(c.pipe)
         done = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"])
         stopped = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
+        open_when_cancelled(held, c.app.state.jobs.jobs[stopped])
         wait_for(c, stopped, states=("running",))
+        wait_until(lambda: held.waiting == 1, "the second job's first batch is running")
         assert c.delete(f"/v1/jobs/{stopped}", headers=AUTH).status_code == 202
         assert wait_for(c, stopped)["state"] == "cancelled"
     with jobs_client(data_root, tmp_path) as c:
         assert c.get(f"/v1/jobs/{done['id']}", headers=AUTH).json()["state"] == "done"
         assert c.get(f"/v1/jobs/{stopped}", headers=AUTH).json()["state"] == "cancelled"
-        time.sleep(0.2)
+        # restore() starts a thread for every job it resumes, before the server is up
+        assert all(job.thread is None for job in c.app.state.jobs.jobs.values())
         assert c.pipe.models.captioners[0][0].calls == []  # nothing ran again
 
 
 @pytest.mark.slow
-def test_real_tiny_models_score_captions():
+def test_real_tiny_models_score_captions(tmp_path):
+    from factcap.evaluate import evaluate
+    from factcap.metrics import Sample
+
     pipe = scripted_pipeline()  # the captioning side is not under test here
     with TestClient(create_app(load_config(preset="tiny"), KEY, pipeline=pipe)) as c:
         body = {
@@ -738,9 +908,20 @@ def test_real_tiny_models_score_captions():
         out = first.json()
         for name in ("a", "b"):
             assert out["failures"][name] == {}
-            assert 0.0 <= out["metrics"][name]["vqa_score"] <= 1.0
-            assert 0.0 <= out["metrics"][name]["clip_score"] <= 2.5
         built = dict(c.app.state.resources._built)
         assert set(built) == {"embedder", "vqa"}
         assert c.post("/v1/scores", headers=AUTH, json=body).json() == out  # deterministic
         assert c.app.state.resources._built == built  # the same models, not rebuilt
+        # each caption's numbers are what the metrics give for that caption and this image
+        image = tmp_path / "photo.jpg"
+        image.write_bytes(photo_bytes())
+        samples = [
+            Sample(id="photo", source=str(image), caption_source=name, caption=text)
+            for name, text in body["captions"].items()
+        ]
+        direct = evaluate(samples, ["clip_score", "vqa_score"], c.app.state.resources)
+        expected = {row["caption_source"]: row["metrics"] for row in direct.rows()}
+        assert set(expected) == {"a", "b"}
+        for name, values in expected.items():
+            assert values == pytest.approx(out["metrics"][name], abs=1e-6), name
+        assert out["metrics"]["a"] != out["metrics"]["b"]  # two captions, two scores
