@@ -1,25 +1,71 @@
 """The record that flows through every stage, and the small types inside it.
 
-One :class:`Record` per input image. Stages fill it in place, in order:
-decode → propose → verify → compose. Serialised with :meth:`Record.to_dict`, it is one line
-of the output JSONL; the field names are a contract (see DESIGN.md, "Result record").
+One :class:`Record` per input image. The pipeline's stages fill it in place, in order
+(decode, then the stage list of :func:`factcap.pipeline.plan.stage_list`). Serialised with
+:meth:`Record.to_dict`, it is one line of the output JSONL; the field names are a contract
+(README, "Output").
+
+The values that are a contract (claim kinds, verdicts, record status) are string enums:
+they compare equal to their strings and serialise as them, so the JSON stays the same.
 
 >>> r = Record(id="abc", source="cat.jpg")
 >>> r.fail("DecodeError", "not an image")
 >>> r.to_dict()["status"], r.to_dict()["error"]["type"]
 ('error', 'DecodeError')
+>>> import json
+>>> Verdict.REFUTED == "refuted", json.dumps(Verdict.REFUTED)
+(True, '"refuted"')
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from enum import Enum
+from typing import Any
 
-ClaimKind = Literal["object", "attribute", "count", "text"]
-Verdict = Literal["supported", "refuted", "uncertain"]
-CLAIM_KINDS: tuple[str, ...] = ("object", "attribute", "count", "text")
-VERDICTS: tuple[str, ...] = ("supported", "refuted", "uncertain")
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
+
+    class StrEnum(str, Enum):
+        """``enum.StrEnum`` of Python 3.11: members are their string values."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return format(str(self.value), spec)
+
+
+class ClaimKind(StrEnum):
+    """What a claim is about; decides which checker settles it."""
+
+    OBJECT = "object"
+    ATTRIBUTE = "attribute"
+    COUNT = "count"
+    TEXT = "text"
+
+
+class Verdict(StrEnum):
+    """What the checkers concluded about a claim."""
+
+    SUPPORTED = "supported"
+    REFUTED = "refuted"
+    UNCERTAIN = "uncertain"
+
+
+class Status(StrEnum):
+    """Whether a record holds a result or says why there is none."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+CLAIM_KINDS: tuple[str, ...] = tuple(ClaimKind)
+VERDICTS: tuple[str, ...] = tuple(Verdict)
 
 
 @dataclass(slots=True)
@@ -40,17 +86,22 @@ class Claim:
     original image (``[x0, y0, x1, y1]``), VQA probabilities and answers, OCR matches.
     """
 
-    kind: str
+    kind: ClaimKind
     text: str
     subject: str = ""
     question: str = ""
     count: int | None = None
-    verdict: str = "uncertain"
+    verdict: Verdict = Verdict.UNCERTAIN
     score: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.kind = ClaimKind(self.kind)
+        self.verdict = Verdict(self.verdict)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON-ready form (kinds and verdicts as plain strings)."""
+        return {**asdict(self), "kind": self.kind.value, "verdict": self.verdict.value}
 
 
 @dataclass(slots=True)
@@ -67,7 +118,7 @@ class Record:
 
     id: str
     source: str
-    status: str = "ok"
+    status: Status = Status.OK
     proposals: list[Proposal] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     captions: dict[str, str] = field(default_factory=dict)
@@ -79,13 +130,16 @@ class Record:
     image_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
 
     def fail(self, type_: str, message: str) -> None:
         """Mark the record failed; the job goes on with the other items."""
-        self.status = "error"
+        self.status = Status.ERROR
         self.error = ErrorInfo(type=type_, message=message)
 
     def add_timing(self, stage: str, ms: float) -> None:
@@ -96,7 +150,7 @@ class Record:
         return {
             "id": self.id,
             "source": self.source,
-            "status": self.status,
+            "status": self.status.value,
             "proposals": [asdict(p) for p in self.proposals],
             "claims": [c.to_dict() for c in self.claims],
             "captions": dict(self.captions),
@@ -145,3 +199,19 @@ def stable_id(source: str, content: bytes | None = None) -> str:
     h = hashlib.sha256()
     h.update(content if content is not None else source.encode("utf-8"))
     return h.hexdigest()[:16]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in nested dicts and lists) made ``None``,
+    so that it dumps as strict JSON.
+
+    >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.5, None], 'c': 'x'}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
