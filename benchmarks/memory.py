@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from factcap.backends.roles import Detection
+from factcap.roles import Detection
 
 CLAIMS = json.dumps(
     [
@@ -85,7 +85,7 @@ def main() -> None:
     from factcap.engine import open_sink, open_source
     from factcap.engine.executor import run_job
     from factcap.pipeline import Pipeline
-    from factcap.pipeline.runner import Models
+    from factcap.pipeline.stage import Models
 
     tmp = Path(tempfile.mkdtemp())
     make_images(tmp / "imgs", args.images)
@@ -94,10 +94,13 @@ def main() -> None:
         None
         if args.tiny
         else Models(
-            captioners=[(FakeCaptioner(), args.batch_size)],
-            llm=(FakeLLM(), args.batch_size),
-            detector=(FakeDetector(), args.batch_size),
-            vqa=(FakeVQA(), args.batch_size),
+            config,
+            built={
+                "captioner:0": (FakeCaptioner(), args.batch_size),
+                "llm": (FakeLLM(), args.batch_size),
+                "detector": (FakeDetector(), args.batch_size),
+                "vqa": (FakeVQA(), args.batch_size),
+            },
         )
     )
     pipeline = Pipeline(config, models=models).load()

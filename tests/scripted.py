@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from factcap.backends.roles import Detection, TextSpan
+from factcap.roles import Detection, TextSpan
 
 
 class ScriptedCaptioner:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from factcap.backends import registry
-from factcap.backends.roles import Detection, Detector
+from factcap.roles import Detection, Detector
 from spies import rejected
 
 pytestmark = pytest.mark.slow

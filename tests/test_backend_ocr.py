@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from factcap.backends import registry
-from factcap.backends.roles import OCR, TextSpan
+from factcap.roles import OCR, TextSpan
 from spies import rejected
 
 pytest.importorskip("rapidocr_onnxruntime")

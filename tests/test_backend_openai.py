@@ -28,8 +28,8 @@ from factcap.backends.openai_compat import (
     RemoteError,
 )
 from factcap.backends.request_cache import FILENAME, RequestCache
-from factcap.backends.roles import LLM, VQA, Captioner
 from factcap.errors import FactcapError
+from factcap.roles import LLM, VQA, Captioner
 from fake_openai import FakeOpenAIServer, Fault, Reply, echo
 
 FAST = {"backoff": 0.01, "max_retry_wait": 2.0}

@@ -10,10 +10,10 @@ pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 from factcap.backends import registry  # noqa: E402
-from factcap.backends.roles import Detection  # noqa: E402
 from factcap.bench.shapes import train_detector as td  # noqa: E402
 from factcap.bench.shapes.training import scene_pixels  # noqa: E402
 from factcap.bench.shapes.world import Obj, Scene, make_scene  # noqa: E402
+from factcap.roles import Detection  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ pytest.importorskip("transformers")
 from factcap.bench.shapes import train_llm  # noqa: E402
 from factcap.bench.shapes.language import claims_answer, compose_answer, mentions  # noqa: E402
 from factcap.bench.shapes.world import make_scene  # noqa: E402
+from factcap.pipeline.claims import extract_claims  # noqa: E402
 from factcap.pipeline.compose import compose  # noqa: E402
 from factcap.pipeline.parsing import parse_claims  # noqa: E402
-from factcap.pipeline.verify import extract_claims  # noqa: E402
 from factcap.pipeline.work import Work  # noqa: E402
 from factcap.schema import Proposal, Record  # noqa: E402
 

@@ -105,7 +105,7 @@ def test_ids_are_stable_across_runs(tiny_run, tmp_path):
 
 def test_detector_runs_once_per_image_whatever_the_claims(photos):
     pipe = Pipeline.from_preset("tiny", batch_size=1).load()
-    detector, _ = pipe.models.detector
+    detector, _ = pipe.models["detector"]
     calls = []
     hook = detector.model.register_forward_hook(lambda *a: calls.append(1))
     try:

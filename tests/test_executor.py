@@ -151,13 +151,17 @@ def test_two_workers_overlap_batches_but_never_share_a_model(photos):
 
     llm = ScriptedLLM('[{"kind": "object", "text": "A cat.", "subject": "cat"}]', "A cat.")
     llm.chat = tracked("llm", llm.chat, 0.05)
+    config = load_config(preset="tiny", overrides={"batch_size": 2})
     models = Models(
-        captioners=[(SlowCaptioner(), 2)],
-        llm=(llm, 2),
-        detector=(ScriptedDetector(["cat"]), 2),
-        vqa=(ScriptedVQA(lambda q: 0.9), 2),
+        config,
+        built={
+            "captioner:0": (SlowCaptioner(), 2),
+            "llm": (llm, 2),
+            "detector": (ScriptedDetector(["cat"]), 2),
+            "vqa": (ScriptedVQA(lambda q: 0.9), 2),
+        },
     )
-    pipeline = Pipeline(load_config(preset="tiny", overrides={"batch_size": 2}), models=models)
+    pipeline = Pipeline(config, models=models)
     sink = ListSink()
     inputs = [
         InputItem(source=f"<{i}>", id=f"id{i:03d}", image=photos[i % len(photos)])
@@ -173,7 +177,7 @@ def test_two_workers_overlap_batches_but_never_share_a_model(photos):
 def test_serialized_backends_keep_their_signatures():
     from factcap.backends.openai_compat import OpenAILLM
     from factcap.engine.executor import _Serialized
-    from factcap.pipeline.verify import accepts_json_schema
+    from factcap.pipeline.claims import accepts_json_schema
 
     llm = _Serialized(OpenAILLM("m", base_url="http://127.0.0.1:9/v1", cache=False))
     assert llm.name == "openai:m"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from factcap.config import load_config
 from factcap.pipeline import Pipeline
-from factcap.pipeline.runner import Models
+from factcap.pipeline.stage import Models
 from scripted import (
     Exploding,
     ScriptedCaptioner,
@@ -51,18 +51,16 @@ CLAIMS = json.dumps(
 
 def make(llm, detector=None, vqa=None, ocr=None, captioners=None, **overrides):
     config = load_config(preset="tiny", overrides=overrides)
-    models = Models(
-        captioners=captioners
-        or [
-            (ScriptedCaptioner("cap-a", "A grey cat on a sofa."), 4),
-            (ScriptedCaptioner("cap-b", "A cat next to a unicorn."), 4),
-        ],
-        llm=(llm, 4),
-        detector=(detector, 4) if detector else None,
-        vqa=(vqa, 4) if vqa else None,
-        ocr=(ocr, 4) if ocr else None,
-    )
-    return Pipeline(config, models=models)
+    captioners = captioners or [
+        (ScriptedCaptioner("cap-a", "A grey cat on a sofa."), 4),
+        (ScriptedCaptioner("cap-b", "A cat next to a unicorn."), 4),
+    ]
+    built = {f"captioner:{i}": c for i, c in enumerate(captioners)}
+    built["llm"] = (llm, 4)
+    for slot, backend in (("detector", detector), ("vqa", vqa), ("ocr", ocr)):
+        if backend:
+            built[slot] = (backend, 4)
+    return Pipeline(config, models=Models(config, built=built))
 
 
 def vqa_rules(question: str) -> float:

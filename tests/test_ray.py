@@ -20,7 +20,7 @@ from factcap.config import load_config  # noqa: E402
 from factcap.engine import open_sink, open_source, read_records  # noqa: E402
 from factcap.engine.executor import run_job  # noqa: E402
 from factcap.engine.ray_executor import (  # noqa: E402
-    ModelStage,
+    StageWorker,
     decode_stage,
     feed_table,
     plan,
@@ -61,9 +61,9 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
         },
     )
     stages = {s.name: s for s in plan(config, cluster_cpus=16)}
-    assert list(stages) == ["caption:0", "caption:1", "ocr", "claims", "detect", "vqa", "compose"]
+    assert list(stages) == ["caption:0", "caption:1", "ocr", "claims", "detect", "judge", "compose"]
     assert (stages["detect"].num_gpus, stages["detect"].num_cpus) == (0.5, 2)
-    assert stages["vqa"].replicas == 3 and stages["caption:0"].replicas == 1
+    assert stages["judge"].replicas == 3 and stages["caption:0"].replicas == 1
     assert stages["claims"].num_gpus == stages["compose"].num_gpus == 0.25  # two LLM pools
     assert stages["caption:1"].num_cpus == 1.0  # unset: 1 CPU when the cluster has room
     # on 4 CPUs, the 8 actors without num_cpus share what decoding (1) and detect (2) leave
@@ -74,12 +74,18 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
     with pytest.raises(ConfigError, match="has 3 CPUs"):
         plan(config, cluster_cpus=3)
     no_verify = load_config(preset="tiny", overrides={"verify": {"enabled": False}, "ocr": None})
-    assert [s.name for s in plan(no_verify)] == ["caption:0", "caption:1", "claims", "compose"]
+    assert [s.name for s in plan(no_verify)] == [
+        "caption:0",
+        "caption:1",
+        "claims",
+        "unverified",
+        "compose",
+    ]
 
 
 def test_work_items_survive_the_columns_between_stages(photos):
-    from factcap.backends.roles import Detection, TextSpan
-    from factcap.pipeline.verify import DETECTIONS
+    from factcap.pipeline.detect import DETECTIONS
+    from factcap.roles import Detection, TextSpan
 
     record = Record(id="a", source="a.jpg", image_size=photos[0].size, extra={"alt": "x"})
     record.proposals.append(Proposal("tiny:blip", "a cat"))
@@ -124,7 +130,7 @@ def test_the_stage_chain_is_the_pipeline(overrides):
     stages = plan(config)
     table = decode_stage(feed_table(range(len(items)), items), config)
     for n, stage in enumerate(stages):
-        table = ModelStage(config, stage.name, last=n == len(stages) - 1)(table)
+        table = StageWorker(config, stage.name, last=n == len(stages) - 1)(table)
     assert table.column_names == ["seq", "record"] and table.column("seq").to_pylist() == [
         0,
         1,

@@ -332,7 +332,8 @@ def _claims_only_when_structured(request: dict) -> Reply | str:
 
 @pytest.mark.parametrize("server_has_it", [True, False], ids=["accepted", "rejected"])
 def test_claim_extraction_asks_for_structured_output(image_dir, tmp_path, server_has_it):
-    from factcap.pipeline import parsing, verify
+    from factcap.pipeline import claims as verify
+    from factcap.pipeline import parsing
 
     if not hasattr(verify, "accepts_json_schema"):
         pytest.skip("the pipeline does not ask for structured output yet")

@@ -23,16 +23,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from factcap.errors import ConfigError
+from factcap.prompts import TEMPLATES
+from factcap.prompts.style import Style, selectable, style_registry
+from factcap.roles import ROLES, slot
 
-STYLES = ("detailed", "short", "t2i", "alt")
 DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
-ROLE_KEYS = ("llm", "detector", "vqa", "ocr", "embedder", "t2i", "text_embedder")
+#: Config keys of the roles that take one model (``captioners`` takes a list).
+ROLE_KEYS = tuple(r.config_key for r in ROLES.values() if not r.many)
 DEFAULT_METRICS = ("clip_score", "vqa_score", "capture", "chair", "self_retrieval")
 
 
@@ -143,36 +145,44 @@ class Config(_Strict):
     styles: list[str] = Field(default_factory=lambda: ["detailed"], min_length=1)
     instruction: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)
+    custom_styles: dict[str, str] = Field(default_factory=dict)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
-    @field_validator("styles")
-    @classmethod
-    def _known_styles(cls, styles: list[str]) -> list[str]:
-        unknown = [s for s in styles if s not in STYLES]
+    @model_validator(mode="after")
+    def _known_styles_and_prompts(self) -> Config:
+        styles = self.style_registry()  # reads the custom style files: errors say which
+        choices = selectable(styles)
+        unknown = [s for s in self.styles if s not in choices]
         if unknown:
-            raise ValueError(f"unknown style(s) {unknown}; choose from {list(STYLES)}")
-        return list(dict.fromkeys(styles))
-
-    @field_validator("prompts")
-    @classmethod
-    def _known_prompts(cls, prompts: dict[str, str]) -> dict[str, str]:
-        from factcap.pipeline.prompts import NAMES
-
-        unknown = sorted(set(prompts) - set(NAMES))
+            raise ValueError(f"unknown style(s) {unknown}; choose from {choices}")
+        self.styles = list(dict.fromkeys(self.styles))
+        names = [*TEMPLATES, *(f"style_{n}" for n in styles)]
+        unknown = sorted(set(self.prompts) - set(names))
         if unknown:
-            raise ValueError(f"unknown prompt name(s) {unknown}; known: {list(NAMES)}")
-        for name, path in prompts.items():
+            raise ValueError(f"unknown prompt name(s) {unknown}; known: {names}")
+        for name, path in self.prompts.items():
             if not Path(path).is_file():
                 raise ValueError(f"prompt file for {name!r} not found: {path}")
-        return prompts
+        return self
 
-    def roles(self) -> dict[str, RoleConfig]:
-        """The configured single-model roles, by name (captioners are listed separately)."""
-        named = {key: getattr(self, key) for key in ROLE_KEYS}
-        return {k: v for k, v in named.items() if v is not None}
+    def style_registry(self) -> dict[str, Style]:
+        """Every style this config can use (shipped, ``custom_styles``, prompt overrides)."""
+        return style_registry(self.custom_styles, self.prompts)
+
+    def model_slots(self) -> dict[str, RoleConfig]:
+        """Every configured model by slot name (``captioner:0``, ``llm``, ...), in the order
+        of :data:`factcap.roles.ROLES`."""
+        slots: dict[str, RoleConfig] = {}
+        for role in ROLES.values():
+            value = getattr(self, role.config_key)
+            if role.many:
+                slots.update({slot(role.name, i): rc for i, rc in enumerate(value)})
+            elif value is not None:
+                slots[role.name] = value
+        return slots
 
 
 def preset_names() -> list[str]:
@@ -234,9 +244,10 @@ def load_config(
     (with no file) ``default_preset``. Relative prompt paths in a file are taken relative to the file.
     """
     data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
-    if path and isinstance(data.get("prompts"), dict):
-        here = Path(path).resolve().parent
-        data["prompts"] = {k: str(here / v) for k, v in data["prompts"].items()}
+    here = Path(path).resolve().parent if path else None
+    for key in ("prompts", "custom_styles"):  # files named relative to the config file
+        if here and isinstance(data.get(key), dict):
+            data[key] = {k: str(here / v) for k, v in data[key].items()}
     named = preset or data.get("preset") or (overrides or {}).get("preset")
     base_name = named or (default_preset if not path else None)
     base = preset_dict(base_name) if base_name else {}

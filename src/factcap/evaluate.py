@@ -1,14 +1,19 @@
 """``factcap evaluate``: score captions with the metrics of :mod:`factcap.metrics`.
 
-Input is factcap's own results JSONL, or any JSONL whose rows have ``id``, ``source`` (the
-image path) and ``captions`` (style → text), so captions from other tools can be scored too.
-Each (image, caption source) pair becomes a :class:`~factcap.metrics.Sample`; caption
-sources are ``final:<style>`` and, with ``--source proposals|all``, ``proposal:<model>``.
+Input is factcap's own output in any of its formats (JSONL, a Parquet or WebDataset folder;
+read with :func:`factcap.engine.records.read_records`), or any JSONL whose rows have ``id``,
+``source`` (the image path) and ``captions`` (style → text), so captions from other tools can
+be scored too. A relative ``source`` is looked up under ``--image-root``, then where the
+captioning job ran, beside the results file, and in the current folder
+(:class:`~factcap.engine.records.ImageFinder`). Each (image, caption source) pair becomes a
+:class:`~factcap.metrics.Sample`; caption sources are ``final:<style>`` and, with
+``--source proposals|all``, ``proposal:<model>``.
 
 Output: one row per sample (``{"id", "caption_source", "metrics", "failures"}``) as JSONL, or
-Parquet when the path ends in ``.parquet``; a summary JSON next to it
-(``<stem>.summary.json``: caption source → value → mean, std, n, n_failed, and ``corpus``
-where a metric defines a corpus-level value); and a table for the terminal.
+Parquet when the path ends in ``.parquet``, written as each caption source is done (a failure
+later keeps what was written); a summary JSON next to it (``<stem>.summary.json``: caption
+source → value → mean, std, n, n_failed, and ``corpus`` where a metric defines a corpus-level
+value); and a table for the terminal.
 
 >>> rows = [{"id": "a", "source": "a.jpg", "captions": {"detailed": "A cat."},
 ...          "proposals": [{"model": "m", "text": "cat"}], "status": "ok"}]
@@ -26,29 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factcap.engine.sinks import json_safe
-from factcap.errors import ConfigError
+from factcap.engine.records import ImageFinder, read_jsonl
+from factcap.errors import ConfigError, MissingDependency, OutputError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
+from factcap.schema import json_safe
 
 SOURCES = ("final", "proposals", "all")
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a line that is not a JSON object is a clear error."""
-    if not Path(path).is_file():
-        raise ConfigError(f"no such file: {path}")
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise ConfigError(f"{path}:{line_no}: not valid JSON") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}:{line_no}: not a JSON object")
-            yield row
 
 
 @dataclass
@@ -97,12 +86,18 @@ def read_references(path: Path | None) -> References:
 
 
 def build_samples(
-    rows: Iterable[dict[str, Any]], source: str, refs: References | dict, extra: dict
+    rows: Iterable[dict[str, Any]],
+    source: str,
+    refs: References | dict,
+    extra: dict,
+    images: ImageFinder | None = None,
 ) -> list[Sample]:
     """Samples for every caption of every row (``source``: final, proposals or all).
 
     Rows whose ``status`` is ``error`` have no captions and yield nothing. OCR proposals (the
     record's ``models.ocr``) are text read from the image, not captions, and are skipped.
+    With ``images``, a sample's ``source`` is the file it finds (left as written when there
+    is none: decoding then says the file is missing).
     """
     if source not in SOURCES:
         raise ConfigError(f"--source must be one of {', '.join(SOURCES)}")
@@ -113,9 +108,10 @@ def build_samples(
         if row.get("status", "ok") != "ok" or "id" not in row or "source" not in row:
             continue
         references, objects = refs.for_row(row)
+        found = images.locate(str(row["source"])) if images else None
         common = {
             "id": str(row["id"]),
-            "source": str(row["source"]),
+            "source": str(found) if isinstance(found, Path) else str(row["source"]),
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
@@ -174,10 +170,12 @@ def evaluate(
     resources: Any,
     options: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Evaluation:
     """Score ``samples`` with each metric (a name from ``METRICS``, or a :class:`Metric`),
     one caption source at a time (self-retrieval and CIDEr are defined over a set), and
-    summarise per caption source. A metric that raises fails its samples with the reason."""
+    summarise per caption source. A metric that raises fails its samples with the reason.
+    ``on_rows`` gets each caption source's output rows as soon as they are done."""
     metrics = [
         m if isinstance(m, Metric) else build_metric(m, **(options or {}).get(m, {}))
         for m in metric_names
@@ -206,26 +204,33 @@ def evaluate(
             summary[caption_source].update(stats)
             if progress:
                 progress(f"{metric.name} on {caption_source}")
+        if on_rows is not None:
+            done = Evaluation(group, [scores[i] for i in indices], {})
+            on_rows(list(done.rows()))
     return Evaluation(list(samples), scores, summary)
 
 
 def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -> Any:
-    """A :class:`~factcap.metrics.resources.Resources` whose roles come from the config's
-    ``embedder``, ``t2i``, ``vqa``, ``llm`` and ``text_embedder``; ``overrides`` replaces a
-    role's model spec (``--clip``, ``--t2i``, ``--vqa``)."""
+    """A :class:`~factcap.metrics.resources.Resources` whose roles are the config's models of
+    every role evaluation uses (:data:`factcap.roles.ROLES`: ``llm``, ``vqa``, ``embedder``,
+    ``t2i``, ``text_embedder``); ``overrides`` replaces a role's model spec (``--clip`` is
+    the ``embedder``, ``--t2i``, ``--vqa``)."""
+    from factcap.backends.registry import build_configured
     from factcap.config import RoleConfig
     from factcap.images import DecodeLimits
     from factcap.metrics.resources import Resources
-    from factcap.pipeline.runner import build_role
+    from factcap.roles import ROLES
 
     builders: dict[str, Callable[[], Any]] = {}
-    for role in ("embedder", "t2i", "vqa", "llm", "text_embedder"):
-        rc = getattr(config, role)
-        spec = (overrides or {}).get(role)
+    for role in ROLES.values():
+        if "evaluate" not in role.used_by or role.many:
+            continue
+        rc = getattr(config, role.config_key)
+        spec = (overrides or {}).get(role.name)
         if spec:
             rc = RoleConfig(model=spec)
         if rc is not None:
-            builders[role] = lambda role=role, rc=rc: build_role(config, role, rc)[0]
+            builders[role.name] = lambda n=role.name, rc=rc: build_configured(config, n, rc)[0]
     limits = DecodeLimits(
         max_pixels=config.limits.max_pixels,
         max_file_bytes=int(config.limits.max_file_mb * 1024 * 1024),
@@ -233,17 +238,46 @@ def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -
     return Resources(builders, batch_size=config.evaluate.batch_size, limits=limits)
 
 
-def write_rows(evaluation: Evaluation, out: Path) -> Path:
-    """Per-sample rows to ``out`` (JSONL, or Parquet for ``.parquet``); returns the summary
-    path, ``<stem>.summary.json`` beside it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = list(evaluation.rows())
-    if out.suffix == ".parquet":
+class ScoreWriter:
+    """Writes score rows as they come: JSONL (flushed per batch of rows) or Parquet (one row
+    group per batch), then the summary JSON beside them on :meth:`close`. Write errors are
+    :class:`~factcap.errors.OutputError` (what was written stays)."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.summary_path = self.out.with_name(self.out.stem + ".summary.json")
+        self._handle: Any = None
+        self._parquet: Any = None
+        self._closed = False
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            if self.out.suffix != ".parquet":
+                self._handle = self.out.open("w", encoding="utf-8")
+        except OSError as err:
+            raise OutputError(f"cannot write {self.out}: {err.strerror or err}") from None
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append ``rows`` (output rows of :meth:`Evaluation.rows`)."""
+        if not rows:
+            return
+        if self._closed:
+            raise ValueError(f"write() on a closed score writer ({self.out})")
+        try:
+            if self._handle is not None:
+                for row in rows:
+                    self._handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                self._handle.flush()
+            else:
+                self._write_parquet(rows)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.out}: {err.strerror or err}") from None
+
+    def _write_parquet(self, rows: Sequence[dict[str, Any]]) -> None:
         try:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise ConfigError(
+            raise MissingDependency(
                 "Parquet output needs pyarrow: pip install 'factcap[parquet]'"
             ) from None
         table = pa.Table.from_pylist(
@@ -258,45 +292,68 @@ def write_rows(evaluation: Evaluation, out: Path) -> Path:
                 for r in rows
             ]
         )
-        pq.write_table(table, out)
-    else:
-        with out.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-    summary_path = out.with_name(out.stem + ".summary.json")
-    summary_path.write_text(
-        json.dumps(json_safe(evaluation.summary), indent=2, ensure_ascii=False, allow_nan=False),
-        encoding="utf-8",
-    )
-    return summary_path
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.out, table.schema)
+        self._parquet.write_table(table.cast(self._parquet.schema))
+
+    def close(self, summary: dict[str, Any] | None = None) -> Path:
+        """Finish the rows (again: nothing) and write ``summary`` beside them, when given;
+        returns the summary's path."""
+        self._closed = True
+        try:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            if self._parquet is not None:
+                self._parquet.close()
+                self._parquet = None
+            if summary is not None:
+                text = json.dumps(json_safe(summary), indent=2, ensure_ascii=False, allow_nan=False)
+                self.summary_path.write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise OutputError(f"cannot write {self.out}: {err.strerror or err}") from None
+        return self.summary_path
+
+
+def write_rows(evaluation: Evaluation, out: Path) -> Path:
+    """Per-sample rows to ``out`` (JSONL, or Parquet for ``.parquet``) and the summary beside
+    them; returns the summary path, ``<stem>.summary.json``."""
+    writer = ScoreWriter(out)
+    writer.write(list(evaluation.rows()))
+    return writer.close(evaluation.summary)
+
+
+def _cell(stats: dict[str, float]) -> str:
+    value = stats.get("corpus", stats.get("mean", float("nan")))
+    n, failed = int(stats.get("n", 0) or 0), int(stats.get("n_failed", 0) or 0)
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    count = f"n={n}" + (f", {failed} failed" if failed else "")
+    return f"{value:.4f} ({count})" if ok else f"n/a ({count})"
 
 
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The summary as a fixed-width table: one row per value, one column per caption source
-    (the corpus value where the metric defines one, else the mean; ``n/a`` where nothing
-    could be computed).
+    """The summary as a fixed-width table: one row per value, one column per caption source.
+    Each cell is the corpus value where the metric defines one, else the mean (``n/a`` where
+    nothing could be computed), with how many items it covers and how many failed (their
+    reasons are in the rows' ``failures``).
 
-    >>> print(table({"final:detailed": {"clip_score": {"mean": 0.5}}}))
-    value       final:detailed
-    --------------------------
-    clip_score          0.5000
+    >>> print(table({"final:detailed": {"clip_score": {"mean": 0.5, "n": 2, "n_failed": 1}}}))
+    value               final:detailed
+    ----------------------------------
+    clip_score  0.5000 (n=2, 1 failed)
     """
     sources = list(summary)
     names: list[str] = []
     for stats in summary.values():
         names.extend(k for k in stats if k not in names)
+    cells = {(n, s): _cell(summary[s].get(n, {})) for n in names for s in sources}
     first = max([len("value")] + [len(n) for n in names])
-    widths = [max(10, len(s)) for s in sources]
+    widths = [max([10, len(s)] + [len(cells[n, s]) for n in names]) for s in sources]
     header = f"{'value':<{first}}  " + "  ".join(
         f"{s:>{w}}" for s, w in zip(sources, widths, strict=True)
     )
     lines = [header, "-" * len(header)]
     for name in names:
-        cells = []
-        for source, w in zip(sources, widths, strict=True):
-            cell = summary[source].get(name, {})
-            value = cell.get("corpus", cell.get("mean", float("nan")))
-            ok = isinstance(value, (int, float)) and math.isfinite(value)
-            cells.append(f"{value:>{w}.4f}" if ok else f"{'n/a':>{w}}")
-        lines.append(f"{name:<{first}}  " + "  ".join(cells))
+        row = "  ".join(f"{cells[name, s]:>{w}}" for s, w in zip(sources, widths, strict=True))
+        lines.append(f"{name:<{first}}  {row}")
     return "\n".join(lines)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factcap.backends.roles import check_pairs
 from factcap.errors import ModelNotAvailable, require
+from factcap.roles import check_pairs
 
 require("torch", "hf")
 require("transformers", "hf")

@@ -18,7 +18,7 @@ import torch
 
 from factcap.backends.hf_common import HFModel
 from factcap.backends.options import take_options
-from factcap.backends.roles import Detection
+from factcap.roles import Detection
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -12,8 +12,8 @@ import torch
 
 from factcap.backends.hf_common import HFModel, decode_new_tokens, generation_kwargs
 from factcap.backends.options import check_token_counts, take_options
-from factcap.backends.roles import ChatMessage
 from factcap.errors import ConfigError
+from factcap.roles import ChatMessage
 
 
 class CausalLM(HFModel):
@@ -69,7 +69,7 @@ class CausalLM(HFModel):
     ) -> list[str]:
         """One reply per conversation, from a single batched ``generate`` call.
 
-        ``json_schema`` is accepted for the :class:`~factcap.backends.roles.LLM` protocol and
+        ``json_schema`` is accepted for the :class:`~factcap.roles.LLM` protocol and
         ignored: generation is not constrained, the caller's tolerant parser reads the reply.
         """
         if not conversations:

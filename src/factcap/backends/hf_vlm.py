@@ -16,13 +16,13 @@ import torch
 
 from factcap.backends.hf_common import HFModel, YesNoJudge, decode_new_tokens, generation_kwargs
 from factcap.backends.options import check_text, check_token_counts, take_options
-from factcap.backends.roles import (
+from factcap.errors import ConfigError
+from factcap.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
     check_pairs,
     judge_prompt,
 )
-from factcap.errors import ConfigError
 
 if TYPE_CHECKING:
     from PIL import Image

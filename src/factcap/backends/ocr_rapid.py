@@ -12,8 +12,8 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from factcap.backends.roles import TextSpan
 from factcap.errors import require
+from factcap.roles import TextSpan
 
 if TYPE_CHECKING:
     from PIL import Image

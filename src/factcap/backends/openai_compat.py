@@ -60,19 +60,19 @@ import httpx
 
 from factcap.backends.options import check_int, check_text, take_options
 from factcap.backends.request_cache import RequestCache, cacheable, request_key
-from factcap.backends.roles import (
+from factcap.errors import FactcapError
+from factcap.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
     check_pairs,
     judge_prompt,
     yes_ratio,
 )
-from factcap.errors import FactcapError
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from factcap.backends.roles import ChatMessage
+    from factcap.roles import ChatMessage
 
 __all__ = ["OpenAICaptioner", "OpenAIJudge", "OpenAILLM", "RemoteBatchError", "RemoteError"]
 

@@ -1,14 +1,23 @@
 """The one place that maps a model spec string to a backend class.
 
-Spec strings (see DESIGN.md):
+Spec strings (README, "Model specs"):
 
 - ``hf:<hub id or local directory>`` — transformers, loaded with ``from_pretrained``; the
   backend is chosen by the checkpoint's ``model_type`` and the role it plays;
 - ``openai:<model name>`` — any OpenAI-compatible server;
 - ``rapidocr`` — the OCR expert shipped inside ``rapidocr-onnxruntime``;
-- ``tiny:<family>`` — a tiny random-weight checkpoint built offline, then loaded as ``hf:``.
+- ``tiny:<family>`` — a tiny random-weight checkpoint built offline, then loaded as ``hf:``;
+- ``<scheme>:<anything>`` — a scheme a plug-in registered.
 
 Backends are imported lazily, only when built, so nothing here imports torch.
+
+**Plug-ins.** A package outside factcap adds backends with :func:`register` (a role, a
+scheme of its own or an existing one, the ``model_type`` families it serves, and the class as
+``"module:Class"`` or the class itself). An installed package can do that without being
+imported by hand: declare a function in the ``factcap.backends`` entry-point group (in its
+``pyproject.toml``: ``[project.entry-points."factcap.backends"] mine = "mypkg:register"``);
+factcap calls it the first time it looks a backend up. A backend class is built as
+``cls(location, **options)`` and gets ``name`` set to the spec.
 
 >>> parse_spec("hf:Salesforce/blip-image-captioning-base")
 ('hf', 'Salesforce/blip-image-captioning-base')
@@ -20,25 +29,34 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from factcap.errors import ConfigError, ModelNotAvailable
+from factcap.roles import ROLES, role_of
 
-SCHEMES = ("hf", "openai", "rapidocr", "tiny")
+if TYPE_CHECKING:
+    from factcap.config import Config, RoleConfig
+
+SCHEMES = ["hf", "openai", "rapidocr", "tiny"]
 ANY = "*"
+ENTRY_POINT_GROUP = "factcap.backends"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Entry:
     """One backend: for ``role`` and ``scheme``, checkpoints whose model_type is in ``families``
-    (``*`` = any not claimed by another entry) are served by ``target`` ("module:Class")."""
+    (``*`` = any not claimed by another entry) are served by ``target`` ("module:Class", or
+    the class itself for a plug-in that registers one)."""
 
     role: str
     scheme: str
     families: tuple[str, ...]
-    target: str
+    target: str | type
     description: str
 
     @property
@@ -50,7 +68,7 @@ def _e(role: str, scheme: str, families: tuple[str, ...], target: str, descripti
     return Entry(role, scheme, families, f"factcap.backends.{target}", description)
 
 
-ENTRIES: tuple[Entry, ...] = (
+ENTRIES: list[Entry] = [
     _e("captioner", "hf", ("blip",), "hf_blip:BlipCaptioner", "BLIP image captioning"),
     _e("captioner", "hf", ("blip-2",), "hf_blip:Blip2Captioner", "BLIP-2 (OPT / Flan-T5)"),
     _e("captioner", "hf", ("kosmos-2",), "hf_blip:Kosmos2Captioner", "Kosmos-2 grounded captions"),
@@ -115,7 +133,57 @@ ENTRIES: tuple[Entry, ...] = (
         "hf_diffusers:DiffusersTextToImage",
         "a diffusers text-to-image pipeline (SD-Turbo, SDXL-Turbo, ...)",
     ),
-)
+]
+
+_plugins_loaded = False
+
+
+def register(
+    role: str,
+    scheme: str,
+    target: str | type,
+    families: tuple[str, ...] | str = ANY,
+    description: str = "",
+) -> Entry:
+    """Add a backend: ``target`` serves ``role`` for specs ``<scheme>:...`` whose checkpoints'
+    ``model_type`` is in ``families`` (``"*"``: any not claimed by another entry). A new
+    scheme becomes valid in specs. Entries registered later win over earlier ones for the same
+    family, so a plug-in can replace a shipped backend.
+
+    Example:
+        >>> class Echo:
+        ...     def __init__(self, location, **options):
+        ...         self.location = location
+        ...     def caption(self, images, prompt=None):
+        ...         return [self.location] * len(images)
+        >>> _ = register("captioner", "echo", Echo, description="says its spec")
+        >>> build("captioner", "echo:hello").caption([None, None])
+        ['hello', 'hello']
+    """
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if not scheme.isidentifier():
+        raise ConfigError(f"scheme {scheme!r} must be a plain word")
+    if scheme not in SCHEMES:
+        SCHEMES.append(scheme)
+    fams = (families,) if isinstance(families, str) else tuple(families)
+    entry = Entry(role, scheme, fams, target, description or getattr(target, "__doc__", "") or "")
+    ENTRIES.insert(0, entry)
+    return entry
+
+
+def load_plugins() -> None:
+    """Call every ``factcap.backends`` entry point once (they call :func:`register`). A
+    plug-in that fails to load is logged and skipped: it must not break the other backends."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()()
+        except Exception as err:  # noqa: BLE001 - someone else's code
+            log.warning("factcap: backend plug-in %r failed to load: %s", point.value, err)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -124,6 +192,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if spec == "rapidocr":
         return "rapidocr", ""
     scheme, sep, rest = spec.partition(":")
+    if sep and scheme not in SCHEMES:
+        load_plugins()
     if not sep or scheme not in SCHEMES or (not rest and scheme != "rapidocr"):
         raise ConfigError(
             f"bad model spec {spec!r}: expected hf:<hub id or dir>, openai:<model>, rapidocr "
@@ -134,6 +204,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def entry_for(role: str, scheme: str, family: str) -> Entry:
     """The backend entry serving ``family`` checkpoints in ``role`` over ``scheme``."""
+    load_plugins()
     candidates = [e for e in ENTRIES if e.role == role and e.scheme == scheme]
     for entry in candidates:
         if family in entry.families:
@@ -187,8 +258,11 @@ def build(role: str, spec: str, **options: Any) -> Any:
     # one backend serves every t2i pipeline; diffusers hub repos have no transformers config
     family = model_type(location) if scheme == "hf" and role != "t2i" else ANY
     entry = entry_for(role, scheme, family)
-    module_name, class_name = entry.target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    if isinstance(entry.target, str):
+        module_name, class_name = entry.target.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+    else:
+        cls = entry.target
     try:
         backend = cls(location, **options)
     except (TypeError, ValueError) as err:
@@ -239,3 +313,28 @@ def availability(spec: str) -> tuple[bool, str]:
     if isinstance(found, str):
         return True, f"in the Hugging Face cache ({Path(found).parent})"
     return False, "not on disk: download it (hf download " + rest + ") or use hf:/local/dir"
+
+
+class BoundModel(NamedTuple):
+    """A built backend and the batch size its calls are cut to."""
+
+    backend: Any
+    batch_size: int | None
+
+
+def build_configured(config: Config, slot_name: str, rc: RoleConfig | None = None) -> BoundModel:
+    """The backend of a config's model slot (``captioner:0``, ``llm`` ...; or ``rc`` in that
+    slot's role), with the config's device and dtype (local models) or server settings
+    (``openai:``), and its batch size."""
+    rc = rc or config.model_slots()[slot_name]
+    scheme, _ = parse_spec(rc.model)
+    options = dict(rc.options)
+    if scheme in ("hf", "tiny"):
+        options.setdefault("device", rc.device or config.device)
+        options.setdefault("dtype", rc.dtype or config.dtype)
+    elif scheme == "openai":
+        for key, value in config.openai.model_dump().items():
+            options.setdefault(key, value)
+    return BoundModel(
+        build(role_of(slot_name), rc.model, **options), rc.batch_size or config.batch_size
+    )

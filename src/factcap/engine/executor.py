@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from factcap.inputs import InputItem
+from factcap.pipeline.work import batched
 from factcap.schema import Record
 
 _DONE = object()
@@ -27,17 +28,6 @@ _DONE = object()
 class _Failure:
     def __init__(self, error: BaseException):
         self.error = error
-
-
-def _batches(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
-    batch: list[InputItem] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class _Serialized:
@@ -64,21 +54,9 @@ class _Serialized:
 
 def serialized(pipeline: Any) -> Any:
     """A pipeline sharing ``pipeline``'s config and models, each model behind its own lock."""
-    from factcap.pipeline.runner import Models, Pipeline
+    from factcap.pipeline.runner import Pipeline
 
-    m = pipeline.models
-
-    def wrap(role: Any) -> Any:
-        return None if role is None else (_Serialized(role[0]), role[1])
-
-    models = Models(
-        captioners=[wrap(c) for c in m.captioners],
-        llm=wrap(m.llm),
-        detector=wrap(m.detector),
-        vqa=wrap(m.vqa),
-        ocr=wrap(m.ocr),
-    )
-    return Pipeline(pipeline.config, models=models)
+    return Pipeline(pipeline.config, models=pipeline.models.wrap(_Serialized))
 
 
 def run_job(
@@ -121,7 +99,7 @@ def run_job(
 
     def read() -> None:
         try:
-            for batch in _batches(items, size):
+            for batch in batched(items, size):
                 if not put(prepared, (batch, pipeline.prepare(batch))):
                     return
             put(prepared, _DONE)

@@ -4,18 +4,17 @@
 counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Data job::
 
     driver: source ──► bounded queue actor ──► read task ──► decode tasks
-        ──► captioner 1 ──► captioner 2 ... ──► OCR ──► LLM (claims) ──► detector ──► VQA
-        ──► LLM (compose) ──► driver: the same sink (``sink.write(record, item)``)
+        ──► one step per stage of :func:`factcap.pipeline.plan.stage_list`, in order
+        ──► driver: the same sink (``sink.write(record, item)``)
 
-- Every model stage is an actor pool whose actors build their model in ``__init__`` through
-  :func:`factcap.pipeline.runner.build_role`; models are never pickled. Each pool reserves the
-  role's ``num_gpus`` / ``num_cpus`` per actor and has ``replicas`` actors (see
-  :class:`factcap.config.RoleConfig`).
-- A stage runs the library's own stage functions (``propose``, ``extract_claims``,
-  ``detect_claims``, ``judge_claims``, ``compose``) on work items rebuilt from columns: the
-  record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size, OCR
-  spans and detections as JSON. A backend that fails marks its batch's items as error records
-  (the stage functions do that); the job goes on.
+- A stage that runs a model is an actor pool whose actors build that model in ``__init__``
+  (:func:`factcap.backends.registry.build_configured`); models are never pickled. Each pool reserves
+  the model's ``num_gpus`` / ``num_cpus`` per actor and has ``replicas`` actors (see
+  :class:`factcap.config.RoleConfig`). A stage without a model runs as Ray tasks.
+- Each step runs the stage's own function (``Stage.run``) on work items rebuilt from columns:
+  the record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size,
+  OCR spans and detections as JSON. A backend that fails marks its batch's items as error
+  records (the stage functions do that); the job goes on. The executor names no stage.
 - A Ray Data block is one pipeline batch (``batch_size`` consecutive inputs) at every stage,
   so each model sees the same batches as under the local executor and the records are the
   same (timings aside); records reach the driver in completion order unless
@@ -36,75 +35,59 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from factcap.config import Config, RoleConfig
-from factcap.engine.executor import _batches
+from factcap.config import Config
 from factcap.errors import ConfigError, require
 from factcap.inputs import InputItem
-from factcap.pipeline.work import Work, fail_all
+from factcap.pipeline.work import Work, batched, fail_all
 from factcap.schema import Record
 
-#: ``Work.extra`` key: whether the item's pipeline batch held a live item when its model
-#: stages began (the local runner adds the "verification switched off" note only then).
-BATCH_LIVE = "batch_live"
 _FORWARDED_ENV = ("FACTCAP_", "HF_", "TRANSFORMERS_", "OPENAI_", "TOKENIZERS_")
+#: CPUs reserved by each task of a stage that runs no model (e.g. ``judge`` without VQA).
+TASK_CPUS = 0.1
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One model stage of the Ray job: an actor pool serving ``role`` (``config`` names it).
-
-    ``index`` picks the captioner; ``num_cpus`` is resolved (never None) by :func:`plan`.
-    """
+class StagePlan:
+    """One stage of the Ray job and what each of its workers reserves: an actor pool of
+    ``replicas`` actors for a stage with a model, tasks for one without (``model`` None).
+    ``num_cpus`` is resolved (never None) by :func:`plan`."""
 
     name: str
-    role: str
-    index: int
+    model: str | None
     num_cpus: float
     num_gpus: float
     replicas: int
 
 
-def _role_config(config: Config, role: str, index: int) -> RoleConfig:
-    if role == "captioner":
-        return config.captioners[index]
-    rc = getattr(config, role)
-    assert rc is not None, role
-    return rc
-
-
 def plan(
     config: Config, cluster_cpus: float | None = None, decode_cpus: float = 1.0
-) -> list[Stage]:
-    """The model stages for ``config``, in order, with the resources of each actor.
+) -> list[StagePlan]:
+    """The stages of ``config``, in order, with the resources of each worker.
 
-    A role whose ``num_cpus`` is unset gets 1 CPU, or less when ``cluster_cpus`` cannot hold
-    one CPU for every such actor besides ``decode_cpus`` for decoding and the CPUs asked for
-    explicitly: they then share what is left equally.
+    A model whose ``num_cpus`` is unset gets 1 CPU per actor, or less when ``cluster_cpus``
+    cannot hold one CPU for every such actor besides ``decode_cpus`` for decoding, the CPUs
+    asked for explicitly and :data:`TASK_CPUS` per stage without a model: they then share
+    what is left equally.
 
     Example:
         >>> from factcap.config import load_config
         >>> [s.name for s in plan(load_config(preset="tiny", overrides={"ocr": None}))]
-        ['caption:0', 'caption:1', 'claims', 'detect', 'vqa', 'compose']
+        ['caption:0', 'caption:1', 'claims', 'detect', 'judge', 'compose']
         >>> {s.num_cpus for s in plan(load_config(preset="tiny"), cluster_cpus=2)}
         {0.142857}
     """
-    wanted: list[tuple[str, str, int]] = [
-        (f"caption:{i}", "captioner", i) for i in range(len(config.captioners))
-    ]
-    if config.ocr is not None:
-        wanted.append(("ocr", "ocr", 0))
-    wanted.append(("claims", "llm", 0))
-    if config.verify.enabled:
-        if config.detector is not None:
-            wanted.append(("detect", "detector", 0))
-        if config.vqa is not None:
-            wanted.append(("vqa", "vqa", 0))
-    wanted.append(("compose", "llm", 0))
-    configs = [_role_config(config, role, index) for _, role, index in wanted]
+    from factcap.pipeline.plan import stage_list
+
+    stages = stage_list(config)
+    slots = config.model_slots()
+    configs = [slots[s.model] if s.model else None for s in stages]
     share = 1.0
-    auto = sum(rc.replicas for rc in configs if rc.num_cpus is None)
+    auto = sum(rc.replicas for rc in configs if rc is not None and rc.num_cpus is None)
     if auto and cluster_cpus is not None:
-        explicit = sum(rc.num_cpus * rc.replicas for rc in configs if rc.num_cpus is not None)
+        explicit = sum(
+            rc.num_cpus * rc.replicas for rc in configs if rc is not None and rc.num_cpus
+        )
+        explicit += TASK_CPUS * configs.count(None)
         left = cluster_cpus - decode_cpus - explicit
         if left <= 0:
             raise ConfigError(
@@ -113,17 +96,14 @@ def plan(
                 " for decoding"
             )
         share = min(1.0, int(left / auto * 1e6) / 1e6)  # rounded down, so the sum fits
-    return [
-        Stage(
-            name=name,
-            role=role,
-            index=index,
-            num_cpus=share if rc.num_cpus is None else rc.num_cpus,
-            num_gpus=rc.num_gpus,
-            replicas=rc.replicas,
-        )
-        for (name, role, index), rc in zip(wanted, configs, strict=True)
-    ]
+    plans = []
+    for stage, rc in zip(stages, configs, strict=True):
+        if rc is None:
+            plans.append(StagePlan(stage.name, None, TASK_CPUS, 0.0, 1))
+            continue
+        cpus = share if rc.num_cpus is None else rc.num_cpus
+        plans.append(StagePlan(stage.name, stage.model, cpus, rc.num_gpus, rc.replicas))
+    return plans
 
 
 # --- work items <-> Arrow columns ------------------------------------------------------------
@@ -185,8 +165,8 @@ def read_work(table: Any) -> tuple[list[int], list[Work]]:
     """The inverse of :func:`work_table`: sequence numbers and rebuilt work items."""
     from PIL import Image
 
-    from factcap.backends.roles import Detection, TextSpan
-    from factcap.pipeline.verify import DETECTIONS
+    from factcap.pipeline.detect import DETECTIONS
+    from factcap.roles import Detection, TextSpan
 
     seqs, work = [], []
     for row in table.to_pylist():
@@ -229,20 +209,17 @@ def decode_stage(table: Any, config: Config) -> Any:
 
     rows = table.to_pylist()
     work = Pipeline(config).prepare([pickle.loads(r["item"]) for r in rows])
-    live = any(w.record.ok for w in work)
-    for w in work:
-        w.extra[BATCH_LIVE] = live
     return work_table([r["seq"] for r in rows], work)
 
 
-class ModelStage:
-    """Actor stage: builds its role's model once, in the actor, then runs its stage function
-    on every batch it is given.
+class StageWorker:
+    """Runs one pipeline stage on the batches Ray Data hands it: as an actor for a stage with
+    a model (built once, in ``__init__``, inside the actor), as a task otherwise.
 
     Example (in a Ray worker, as Ray Data does it; here in-process)::
 
-        stage = ModelStage(config, "claims")
-        table = stage(table)  # work columns in, work columns out
+        worker = StageWorker(config, "claims")
+        table = worker(table)  # work columns in, work columns out
     """
 
     def __init__(
@@ -253,71 +230,23 @@ class ModelStage:
         instruction: str | None = None,
         last: bool = False,
     ):
-        from factcap.pipeline.runner import build_role
+        from factcap.backends.registry import build_configured
+        from factcap.pipeline.plan import stage_list
+        from factcap.pipeline.stage import StageContext
 
-        self.config, self.name, self.last = config, name, last
-        self.styles = list(styles or config.styles)
-        self.instruction = instruction or config.instruction
-        [stage] = [s for s in plan(config) if s.name == name]
-        self.model = build_role(config, stage.role, _role_config(config, stage.role, stage.index))
+        [self.stage] = [s for s in stage_list(config) if s.name == name]
+        self.context = StageContext.of(config, styles, instruction)
+        self.last = last
+        self.model = build_configured(config, self.stage.model) if self.stage.model else None
 
     def __call__(self, table: Any) -> Any:
         seqs, work = read_work(table)
-        try:
-            self.run(work)
-        except Exception as err:  # anything the stage functions did not catch: this batch only
-            fail_all(work, err, f"stage {self.name} failed")
+        if any(w.record.ok for w in work):
+            try:
+                self.stage.run(work, self.model, self.context)
+            except Exception as err:  # anything the stage did not catch: this batch only
+                fail_all(work, err, f"stage {self.stage.name} failed")
         return work_table(seqs, work, with_image=not self.last)
-
-    def run(self, work: list[Work]) -> None:
-        """The library's stage function(s) for this stage, on one batch."""
-        from factcap.pipeline.compose import compose
-        from factcap.pipeline.propose import propose
-        from factcap.pipeline.verify import (
-            check_claims,
-            detect_claims,
-            extract_claims,
-            judge_claims,
-        )
-
-        cfg, model = self.config, self.model
-        if self.name.startswith("caption:"):
-            propose(work, [model])
-        elif self.name == "ocr":
-            propose(work, [], model)
-        elif self.name == "claims":
-            extract_claims(
-                work,
-                model[0],
-                max_new_tokens=cfg.llm.max_new_tokens,
-                temperature=cfg.llm.temperature,
-                max_claims=cfg.verify.max_claims,
-                prompts=cfg.prompts,
-            )
-            if not cfg.verify.enabled:
-                for w in work:
-                    if w.extra.get(BATCH_LIVE):
-                        w.record.notes.append("verification switched off: claims were not checked")
-            elif cfg.detector is None and cfg.vqa is None:
-                check_claims(work, None, None, cfg.verify)  # OCR and defaults decide
-        elif self.name == "detect":
-            detect_claims(work, model)
-            if cfg.vqa is None:
-                judge_claims(work, None, cfg.verify)
-        elif self.name == "vqa":
-            judge_claims(work, model, cfg.verify)
-        elif self.name == "compose":
-            compose(
-                work,
-                model[0],
-                self.styles,
-                instruction=self.instruction,
-                max_new_tokens=cfg.llm.max_new_tokens,
-                temperature=cfg.llm.temperature,
-                prompts=cfg.prompts,
-            )
-        else:
-            raise ValueError(f"unknown stage {self.name!r}")
 
 
 # --- feeding the source from the driver ------------------------------------------------------
@@ -389,7 +318,7 @@ def _restore_context(context: Any, saved: dict[str, Any]) -> None:
     context.issue_detectors_config.detectors = saved["detectors"]
 
 
-def _check_fits(stages: Sequence[Stage], decode_cpus: float) -> None:
+def _check_fits(stages: Sequence[StagePlan], decode_cpus: float) -> None:
     import ray
 
     have = ray.cluster_resources()
@@ -467,7 +396,7 @@ def run_ray_job(
         def feed() -> None:
             seq = 0
             try:
-                for batch in _batches(items, size):
+                for batch in batched(items, size):
                     seqs = range(seq, seq + len(batch))
                     pending.update(zip(seqs, batch, strict=True))
                     seq += len(batch)
@@ -487,17 +416,27 @@ def run_ray_job(
             num_cpus=decode_cpus,
         )
         for n, stage in enumerate(stages):
+            kwargs = {
+                "config": config,
+                "name": stage.name,
+                "styles": styles,
+                "instruction": instruction,
+                "last": n == len(stages) - 1,
+            }
+            if stage.model is None:  # no model to keep loaded: plain tasks
+                ds = ds.map_batches(
+                    _run_stage_task,
+                    batch_size=size,
+                    batch_format="pyarrow",
+                    fn_kwargs=kwargs,
+                    num_cpus=stage.num_cpus,
+                )
+                continue
             ds = ds.map_batches(
-                ModelStage,
+                StageWorker,
                 batch_size=size,
                 batch_format="pyarrow",
-                fn_constructor_kwargs={
-                    "config": config,
-                    "name": stage.name,
-                    "styles": styles,
-                    "instruction": instruction,
-                    "last": n == len(stages) - 1,
-                },
+                fn_constructor_kwargs=kwargs,
                 compute=ActorPoolStrategy(size=stage.replicas),
                 num_cpus=stage.num_cpus,
                 num_gpus=stage.num_gpus,
@@ -534,13 +473,16 @@ def run_ray_job(
             ray.shutdown()
 
 
+def _run_stage_task(table: Any, **kwargs: Any) -> Any:
+    """Task form of :class:`StageWorker`, for a stage that runs no model."""
+    return StageWorker(**kwargs)(table)
+
+
 def _prebuild_tiny(config: Config) -> None:
     """Build the ``tiny:`` checkpoints once here, so that actors load them instead of racing
     to build the same directory."""
     from factcap.backends import registry
 
-    specs = [rc.model for rc in config.captioners]
-    specs += [rc.model for rc in (config.llm, config.detector, config.vqa, config.ocr) if rc]
-    for spec in dict.fromkeys(specs):
+    for spec in dict.fromkeys(rc.model for rc in config.model_slots().values()):
         if registry.parse_spec(spec)[0] == "tiny":
             registry.locate(spec)

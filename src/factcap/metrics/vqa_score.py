@@ -2,7 +2,7 @@
 
 Definition: ``vqa_score = P("yes" | image, 'Does this figure show "<caption>"?')`` from the VQA
 backend's logits (or an ``openai:`` server's logprobs), renormalised over "yes"/"no" as every
-factcap judge does (see :class:`factcap.backends.roles.VQA`); the backend appends its own
+factcap judge does (see :class:`factcap.roles.VQA`); the backend appends its own
 answer instruction (chat judges: "Answer yes or no."). In [0, 1]; higher is better. The
 caption is quoted as written, never truncated by factcap (a backend's own tokenizer limit
 still applies). A NaN from the backend (no usable answer) is a failure with that reason.

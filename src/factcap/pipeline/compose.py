@@ -1,18 +1,21 @@
-"""Stage 3, compose: the LLM writes the final caption in each requested style.
+"""Stage ``compose``: the LLM writes the final caption in each requested style.
 
 All styles reuse the same claims and verdicts; for each style, the conversations of all images
-in the batch go to the LLM in one ``chat`` call.
+in the batch go to the LLM in one ``chat`` call. A style (:mod:`factcap.prompts.style`) is
+the prompt paragraph plus how its captions are cut (``pieces``) and filled in (``fallback``).
 
 Guarantees on the result, whatever the LLM answers:
 
-- every sentence (for ``t2i``, every comma-separated phrase) that states refuted content is
-  cut: one naming a refuted object; one pairing a refuted count's number with its object
-  ("two cats"); one naming a refuted attribute's object together with the attribute's own
-  words ("cat" and "pink" for "The cat is pink.");
+- every sentence (for a style whose pieces are ``phrases``, like ``t2i``: every
+  comma-separated phrase) that states refuted content is cut: one naming a refuted object; one
+  pairing a refuted count's number with its object ("two cats"); one naming a refuted
+  attribute's object together with the attribute's own words ("cat" and "pink" for "The cat
+  is pink.");
 - an empty or unusable answer, or one left empty by the cuts, is replaced by the **fallback
   caption**: the proposals' sentences that state no refuted content, de-duplicated, shaped to
-  the style (the first sentence for ``short`` and ``alt``, comma-joined phrases for ``t2i``).
-  The record's ``notes`` say when text was cut and when the fallback was used.
+  the style (the first sentence for ``fallback: first`` styles such as ``short`` and ``alt``,
+  comma-joined phrases for ``phrases`` styles). The record's ``notes`` say when text was cut
+  and when the fallback was used.
 """
 
 from __future__ import annotations
@@ -21,15 +24,39 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from factcap.config import Config
+from factcap.pipeline.claims import proposals_block
 from factcap.pipeline.parsing import clean_caption
-from factcap.pipeline.prompts import load_prompt, quote_data, render
-from factcap.pipeline.verify import proposals_block
+from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, fail_all, live, timed
-from factcap.schema import Claim
+from factcap.prompts import load_prompt, quote_data, render
+from factcap.prompts.style import INSTRUCTION, Style, shipped_styles
+from factcap.schema import Claim, ClaimKind, Verdict
 from factcap.text.english import NUMBER_WORDS, content_words
 
-INSTRUCTION = "instruction"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def stages(config: Config) -> list[Stage]:
+    """The ``compose`` stage (always: it writes the captions)."""
+    return [Stage("compose", "llm", run)]
+
+
+def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """The stage function: :func:`compose` for the context's styles and instruction."""
+    if model is None:
+        raise ValueError("the compose stage needs an LLM")
+    cfg = context.config
+    compose(
+        batch,
+        model.backend,
+        context.styles,
+        instruction=context.instruction,
+        max_new_tokens=cfg.llm.max_new_tokens,
+        temperature=cfg.llm.temperature,
+        prompts=cfg.prompts,
+        styles_known=cfg.style_registry(),
+    )
 
 
 def verdicts_block(claims: Sequence[Claim]) -> str:
@@ -39,10 +66,9 @@ def verdicts_block(claims: Sequence[Claim]) -> str:
     return quote_data([c.text for c in claims], [c.verdict.upper() for c in claims], "{}")
 
 
-def style_text(style: str, instruction: str | None, prompts: Mapping[str, str] | None) -> str:
-    if style == INSTRUCTION:
-        return render(load_prompt("style_instruction", prompts), instruction=instruction or "")
-    return load_prompt(f"style_{style}", prompts)
+def style_text(style: Style, instruction: str | None) -> str:
+    """The style's paragraph of the compose prompt (with the instruction filled in)."""
+    return render(style.prompt, instruction=instruction or "")
 
 
 Matcher = Callable[[str], bool]
@@ -60,12 +86,12 @@ def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
     """One test per refuted claim: does a piece of text state it? (module docstring)."""
     matchers: list[Matcher] = []
     for c in claims:
-        if c.verdict != "refuted" or not c.subject:
+        if c.verdict != Verdict.REFUTED or not c.subject:
             continue
         noun = _noun(c.subject)
-        if c.kind == "object":
+        if c.kind == ClaimKind.OBJECT:
             matchers.append(lambda t, noun=noun: bool(noun.search(t)))
-        elif c.kind == "count" and c.count is not None:
+        elif c.kind == ClaimKind.COUNT and c.count is not None:
             names = [str(c.count)] + [w for w, n in NUMBER_WORDS.items() if n == c.count]
             pattern = re.compile(
                 rf"\b({'|'.join(map(re.escape, names))})\s+(\w+\s+){{0,2}}"
@@ -73,7 +99,7 @@ def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
                 re.I,
             )
             matchers.append(lambda t, p=pattern: bool(p.search(t)))
-        elif c.kind == "attribute":
+        elif c.kind == ClaimKind.ATTRIBUTE:
             own = set(content_words(c.text)) - set(content_words(c.subject))
             if own:
                 attr = [_words(w) for w in sorted(own)]
@@ -85,21 +111,22 @@ def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
     return matchers
 
 
-def _pieces(text: str, style: str) -> list[str]:
-    if style == "t2i":
+def _pieces(text: str, pieces: str) -> list[str]:
+    if pieces == "phrases":
         return [p.strip() for p in text.split(",") if p.strip()]
     return [p.strip() for p in _SENTENCE.split(text) if p.strip()]
 
 
-def drop_refuted(text: str, matchers: Sequence[Matcher], style: str = "detailed") -> str:
-    """``text`` without the sentences (``t2i``: phrases) that any matcher flags."""
+def drop_refuted(text: str, matchers: Sequence[Matcher], pieces: str = "sentences") -> str:
+    """``text`` without the sentences (``pieces="phrases"``: comma phrases) that any matcher
+    flags."""
     if not matchers:
         return text
-    kept = [p for p in _pieces(text, style) if not any(m(p) for m in matchers)]
-    return (", " if style == "t2i" else " ").join(kept).strip()
+    kept = [p for p in _pieces(text, pieces) if not any(m(p) for m in matchers)]
+    return (", " if pieces == "phrases" else " ").join(kept).strip()
 
 
-def fallback_caption(work: Work, style: str) -> str:
+def fallback_caption(work: Work, style: Style) -> str:
     """The documented fallback caption for ``style`` (see module docstring)."""
     banned = refuted_matchers(work.record.claims)
     sentences: list[str] = []
@@ -115,14 +142,14 @@ def fallback_caption(work: Work, style: str) -> str:
         kept = [
             c.subject
             for c in work.record.claims
-            if c.kind == "object" and c.verdict != "refuted" and c.subject
+            if c.kind == ClaimKind.OBJECT and c.verdict != Verdict.REFUTED and c.subject
         ]
         sentences = [f"An image showing {', '.join(kept)}."] if kept else []
     if not sentences:
         return ""
-    if style == "t2i":
+    if style.pieces == "phrases":
         return ", ".join(s.rstrip(".") for s in sentences)
-    if style in ("short", "alt"):
+    if style.fallback == "first":
         return sentences[0]
     return " ".join(s if s.endswith((".", "!", "?")) else s + "." for s in sentences)
 
@@ -136,15 +163,22 @@ def compose(
     max_new_tokens: int,
     temperature: float,
     prompts: Mapping[str, str] | None = None,
+    styles_known: Mapping[str, Style] | None = None,
 ) -> None:
-    """Fill ``record.captions`` (style → text) for the live items of ``batch``."""
-    wanted = list(styles) + ([INSTRUCTION] if instruction else [])
+    """Fill ``record.captions`` (style name → text) for the live items of ``batch``.
+
+    ``styles`` name styles of ``styles_known`` (default: the shipped styles); with an
+    ``instruction`` the instruction's style is added."""
+    known = styles_known if styles_known is not None else shipped_styles()
+    wanted = [known[name] for name in styles]
+    if instruction:
+        wanted.append(known[INSTRUCTION])
     template = load_prompt("compose", prompts)
     for style in wanted:
         items = live(batch)
         if not items:
             return
-        style_prompt = style_text(style, instruction, prompts)
+        style_prompt = style_text(style, instruction)
         conversations = [
             [
                 {
@@ -159,28 +193,30 @@ def compose(
             ]
             for w in items
         ]
-        with timed(items, f"compose:{style}"):
+        with timed(items, f"compose:{style.name}"):
             try:
                 answers = llm.chat(
                     conversations, max_new_tokens=max_new_tokens, temperature=temperature
                 )
             except Exception as err:
-                fail_all(items, err, f"LLM {llm.name} failed while composing ({style})")
+                fail_all(items, err, f"LLM {llm.name} failed while composing ({style.name})")
                 return
         for w, answer in zip(items, answers, strict=True):
-            w.record.captions[style] = _final_text(w, style, answer)
+            w.record.captions[style.name] = _final_text(w, style, answer)
 
 
-def _final_text(work: Work, style: str, answer: str) -> str:
+def _final_text(work: Work, style: Style, answer: str) -> str:
     written = clean_caption(answer)
-    text = drop_refuted(written, refuted_matchers(work.record.claims), style)
+    text = drop_refuted(written, refuted_matchers(work.record.claims), style.pieces)
     usable = len(text) >= 3 and any(ch.isalpha() for ch in text)
     if text != written and written:
-        work.record.notes.append(f"captions.{style}: cut what the LLM wrote about refuted claims")
+        work.record.notes.append(
+            f"captions.{style.name}: cut what the LLM wrote about refuted claims"
+        )
     if usable:
         return text
     work.record.notes.append(
-        f"captions.{style}: the LLM answer was "
+        f"captions.{style.name}: the LLM answer was "
         + ("left empty by those cuts" if written and text != written else "empty or unusable")
         + "; used the fallback caption built from the proposals"
     )

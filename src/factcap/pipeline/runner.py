@@ -1,63 +1,20 @@
-"""The :class:`Pipeline`: decode → propose → verify → compose, batch by batch."""
+"""The :class:`Pipeline`: decode, then the config's stage list, batch by batch."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from factcap.config import Config, RoleConfig, load_config
+from factcap.config import Config, load_config
 from factcap.inputs import InputItem, expand
-from factcap.pipeline.compose import compose
-from factcap.pipeline.propose import propose
-from factcap.pipeline.verify import check_claims, extract_claims
-from factcap.pipeline.work import Work
+from factcap.pipeline.plan import stage_list
+from factcap.pipeline.stage import Models, Stage, StageContext
+from factcap.pipeline.work import Work, batched
+from factcap.roles import ROLES
 from factcap.schema import Record
-
-Role = tuple[Any, int]  # (backend, batch size)
-
-
-@dataclass
-class Models:
-    """The backends a pipeline runs, each with its batch size. Built once, shared by calls."""
-
-    captioners: list[Role]
-    llm: Role
-    detector: Role | None = None
-    vqa: Role | None = None
-    ocr: Role | None = None
-
-    @classmethod
-    def build(cls, config: Config) -> Models:
-        """Build every role the config names, through the registry."""
-
-        def one(role: str, rc: RoleConfig | None) -> Role | None:
-            return None if rc is None else build_role(config, role, rc)
-
-        return cls(
-            captioners=[build_role(config, "captioner", rc) for rc in config.captioners],
-            llm=build_role(config, "llm", config.llm),
-            detector=one("detector", config.detector),
-            vqa=one("vqa", config.vqa),
-            ocr=one("ocr", config.ocr),
-        )
-
-
-def build_role(config: Config, role: str, rc: RoleConfig) -> Role:
-    """One backend from its role config, with the config's device/dtype or server settings."""
-    from factcap.backends import registry
-
-    scheme, _ = registry.parse_spec(rc.model)
-    options = dict(rc.options)
-    if scheme in ("hf", "tiny"):
-        options.setdefault("device", rc.device or config.device)
-        options.setdefault("dtype", rc.dtype or config.dtype)
-    elif scheme == "openai":
-        for key, value in config.openai.model_dump().items():
-            options.setdefault(key, value)
-    return registry.build(role, rc.model, **options), rc.batch_size or config.batch_size
 
 
 class Pipeline:
@@ -66,13 +23,18 @@ class Pipeline:
     >>> from factcap.examples import example_paths
     >>> pipe = Pipeline.from_preset("tiny")
     >>> [record] = pipe.caption(example_paths()[:1], styles=["detailed", "alt"])
-    >>> record.status, sorted(record.captions), len(record.proposals) >= 2
-    ('ok', ['alt', 'detailed'], True)
+    >>> record.ok, sorted(record.captions), len(record.proposals) >= 2
+    (True, ['alt', 'detailed'], True)
     """
 
     def __init__(self, config: Config, models: Models | None = None):
         self.config = config
         self._models = models
+
+    @cached_property
+    def stages(self) -> list[Stage]:
+        """The config's stages, in order (:func:`factcap.pipeline.plan.stage_list`)."""
+        return stage_list(self.config)
 
     @classmethod
     def from_preset(cls, name: str = "tiny", **overrides: Any) -> Pipeline:
@@ -93,26 +55,23 @@ class Pipeline:
 
     @property
     def models(self) -> Models:
-        """The backends, built from the config on first use (once)."""
+        """The backends by slot, each built from the config on first use (once)."""
         if self._models is None:
-            self._models = Models.build(self.config)
+            self._models = Models(self.config)
         return self._models
 
     def load(self) -> Pipeline:
-        """Build every configured model now (otherwise they load on first use)."""
-        _ = self.models
+        """Build every model the stages need now (otherwise they load on first use)."""
+        self.models.load()
         return self
 
     def model_names(self) -> dict[str, Any]:
-        cfg = self.config
-        names: dict[str, Any] = {
-            "captioners": [rc.model for rc in cfg.captioners],
-            "llm": cfg.llm.model,
-        }
-        for name in ("detector", "vqa", "ocr"):
-            rc = getattr(cfg, name)
-            if rc is not None:
-                names[name] = rc.model
+        """The record's ``models``: the spec of each pipeline role's model(s)."""
+        names: dict[str, Any] = {}
+        for role in ROLES.values():
+            value = getattr(self.config, role.config_key)
+            if "caption" in role.used_by and value is not None:
+                names[role.config_key] = [rc.model for rc in value] if role.many else value.model
         return names
 
     # --- running ------------------------------------------------------------------------------
@@ -146,14 +105,7 @@ class Pipeline:
         batch_size: int | None = None,
     ) -> Iterator[tuple[InputItem, Record]]:
         """Like :meth:`run`, with each record's input item (sinks store its image bytes)."""
-        size = batch_size or self.config.batch_size
-        batch: list[InputItem] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) >= size:
-                yield from zip(batch, self.process(batch, styles, instruction), strict=True)
-                batch = []
-        if batch:
+        for batch in batched(items, batch_size or self.config.batch_size):
             yield from zip(batch, self.process(batch, styles, instruction), strict=True)
 
     def process(
@@ -205,35 +157,9 @@ class Pipeline:
         styles: Sequence[str] | None = None,
         instruction: str | None = None,
     ) -> list[Record]:
-        """The model stages (propose → verify → compose) for a prepared batch."""
-        cfg = self.config
+        """The model stages for a prepared batch (none when every item failed to decode)."""
         if any(w.record.ok for w in work):
-            self._stages(work, list(styles or cfg.styles), instruction or cfg.instruction)
+            context = StageContext.of(self.config, styles, instruction)
+            for stage in self.stages:
+                stage.run(work, self.models.get(stage.model) if stage.model else None, context)
         return [w.record for w in work]
-
-    def _stages(self, work: list[Work], styles: list[str], instruction: str | None) -> None:
-        cfg, models = self.config, self.models
-        llm, _ = models.llm
-        propose(work, models.captioners, models.ocr)
-        extract_claims(
-            work,
-            llm,
-            max_new_tokens=cfg.llm.max_new_tokens,
-            temperature=cfg.llm.temperature,
-            max_claims=cfg.verify.max_claims,
-            prompts=cfg.prompts,
-        )
-        if cfg.verify.enabled:
-            check_claims(work, models.detector, models.vqa, cfg.verify)
-        else:
-            for w in work:
-                w.record.notes.append("verification switched off: claims were not checked")
-        compose(
-            work,
-            llm,
-            styles,
-            instruction=instruction,
-            max_new_tokens=cfg.llm.max_new_tokens,
-            temperature=cfg.llm.temperature,
-            prompts=cfg.prompts,
-        )

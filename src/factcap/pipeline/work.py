@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -40,6 +40,22 @@ def timed(batch: Sequence[Work], stage: str) -> Iterator[None]:
         share = (time.perf_counter() - start) * 1000.0 / max(len(batch), 1)
         for w in batch:
             w.record.add_timing(stage, share)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items from a stream (the last one may be shorter).
+
+    >>> list(batched(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    """
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def chunked(items: Sequence[T], size: int | None) -> Iterator[Sequence[T]]:

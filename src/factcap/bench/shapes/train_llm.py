@@ -5,7 +5,7 @@ The pipeline asks its LLM two things, each as one user message through the chat 
 :func:`~factcap.bench.shapes.language.claims_answer`) and **compose** (the compose prompt
 around the proposals, the checked claims and the ``detailed`` style → the caption of
 :func:`~factcap.bench.shapes.language.compose_answer`). Training prompts are rendered with
-the pipeline's own functions (:func:`~factcap.pipeline.prompts.quote_data`,
+the pipeline's own functions (:func:`~factcap.prompts.quote_data`,
 :func:`~factcap.pipeline.compose.verdicts_block`, ...), so the model sees exactly what the
 pipeline sends; the proposals are labelled ``hf:<some directory>/captioner_<noise>`` with a
 random directory, which the model learns to ignore.
@@ -60,7 +60,8 @@ from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_ever
 from factcap.bench.shapes.world import Scene
 from factcap.pipeline.compose import style_text, verdicts_block
 from factcap.pipeline.parsing import parse_claims
-from factcap.pipeline.prompts import load_prompt, quote_data, render
+from factcap.prompts import load_prompt, quote_data, render
+from factcap.prompts.style import shipped_styles
 from factcap.schema import Claim
 from factcap.text.jsonrepair import ParseError
 
@@ -177,7 +178,7 @@ def compose_prompt(texts: Sequence[str], labels: Sequence[str], claims: Sequence
         load_prompt("compose"),
         proposals=quote_data(texts, labels),
         verdicts=verdicts_block(claims),
-        style=style_text(STYLE, None, None),
+        style=style_text(shipped_styles()[STYLE], None),
     )
 
 
@@ -271,7 +272,7 @@ def fixed_pieces() -> list[str]:
         load_prompt("compose"),
         proposals=marker,
         verdicts=marker,
-        style=style_text(STYLE, None, None),
+        style=style_text(shipped_styles()[STYLE], None),
     )
     return [p for p in claims.split(marker) + compose.split(marker) if p]
 

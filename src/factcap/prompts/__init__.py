@@ -1,4 +1,8 @@
-"""Prompt templates: text files shipped in ``factcap/pipeline/prompts``, overridable by config.
+"""Prompt templates: text files shipped in ``factcap/prompts``, overridable by config.
+
+``templates/`` holds the pipeline's own prompts (``claims``, ``repair``, ``compose``);
+``styles/`` holds one file per caption style (:mod:`factcap.prompts.style`). A config's
+``prompts:`` mapping replaces any of them by name (``claims``, ``style_detailed``, ...).
 
 Templates hold the placeholders ``{proposals}``, ``{verdicts}``, ``{style}`` and
 ``{instruction}``; :func:`render` fills those and nothing else, so other braces (a JSON
@@ -26,35 +30,37 @@ from pathlib import Path
 
 from factcap.errors import ConfigError
 
-NAMES = (
-    "claims",
-    "repair",
-    "compose",
-    "style_detailed",
-    "style_short",
-    "style_t2i",
-    "style_alt",
-    "style_instruction",
-)
+#: The pipeline's own templates (styles are named ``style_<name>``).
+TEMPLATES = ("claims", "repair", "compose")
 PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
 @cache
-def _shipped(name: str) -> str:
-    return (resources.files("factcap.pipeline") / "prompts" / f"{name}.txt").read_text("utf-8")
+def shipped_template(name: str) -> str:
+    """The text of the shipped template ``name`` (one of :data:`TEMPLATES`)."""
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown prompt {name!r}; known: {', '.join(TEMPLATES)}")
+    return (resources.files(__name__) / "templates" / f"{name}.txt").read_text("utf-8")
+
+
+def read_override(name: str, path: str) -> str:
+    """The text of a prompt file a config names for ``name``."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"prompt file for {name!r} cannot be read: {err}") from None
 
 
 def load_prompt(name: str, overrides: Mapping[str, str] | None = None) -> str:
-    """The template ``name``: the file named in ``overrides[name]`` if given, else shipped."""
-    if name not in NAMES:
-        raise ConfigError(f"unknown prompt {name!r}; known: {', '.join(NAMES)}")
+    """The template ``name``: the file named in ``overrides[name]`` if given, else shipped.
+
+    >>> load_prompt("repair").startswith("Your previous answer")
+    True
+    """
     if overrides and name in overrides:
-        try:
-            return Path(overrides[name]).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"prompt file for {name!r} cannot be read: {err}") from None
-    return _shipped(name)
+        return read_override(name, overrides[name])
+    return shipped_template(name)
 
 
 def render(template: str, **values: str) -> str:

@@ -1,11 +1,20 @@
-"""The small protocols every backend implements, one per model role.
+"""Model roles: the small protocol each backend implements, and :data:`ROLES`, the one table
+of roles that the config, the pipeline, evaluation and the command line read.
 
-Every method takes a *batch* and returns one result per item, in order. A backend runs a
-batch through one forward / generate call (or, for remote servers, concurrent requests),
-never a Python loop of single-image calls.
+Every protocol method takes a *batch* and returns one result per item, in order. A backend
+runs a batch through one forward / generate call (or, for remote servers, concurrent
+requests), never a Python loop of single-image calls.
 
 Images are RGB :class:`PIL.Image.Image` objects at their original size (after EXIF
 orientation); boxes come back in pixel coordinates of those images.
+
+A configured model has a *slot* name: the role's name, or ``captioner:<i>`` for the i-th of
+the roles that take several models (:func:`slot`, :func:`role_of`).
+
+>>> [r.name for r in ROLES.values() if "caption" in r.used_by]
+['captioner', 'llm', 'detector', 'vqa', 'ocr']
+>>> slot("captioner", 1), role_of("captioner:1"), role_of("llm")
+('captioner:1', 'captioner', 'llm')
 """
 
 from __future__ import annotations
@@ -160,13 +169,67 @@ class OCR(Protocol):
     def read(self, images: Sequence[Image.Image]) -> list[list[TextSpan]]: ...
 
 
-ROLES: dict[str, type] = {
-    "captioner": Captioner,
-    "detector": Detector,
-    "vqa": VQA,
-    "llm": LLM,
-    "embedder": Embedder,
-    "ocr": OCR,
-    "t2i": TextToImage,
-    "text_embedder": Embedder,  # text side only: embed_texts
-}
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One model role: its protocol, the config key that configures it, whether that key
+    holds a list of models (``many``), and which jobs use it (``caption``: the pipeline's
+    stages; ``evaluate``: the metrics)."""
+
+    name: str
+    protocol: type
+    config_key: str
+    many: bool = False
+    used_by: frozenset[str] = frozenset({"caption"})
+    description: str = ""
+
+
+def _role(name: str, protocol: type, description: str, **kw: Any) -> tuple[str, Role]:
+    return name, Role(name, protocol, kw.pop("config_key", name), description=description, **kw)
+
+
+_EVALUATE = frozenset({"evaluate"})
+
+#: Every model role, in the order records list them (``Record.models``).
+ROLES: dict[str, Role] = dict(
+    [
+        _role(
+            "captioner",
+            Captioner,
+            "writes a caption (proposal)",
+            config_key="captioners",
+            many=True,
+        ),
+        _role(
+            "llm",
+            LLM,
+            "extracts claims, writes the final captions",
+            used_by=frozenset({"caption", "evaluate"}),
+        ),
+        _role("detector", Detector, "open-vocabulary detection of object claims"),
+        _role(
+            "vqa",
+            VQA,
+            "yes/no answers for attribute and count claims",
+            used_by=frozenset({"caption", "evaluate"}),
+        ),
+        _role("ocr", OCR, "reads text in the image"),
+        _role("embedder", Embedder, "joint image-text embeddings (CLIP)", used_by=_EVALUATE),
+        _role("t2i", TextToImage, "regenerates images from captions", used_by=_EVALUATE),
+        _role(
+            "text_embedder",
+            Embedder,
+            "sentence embeddings for soft matching (text side only)",
+            used_by=_EVALUATE,
+        ),
+    ]
+)
+
+
+def slot(role: str, index: int | None = None) -> str:
+    """The slot name of a configured model: ``role``, or ``role:index`` for a list role."""
+    return role if index is None else f"{role}:{index}"
+
+
+def role_of(slot_name: str) -> str:
+    """The role a slot belongs to (``captioner:0`` → ``captioner``)."""
+    return slot_name.partition(":")[0]

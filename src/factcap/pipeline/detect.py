@@ -1,0 +1,61 @@
+"""Stage ``detect``: every object claim of an image goes to the open-vocabulary detector.
+
+All object (and count) subjects of an image are asked in one detector call; the boxes found
+per query travel on the work item (``extra["detections"]``) to the ``judge`` stage, which
+turns them into verdicts. Without a detector in the config there is no such stage and the
+verdicts are left to the VQA model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from factcap.config import Config
+from factcap.pipeline.stage import BoundModel, Stage, StageContext
+from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.schema import ClaimKind
+
+DETECTIONS = "detections"
+"""Key of ``Work.extra`` holding an item's detections by query, from this stage to ``judge``."""
+
+
+def stages(config: Config) -> list[Stage]:
+    """The ``detect`` stage, when verification is on and a detector is configured."""
+    return [Stage("detect", "detector", run)] if config.verify.enabled and config.detector else []
+
+
+def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """The stage function: :func:`detect_claims`."""
+    detect_claims(batch, model)
+
+
+def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
+    """All object subjects of each live item with claims go to the detector in one call;
+    ``extra["detections"]`` gets {query: [Detection]} per item. Without a detector nothing
+    happens (and the verdicts are left to VQA)."""
+    items = [w for w in live(batch) if w.record.claims]
+    if not items or detector is None:
+        return
+    model, size = detector
+    queries = [
+        list(
+            dict.fromkeys(
+                c.subject
+                for c in w.record.claims
+                if c.kind in (ClaimKind.OBJECT, ClaimKind.COUNT) and c.subject
+            )
+        )
+        for w in items
+    ]
+    with timed(items, "detect"):
+        try:
+            found = call_batched(model.detect, size, [w.image for w in items], queries)
+        except Exception as err:
+            fail_all(items, err, f"detector {model.name} failed")
+            return
+    for w, detections in zip(items, found, strict=False):  # as many as the detector gave
+        per_query: dict[str, list[Any]] = {}
+        for det in detections:
+            per_query.setdefault(det.query, []).append(det)
+        w.extra[DETECTIONS] = per_query

@@ -1,0 +1,42 @@
+"""Stage ``ocr``: the OCR expert reads the text in the image.
+
+What it reads becomes one more proposal (``model: "<ocr spec>"``, ``"Text visible in the
+image: ..."``), so the LLM sees it, and stays on the work item (``ocr_spans``) for checking
+``text`` claims later (:mod:`factcap.pipeline.judge`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from factcap.config import Config
+from factcap.pipeline.stage import BoundModel, Stage, StageContext
+from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.schema import Proposal
+
+
+def stages(config: Config) -> list[Stage]:
+    """The ``ocr`` stage when the config has an OCR model."""
+    return [Stage("ocr", "ocr", run)] if config.ocr is not None else []
+
+
+def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Read the text of the live items; without a model nothing happens."""
+    items = live(batch)
+    if model is None or not items:
+        return
+    ocr, size = model
+    with timed(items, f"ocr:{ocr.name}"):
+        try:
+            spans_per_image = call_batched(ocr.read, size, [w.image for w in items])
+        except Exception as err:  # a backend failure must not end the job
+            fail_all(items, err, f"OCR {ocr.name} failed")
+            return
+    for w, spans in zip(items, spans_per_image, strict=True):
+        w.ocr_spans = [s for s in spans if s.text.strip()]
+        if w.ocr_spans:
+            w.ocr_model = ocr.name
+            quoted = ", ".join(f'"{s.text.strip()}"' for s in w.ocr_spans)
+            w.record.proposals.append(
+                Proposal(model=ocr.name, text=f"Text visible in the image: {quoted}.")
+            )

@@ -1,0 +1,34 @@
+"""The one ordered list of a config's pipeline stages.
+
+Each stage module has a ``stages(config)`` function that returns its stages for that config
+(none when the config switches it off). :data:`STAGE_MODULES` is their order; adding a stage
+is a new module with a ``stages`` function, and its line here.
+
+>>> from factcap.config import load_config
+>>> [s.name for s in stage_list(load_config(preset="tiny"))]
+['caption:0', 'caption:1', 'ocr', 'claims', 'detect', 'judge', 'compose']
+>>> [s.name for s in stage_list(load_config(preset="tiny", overrides={"verify": {"enabled": False}}))]
+['caption:0', 'caption:1', 'ocr', 'claims', 'unverified', 'compose']
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from factcap.config import Config
+from factcap.pipeline.stage import Stage
+
+#: The stage modules, in pipeline order (each has ``stages(config) -> list[Stage]``).
+STAGE_MODULES: tuple[str, ...] = (
+    "factcap.pipeline.propose",  # one caption stage per captioner
+    "factcap.pipeline.ocr",  # OCR text as one more proposal
+    "factcap.pipeline.claims",  # the LLM turns proposals into claims
+    "factcap.pipeline.detect",  # the detector looks for every object claim
+    "factcap.pipeline.judge",  # verdicts from boxes, OCR and VQA answers
+    "factcap.pipeline.compose",  # the LLM writes each style's caption
+)
+
+
+def stage_list(config: Config) -> list[Stage]:
+    """The stages ``config`` runs, in order."""
+    return [stage for name in STAGE_MODULES for stage in import_module(name).stages(config)]

@@ -1,0 +1,113 @@
+"""What a pipeline stage is, and the models the stages run.
+
+A :class:`Stage` is data: a name, the model slot it needs (or none), and a function that
+runs it on one batch of :class:`~factcap.pipeline.work.Work` items. The ordered list of a
+config's stages comes from :func:`factcap.pipeline.plan.stage_list`; executors (the local
+one, Ray, the service's batcher) only loop over that list, so none of them names a stage.
+
+>>> from factcap.config import load_config
+>>> from factcap.pipeline.plan import stage_list
+>>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny"))][:3]
+[('caption:0', 'captioner:0'), ('caption:1', 'captioner:1'), ('ocr', 'ocr')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from factcap.backends.registry import BoundModel, build_configured
+from factcap.config import Config
+from factcap.pipeline.work import Work
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """What a stage may read besides its batch and model: the config and this call's
+    caption styles and instruction."""
+
+    config: Config
+    styles: tuple[str, ...]
+    instruction: str | None
+
+    @classmethod
+    def of(
+        cls, config: Config, styles: Sequence[str] | None = None, instruction: str | None = None
+    ) -> StageContext:
+        """The context for a call; ``None`` takes the config's styles / instruction."""
+        return cls(config, tuple(styles or config.styles), instruction or config.instruction)
+
+
+StageFn = Callable[[Sequence[Work], BoundModel | None, StageContext], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of the pipeline.
+
+    ``model`` is the slot (``captioner:0``, ``llm``, ``detector`` ...) of the model the stage
+    runs, or None for a stage that needs no model; ``run(batch, model, context)`` fills the
+    records of the batch's live items in place and never raises for one item's failure.
+    """
+
+    name: str
+    model: str | None
+    run: StageFn
+
+
+class Models(Mapping[str, BoundModel]):
+    """The models of a config by slot, each built on first use, once.
+
+    ``Models(config)`` serves every slot the config's stage list needs; ``slots`` names
+    others instead. ``built`` gives ready backends (``{slot: (backend, batch_size)}``)
+    instead of building them: a library user's own objects, or a test's. A stage whose
+    slot is not served runs without a model (e.g. no OCR, no VQA), as the stage says.
+
+    Example:
+        >>> from factcap.config import load_config
+        >>> models = Models(load_config(preset="tiny"), built={"llm": ("my-llm", 4)})
+        >>> list(models), models["llm"].batch_size, models.get("vqa")
+        (['llm'], 4, None)
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        slots: Sequence[str] | None = None,
+        built: Mapping[str, tuple[Any, int | None]] | None = None,
+    ):
+        from factcap.pipeline.plan import stage_list
+
+        self.config = config
+        if built is not None:
+            self._built = {k: BoundModel(*v) for k, v in built.items()}
+            self._slots = list(self._built)
+            return
+        needed = slots if slots is not None else [s.model for s in stage_list(config) if s.model]
+        self._slots = list(dict.fromkeys(needed))
+        self._built = {}
+
+    def __getitem__(self, slot_name: str) -> BoundModel:
+        if slot_name not in self._slots:
+            raise KeyError(slot_name)
+        if slot_name not in self._built:
+            self._built[slot_name] = build_configured(self.config, slot_name)
+        return self._built[slot_name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._slots)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def load(self) -> Models:
+        """Build every model now (errors surface before any work starts)."""
+        for slot_name in self._slots:
+            _ = self[slot_name]
+        return self
+
+    def wrap(self, wrapper: Callable[[Any], Any]) -> Models:
+        """A copy whose backends (all built now) are ``wrapper(backend)``."""
+        self.load()
+        return Models(self.config, built={k: (wrapper(m[0]), m[1]) for k, m in self.items()})
