@@ -15,12 +15,12 @@ from PIL import Image
 
 from factcap.engine import sinks as sinks_module
 from factcap.engine import sources as sources_module
+from factcap.engine.records import read_records
 from factcap.engine.sinks import (
     JsonlSink,
     ParquetSink,
     WebDatasetSink,
     open_sink,
-    read_records,
 )
 from factcap.engine.sources import BrokenItem, expand_braces, open_source
 from factcap.errors import ConfigError, ImageError

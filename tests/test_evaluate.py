@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from factcap.errors import ConfigError
+from factcap.engine.records import read_jsonl
+from factcap.errors import ConfigError, DataError, NotFound
 from factcap.evaluate import (
     build_samples,
     evaluate,
-    read_jsonl,
     read_references,
     table,
     write_rows,
@@ -83,9 +83,9 @@ def test_references_from_jsonl_and_coco(tmp_path):
 def test_read_jsonl_errors_are_clear(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": 1}\nnot json\n')
-    with pytest.raises(ConfigError, match="r.jsonl:2"):
+    with pytest.raises(DataError, match="r.jsonl:2"):
         list(read_jsonl(path))
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(NotFound, match="no such file"):
         list(read_jsonl(tmp_path / "missing.jsonl"))
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from factcap.errors import ConfigError
+from factcap.cli.report import run as cmd_report
+from factcap.errors import ConfigError, DataError, NotFound
 from factcap.examples import example_paths
 from factcap.images import decode
-from factcap.report import build_report, cmd_report, write_report
+from factcap.report import build_report, write_report
 from factcap.report.html import _csp_hash
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -293,15 +294,15 @@ def test_bad_inputs(tmp_path):
     assert "incomplete last line" in (tmp_path / "t.html").read_text(encoding="utf-8")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "b", "sou\n' + json.dumps(good) + "\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"broken.jsonl:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"broken.jsonl:1: not valid JSON"):
         build_report(broken, out_path=tmp_path / "b.html")
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(NotFound, match="no such file"):
         build_report(tmp_path / "nope.jsonl", out_path=tmp_path / "n.html")
     with pytest.raises(ConfigError, match="thumb_px"):
         build_report(torn, out_path=tmp_path / "x.html", thumb_px=4)
     bad_scores = tmp_path / "s.jsonl"
     bad_scores.write_text('{"caption_source": "final:detailed"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="no id or no metrics"):
+    with pytest.raises(DataError, match="no id or no metrics"):
         build_report(torn, bad_scores, out_path=tmp_path / "y.html")
     assert not (tmp_path / "b.html").exists() and not (tmp_path / "y.html").exists()
 
@@ -322,6 +323,8 @@ def test_cmd_report(report, tmp_path, capsys):
         scores=d / "scores.jsonl",
         output=tmp_path / "c.html",
         thumb_px=64,
+        overwrite=False,
+        image_root=None,
     )
     assert cmd_report(args) == 0
     err = capsys.readouterr().err

@@ -28,7 +28,8 @@ from PIL import Image
 
 from factcap.config import load_config
 from factcap.errors import FactcapError
-from factcap.pipeline.runner import Models, Pipeline
+from factcap.pipeline.runner import Pipeline
+from factcap.pipeline.stage import Models
 from factcap.serve.app import check_exposure, create_app, is_loopback, run, serve_in_thread
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
 
@@ -94,19 +95,23 @@ def scripted_pipeline(batch_size: int = 4, hold_from: int | None = None) -> Pipe
     """Scripted backends; the first captioner is a :class:`GatedCaptioner` (``gate(pipe)``)."""
     config = load_config(preset="tiny", overrides={"batch_size": batch_size})
     models = Models(
-        captioners=[
-            (GatedCaptioner("cap-a", "A grey cat on a sofa.", hold_from), batch_size),
-            (ScriptedCaptioner("cap-b", "A cat next to a lamp."), batch_size),
-        ],
-        llm=(ScriptedLLM(CLAIMS, "A grey cat sits on a sofa."), batch_size),
-        detector=(ScriptedDetector(["cat"]), batch_size),
-        vqa=(ScriptedVQA(lambda q: 0.9), batch_size),
+        config,
+        built={
+            "captioner:0": (
+                GatedCaptioner("cap-a", "A grey cat on a sofa.", hold_from),
+                batch_size,
+            ),
+            "captioner:1": (ScriptedCaptioner("cap-b", "A cat next to a lamp."), batch_size),
+            "llm": (ScriptedLLM(CLAIMS, "A grey cat sits on a sofa."), batch_size),
+            "detector": (ScriptedDetector(["cat"]), batch_size),
+            "vqa": (ScriptedVQA(lambda q: 0.9), batch_size),
+        },
     )
     return Pipeline(config, models=models)
 
 
 def gate(pipe: Pipeline) -> GatedCaptioner:
-    return pipe.models.captioners[0][0]
+    return pipe.models["captioner:0"].backend
 
 
 def png_bytes(size: tuple[int, int] = (48, 40)) -> bytes:
@@ -146,7 +151,9 @@ def test_multipart_upload_returns_the_record(client):
     assert rec["status"] == "ok" and rec["error"] is None
     assert rec["source"] == "upload:cat.jpg"
     assert sorted(rec["captions"]) == ["alt", "detailed", "instruction"]
-    prompts = [conv[-1]["content"] for call in client.pipe.models.llm[0].calls for conv in call]
+    prompts = [
+        conv[-1]["content"] for call in client.pipe.models["llm"].backend.calls for conv in call
+    ]
     assert any("Be brief." in p for p in prompts)  # the instruction reached the composer
     assert [p["model"] for p in rec["proposals"]] == ["cap-a", "cap-b"]
     assert rec["claims"][0]["verdict"] == "supported"
@@ -165,9 +172,28 @@ def test_json_base64_returns_the_record_and_same_id_for_same_bytes(client):
     assert r1.json()["image_size"] == [48, 40]
 
 
-def test_openapi_page_is_served(client):
-    r = client.get("/openapi.json")
-    assert r.status_code == 200 and "/v1/captions" in r.json()["paths"]
+def test_openapi_page_is_served_with_the_key_and_documents_the_bodies(client):
+    assert client.get("/openapi.json").status_code == 401  # a key is set: docs need it too
+    assert client.get("/docs").status_code == 401
+    assert client.get("/docs", headers=AUTH).status_code == 200
+    r = client.get("/openapi.json", headers=AUTH)
+    assert r.status_code == 200
+    spec = r.json()
+    caption = spec["paths"]["/v1/captions"]["post"]
+    body = caption["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["image_base64"] and "styles" in body["properties"]
+    answer = caption["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert (
+        answer.endswith("/RecordOut")
+        and "claims" in spec["components"]["schemas"]["RecordOut"]["properties"]
+    )
+    assert "/healthz" in spec["paths"] and "/v1/jobs/{job_id}" in spec["paths"]
+
+
+def test_openapi_page_is_open_without_a_key():
+    pipe = scripted_pipeline()
+    with TestClient(create_app(pipe.config, None, pipeline=pipe)) as c:
+        assert c.get("/openapi.json").status_code == 200
 
 
 # --- auth ----------------------------------------------------------------------------------
@@ -193,7 +219,7 @@ def test_missing_or_wrong_key_is_401(client, headers):
     r = client.post("/v1/captions", headers=headers, json={"image_base64": "AAAA"})
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == "Bearer"
-    assert client.pipe.models.captioners[0][0].calls == []
+    assert client.pipe.models["captioner:0"].backend.calls == []
 
 
 def test_no_key_configured_leaves_v1_open():
@@ -376,15 +402,15 @@ def test_concurrent_requests_are_micro_batched():
             futures = [pool.submit(_post, base)]  # runs alone, held in the captioner
             wait_until(lambda: held.waiting == 1, "the first request is running")
             futures += [pool.submit(_post, base) for _ in range(8)]
-            wait_until(lambda: app.state.batcher.depth == 8, "eight requests are queued")
+            wait_until(lambda: app.state.service.batcher.depth == 8, "eight requests are queued")
         finally:
             held.open()
         responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200] * 9
     # the eight that waited together ran as two full batches, not one by one
     assert held.calls == [1, 4, 4]  # one captioner call per pipeline batch
-    assert app.state.batcher.batches == held.calls
-    llm_calls = pipe.models.llm[0].calls
+    assert app.state.service.batcher.batches == held.calls
+    llm_calls = pipe.models["llm"].backend.calls
     assert len(llm_calls) == 2 * len(held.calls)  # extract + compose, once per batch
 
 
@@ -397,7 +423,7 @@ def test_full_queue_is_429_with_retry_after():
             accepted = [pool.submit(_post, base)]  # in the worker, held
             wait_until(lambda: held.waiting == 1, "one request is running")
             accepted += [pool.submit(_post, base) for _ in range(2)]
-            wait_until(lambda: app.state.batcher.depth == 2, "the queue is full")
+            wait_until(lambda: app.state.service.batcher.depth == 2, "the queue is full")
             # a batch in the worker and a full queue: nine more are refused at once
             refused = list(pool.map(lambda _: _post(base), range(9)))
         finally:
@@ -407,7 +433,7 @@ def test_full_queue_is_429_with_retry_after():
     for r in refused:
         assert int(r.headers["Retry-After"]) >= 1
     assert [r.status_code for r in answered] == [200] * 3
-    assert sum(held.calls) == 3 and app.state.batcher.batches == [1, 2]
+    assert sum(held.calls) == 3 and app.state.service.batcher.batches == [1, 2]
 
 
 def test_shutdown_finishes_in_flight_work():
@@ -420,7 +446,7 @@ def test_shutdown_finishes_in_flight_work():
                 futures = [pool.submit(_post, base)]
                 wait_until(lambda: held.waiting == 1, "the first batch is running")
                 futures += [pool.submit(_post, base) for _ in range(3)]
-                wait_until(lambda: app.state.batcher.depth == 3, "three more are queued")
+                wait_until(lambda: app.state.service.batcher.depth == 3, "three more are queued")
                 server.should_exit = True  # told to stop with all four in flight
                 wait_until(
                     lambda: not any(s.is_serving() for s in server.servers),
@@ -430,8 +456,8 @@ def test_shutdown_finishes_in_flight_work():
                 held.open()
         codes = [f.result().status_code for f in futures]
     assert codes == [200] * 4
-    assert app.state.batcher.batches == [1, 2, 1]
-    assert not app.state.batcher._thread.is_alive()
+    assert app.state.service.batcher.batches == [1, 2, 1]
+    assert not app.state.service.batcher._thread.is_alive()
 
 
 def test_shutdown_cancels_queued_requests_with_503():
@@ -456,10 +482,12 @@ def test_shutdown_cancels_queued_requests_with_503():
                 running = post()
                 await until(lambda: held.waiting == 1, "the first request is running")
                 queued = [post() for _ in range(3)]
-                await until(lambda: app.state.batcher.depth == 3, "three are queued")
+                await until(lambda: app.state.service.batcher.depth == 3, "three are queued")
                 shutdown = asyncio.ensure_future(lifespan.__aexit__(None, None, None))
                 # the batcher stops taking work, then waits for the running batch
-                await until(lambda: app.state.batcher._stop.is_set(), "the batcher is closing")
+                await until(
+                    lambda: app.state.service.batcher._stop.is_set(), "the batcher is closing"
+                )
             finally:
                 held.open()
             await shutdown
@@ -469,7 +497,7 @@ def test_shutdown_cancels_queued_requests_with_503():
     assert running.status_code == 200 and running.json()["status"] == "ok"
     assert [r.status_code for r in queued] == [503] * 3
     assert all("shut down before this request ran" in r.json()["detail"] for r in queued)
-    assert held.calls == [1] and app.state.batcher.batches == [1]
+    assert held.calls == [1] and app.state.service.batcher.batches == [1]
 
 
 def test_batcher_close_cancels_queued_work():
@@ -524,7 +552,7 @@ def test_non_loopback_without_key_refuses_to_start(host, monkeypatch):
 def test_cli_handler_refuses_a_public_host_without_key(monkeypatch):
     from argparse import Namespace
 
-    from factcap.serve.app import cmd_serve
+    from factcap.cli.serve import run as cmd_serve
 
     monkeypatch.delenv("FACTCAP_API_KEY", raising=False)
     args = Namespace(
@@ -624,7 +652,7 @@ def test_job_runs_and_streams_jsonl_results(data_root, tmp_path):
         assert sorted(Path(rec["source"]).name for rec in records) == [f"{i}.png" for i in range(5)]
         assert all(rec["status"] == "ok" and list(rec["captions"]) == ["short"] for rec in records)
         # one pipeline batch of 4 and one of 1: the job went through run_job's batches
-        assert c.pipe.models.captioners[0][0].calls == [4, 1]
+        assert c.pipe.models["captioner:0"].backend.calls == [4, 1]
         gone = c.delete(f"/v1/jobs/{job['id']}", headers=AUTH)
         assert gone.status_code == 200 and gone.json()["deleted"]
         assert c.get(f"/v1/jobs/{job['id']}", headers=AUTH).status_code == 404
@@ -648,7 +676,7 @@ def test_job_paths_outside_the_data_root_are_403(data_root, tmp_path, path):
     with jobs_client(data_root, tmp_path) as c:
         r = c.post("/v1/jobs", headers=AUTH, json={"path": path})
         assert r.status_code == 403, r.text
-        assert c.app.state.jobs.jobs == {}
+        assert c.app.state.service.jobs.jobs == {}
 
 
 def test_absolute_job_paths_outside_are_403_inside_are_allowed(data_root, tmp_path):
@@ -694,7 +722,7 @@ def test_delete_cancels_a_running_job(data_root, tmp_path):
     with jobs_client(data_root, tmp_path, batch_size=2, hold_from=2) as c:
         held = gate(c.pipe)
         job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
-        open_when_cancelled(held, c.app.state.jobs.jobs[job_id])
+        open_when_cancelled(held, c.app.state.service.jobs.jobs[job_id])
         wait_for(c, job_id, states=("running",))
         wait_until(lambda: held.waiting == 1, "the job's second batch is running")
         r = c.delete(f"/v1/jobs/{job_id}", headers=AUTH)
@@ -815,7 +843,7 @@ def test_scores_auth_limits_and_bad_images(score_client):
 def test_scores_resources_come_from_the_config_once():
     pipe = scripted_pipeline()
     with TestClient(create_app(pipe.config, KEY, pipeline=pipe)) as c:
-        resources = c.app.state.resources
+        resources = c.app.state.service.resources
         assert resources.available("embedder") and resources.available("vqa")
         assert resources._built == {}  # built lazily, on the first request that needs them
 
@@ -848,7 +876,7 @@ def test_a_running_job_survives_a_server_restart(data_root, tmp_path):
         job_id = c.post("/v1/jobs", headers=AUTH, json={"path": "set", "styles": ["short"]})
         job_id = job_id.json()["id"]
         # the second batch is held until the server shuts down (below, leaving the block)
-        open_when_cancelled(held, c.app.state.jobs.jobs[job_id])
+        open_when_cancelled(held, c.app.state.service.jobs.jobs[job_id])
         wait_until(lambda: held.waiting == 1, "the job's second batch is running")
         wait_until(
             lambda: c.get(f"/v1/jobs/{job_id}", headers=AUTH).json()["written"] >= 2,
@@ -869,7 +897,7 @@ def test_a_running_job_survives_a_server_restart(data_root, tmp_path):
         assert len({rec["id"] for rec in records}) == 16 and lines[: len(before)] == before
         assert all(list(rec["captions"]) == ["short"] for rec in records)
         # the new server captioned only what was left
-        assert sum(c.pipe.models.captioners[0][0].calls) == 16 - len(before)
+        assert sum(c.pipe.models["captioner:0"].backend.calls) == 16 - len(before)
     assert json.loads((tmp_path / "jobs" / job_id / "job.json").read_text())["state"] == "done"
 
 
@@ -879,7 +907,7 @@ def test_cancelled_and_finished_jobs_are_listed_not_resumed_after_restart(data_r
         held = gate(c.pipe)
         done = wait_for(c, c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"])
         stopped = c.post("/v1/jobs", headers=AUTH, json={"path": "set"}).json()["id"]
-        open_when_cancelled(held, c.app.state.jobs.jobs[stopped])
+        open_when_cancelled(held, c.app.state.service.jobs.jobs[stopped])
         wait_for(c, stopped, states=("running",))
         wait_until(lambda: held.waiting == 1, "the second job's first batch is running")
         assert c.delete(f"/v1/jobs/{stopped}", headers=AUTH).status_code == 202
@@ -888,8 +916,8 @@ def test_cancelled_and_finished_jobs_are_listed_not_resumed_after_restart(data_r
         assert c.get(f"/v1/jobs/{done['id']}", headers=AUTH).json()["state"] == "done"
         assert c.get(f"/v1/jobs/{stopped}", headers=AUTH).json()["state"] == "cancelled"
         # restore() starts a thread for every job it resumes, before the server is up
-        assert all(job.thread is None for job in c.app.state.jobs.jobs.values())
-        assert c.pipe.models.captioners[0][0].calls == []  # nothing ran again
+        assert all(job.thread is None for job in c.app.state.service.jobs.jobs.values())
+        assert c.pipe.models["captioner:0"].backend.calls == []  # nothing ran again
 
 
 @pytest.mark.slow
@@ -908,10 +936,10 @@ def test_real_tiny_models_score_captions(tmp_path):
         out = first.json()
         for name in ("a", "b"):
             assert out["failures"][name] == {}
-        built = dict(c.app.state.resources._built)
+        built = dict(c.app.state.service.resources._built)
         assert set(built) == {"embedder", "vqa"}
         assert c.post("/v1/scores", headers=AUTH, json=body).json() == out  # deterministic
-        assert c.app.state.resources._built == built  # the same models, not rebuilt
+        assert c.app.state.service.resources._built == built  # the same models, not rebuilt
         # each caption's numbers are what the metrics give for that caption and this image
         image = tmp_path / "photo.jpg"
         image.write_bytes(photo_bytes())
@@ -919,7 +947,7 @@ def test_real_tiny_models_score_captions(tmp_path):
             Sample(id="photo", source=str(image), caption_source=name, caption=text)
             for name, text in body["captions"].items()
         ]
-        direct = evaluate(samples, ["clip_score", "vqa_score"], c.app.state.resources)
+        direct = evaluate(samples, ["clip_score", "vqa_score"], c.app.state.service.resources)
         expected = {row["caption_source"]: row["metrics"] for row in direct.rows()}
         assert set(expected) == {"a", "b"}
         for name, values in expected.items():

@@ -10,6 +10,7 @@ sinks write finished :class:`~factcap.schema.Record` objects. Neither loads a da
 
 from __future__ import annotations
 
+from factcap.engine.records import RecordFile, read_records
 from factcap.engine.sinks import (
     SINK_FORMATS,
     JsonlSink,
@@ -17,7 +18,6 @@ from factcap.engine.sinks import (
     Sink,
     WebDatasetSink,
     open_sink,
-    read_records,
 )
 from factcap.engine.sources import BrokenItem, expand_braces, open_source
 
@@ -25,6 +25,7 @@ __all__ = [
     "SINK_FORMATS",
     "BrokenItem",
     "JsonlSink",
+    "RecordFile",
     "ParquetSink",
     "Sink",
     "WebDatasetSink",

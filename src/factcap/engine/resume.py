@@ -22,7 +22,8 @@ import json
 import os
 from pathlib import Path
 
-from factcap.engine.sinks import _cut_torn_line, read_records
+from factcap.engine.records import read_records
+from factcap.engine.sinks import cut_torn_line
 from factcap.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def completed_ids(path: str | Path, fmt: str, retry_failed: bool = False) -> set
     if not path.exists():
         return set()
     if fmt == "jsonl":
-        _cut_torn_line(path)
+        cut_torn_line(path)
         if retry_failed:
             _drop_failed_lines(path)
     elif retry_failed:

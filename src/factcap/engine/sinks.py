@@ -16,7 +16,7 @@ Every sink has ``write(record, item=None)`` and ``close()`` (and is a context ma
     a failed record) as strings; every other record field (``proposals``, ``claims``,
     ``captions``, ``error``, ``extra`` ...) as a JSON string, null when None (``extra``:
     when empty). The schema metadata key ``factcap.json_columns`` lists the JSON columns;
-    :func:`read_records` reads them back.
+    :func:`factcap.engine.records.read_records` reads them back.
 
 ``webdataset`` (``-o DIR --format webdataset``)
     Tar shards ``part-00000.tar`` ... holding, per record, the samples a WebDataset loader
@@ -36,13 +36,14 @@ one; leftover temporary files are removed) or ``overwrite=True`` (old shards rem
 (after each JSONL line; after each shard's rename), for a resume ledger to follow.
 
 >>> import tempfile
->>> from factcap.schema import Record
+>>> from factcap.schema import Record, json_safe
 >>> out = Path(tempfile.mkdtemp()) / "records"
 >>> with open_sink(out, format="parquet", shard_size=2) as sink:
 ...     for n in range(3):
 ...         sink.write(Record(id=f"r{n}", source=f"{n}.jpg", captions={"detailed": "a cat"}))
 >>> sorted(p.name for p in out.iterdir())
 ['part-00000.parquet', 'part-00001.parquet']
+>>> from factcap.engine.records import read_records
 >>> [r["id"] for r in read_records(out)]
 ['r0', 'r1', 'r2']
 """
@@ -54,24 +55,23 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from factcap.engine.records import shard_index, shard_paths
 from factcap.errors import ConfigError, require
 from factcap.inputs import InputItem
-from factcap.schema import Record
+from factcap.schema import Record, json_safe
 
 SINK_FORMATS = ("jsonl", "parquet", "webdataset")
 DEFAULT_SHARD_SIZE = {"parquet": 10_000, "webdataset": 1_000}
 SHARD_SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
-_SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _IMAGE_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif"}
 
@@ -95,22 +95,6 @@ def record_dict(record: Record) -> dict[str, Any]:
         record.claims = []
         data = json_safe(record.to_dict())
     return data
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinite float (in nested dicts and lists) made ``None``,
-    so that it dumps as strict JSON.
-
-    >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": "x"})
-    {'a': None, 'b': [1.5, None], 'c': 'x'}
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def caption_text(record: Record, style: str = "detailed") -> str | None:
@@ -179,7 +163,7 @@ class JsonlSink(Sink):
             raise ConfigError(f"{self.path} is a directory; JSONL output needs a file name")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if append and self.path.exists():
-            _cut_torn_line(self.path)
+            cut_torn_line(self.path)
         self._handle: Any = self.path.open("a" if append else "w", encoding="utf-8")
         self._on_commit = on_commit
         self.written = 0
@@ -199,7 +183,7 @@ class JsonlSink(Sink):
             self._handle = None
 
 
-def _cut_torn_line(path: Path) -> None:
+def cut_torn_line(path: Path) -> None:
     """Drop the bytes after the last newline: a line a killed process did not finish."""
     with path.open("rb+") as f:
         end = f.seek(0, os.SEEK_END)
@@ -251,7 +235,7 @@ class _ShardedSink(Sink):
             for old in existing:
                 old.unlink()
             existing = []
-        self._next = max((_shard_index(p) for p in existing), default=-1) + 1
+        self._next = max((shard_index(p) for p in existing), default=-1) + 1
         self._on_commit = on_commit
         self._ids: list[str] = []
         self._tmp: Path | None = None
@@ -315,17 +299,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _shard_index(path: Path) -> int:
-    m = _SHARD_NAME.search(path.name)
-    return int(m.group(1)) if m else -1
-
-
-def shard_paths(directory: Path, suffix: str) -> list[Path]:
-    """Complete shards (``part-NNNNN<suffix>``) in a folder, in order."""
-    found = [p for p in directory.glob(f"part-*{suffix}") if _SHARD_NAME.search(p.name)]
-    return sorted(found, key=_shard_index)
 
 
 class ParquetSink(_ShardedSink):
@@ -566,56 +539,3 @@ def open_sink(
         on_commit=on_commit,
         caption_style=caption_style,
     )
-
-
-def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Read records back from any sink's output (a JSONL file, a Parquet or WebDataset
-    folder or shard), as :meth:`Record.to_dict` dicts, in write order.
-
-    Raises:
-        ConfigError: a path that is none of these, or a line / member that is not JSON.
-    """
-    path = Path(path)
-    if path.is_dir():
-        shards = shard_paths(path, ".parquet") + shard_paths(path, ".tar")
-        for shard in shards:
-            yield from read_records(shard)
-    elif path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    yield _json_or_error(line, f"{path}:{n}")
-    elif path.suffix == ".parquet":
-        yield from _parquet_records(path)
-    elif path.suffix == ".tar":
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if member.isfile() and member.name.endswith(".json"):
-                    handle = tar.extractfile(member)
-                    assert handle is not None
-                    yield _json_or_error(handle.read(), f"{path}:{member.name}")
-    else:
-        raise ConfigError(f"{path} is not factcap output (.jsonl, .parquet, .tar or a folder)")
-
-
-def _json_or_error(text: str | bytes, where: str) -> dict[str, Any]:
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise ConfigError(f"{where}: not a JSON record ({e})") from None
-
-
-def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
-    require("pyarrow", "parquet")
-    import pyarrow.parquet as pq
-
-    file = pq.ParquetFile(path)
-    meta = file.schema_arrow.metadata or {}
-    json_columns = set(json.loads(meta.get(b"factcap.json_columns", b"[]")))
-    for batch in file.iter_batches(batch_size=1000):
-        for row in batch.to_pylist():
-            row.pop("caption", None)
-            record = {k: json.loads(v) if k in json_columns and v else v for k, v in row.items()}
-            if record.get("extra") is None:  # to_dict() leaves out an empty extra
-                record.pop("extra", None)
-            yield record

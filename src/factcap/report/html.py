@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import html
@@ -39,7 +38,6 @@ import json
 import math
 import os
 import re
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -47,7 +45,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from factcap.errors import ConfigError, ImageError
+from factcap.engine.records import ImageFinder, RecordFile, read_jsonl
+from factcap.errors import ConfigError, DataError, ImageError, MissingDependency, NotFound
 from factcap.images import DecodeLimits, decode
 from factcap.pipeline.compose import refuted_matchers
 from factcap.schema import VERDICTS, Claim
@@ -86,12 +85,15 @@ def build_report(
     thumb_px: int = 256,
     image_root: str | Path | None = None,
     title: str | None = None,
+    confine: bool = True,
 ) -> Path:
-    """Write the HTML report of ``results_path`` (and ``scores_path``) to ``out_path``.
+    """Write the HTML report of ``results_path`` (any factcap output format; and
+    ``scores_path``) to ``out_path``.
 
-    Relative image sources are looked up from the current directory, then from the results
-    file's folder. With ``image_root``, only images inside that folder are embedded (for a
-    server building reports of its own jobs). Returns ``out_path``.
+    Relative image sources are found as :class:`~factcap.engine.records.ImageFinder` finds
+    them (under ``image_root``, where the captioning ran, beside the results, in the current
+    folder). With ``image_root`` and ``confine``, only images inside that folder are embedded
+    (for a server building reports of its own jobs). Returns ``out_path``.
 
     Example:
         >>> from factcap.examples import example_paths
@@ -102,7 +104,9 @@ def build_report(
         >>> "data:image/jpeg;base64," in build_report(d / "r.jsonl", out_path=d / "o.html").read_text()
         True
     """
-    return write_report(results_path, scores_path, out_path, thumb_px, image_root, title)[0]
+    return write_report(
+        results_path, scores_path, out_path, thumb_px, image_root, title, confine=confine
+    )[0]
 
 
 def write_report(
@@ -112,16 +116,16 @@ def write_report(
     thumb_px: int = 256,
     image_root: str | Path | None = None,
     title: str | None = None,
+    confine: bool = True,
 ) -> tuple[Path, ReportStats]:
     """:func:`build_report`, also returning the :class:`ReportStats` the CLI prints."""
     if not isinstance(thumb_px, int) or not 16 <= thumb_px <= 4096:
         raise ConfigError(f"thumb_px must be an integer from 16 to 4096, not {thumb_px!r}")
     results_path, out_path = Path(results_path), Path(out_path)
-    rows, torn = _read_jsonl(results_path, tolerate_torn_end=True)
+    records = RecordFile(results_path, skip_torn_end=True)
+    rows, torn = list(records), records.torn_end
     scores = _read_scores(Path(scores_path)) if scores_path else []
-    thumbs = _Thumbnailer(
-        thumb_px, [Path.cwd(), results_path.resolve().parent], image_root and Path(image_root)
-    )
+    thumbs = _Thumbnailer(thumb_px, ImageFinder(results_path, image_root, confine=confine))
     items = [_item(row, i, thumbs) for i, row in enumerate(rows)]
     metrics, sources, unmatched = _attach_scores(items, scores)
     verdicts = Counter(c["verdict"] for it in items for c in it["claims"])
@@ -212,21 +216,6 @@ def render_page(data: dict[str, Any]) -> str:
 """
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """``factcap report RESULTS.jsonl [--scores S.jsonl] -o report.html [--thumb-px N]``."""
-    out, stats = write_report(
-        args.results, args.scores, args.output, getattr(args, "thumb_px", 256) or 256
-    )
-    print(
-        f"factcap: report of {stats.records} records ({stats.errors} errors, "
-        f"{stats.thumbnails} images, "
-        + ", ".join(f"{n} {v}" for v, n in stats.verdicts.items())
-        + f" claims, {stats.score_rows} score rows) -> {out} ({stats.bytes / 1e6:.1f} MB)",
-        file=sys.stderr,
-    )
-    return 0
-
-
 def _csp_hash(text: str) -> str:
     digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
     return f"'sha256-{digest}'"
@@ -247,81 +236,45 @@ def _json_for_script(data: Any) -> str:
     return text
 
 
-def _read_jsonl(path: Path, tolerate_torn_end: bool = False) -> tuple[list[dict[str, Any]], bool]:
-    """Rows of a JSONL file. A last line without its newline that is not JSON (a writer
-    still at work, or killed) is skipped when ``tolerate_torn_end``; other bad lines raise."""
-    if not path.is_file():
-        raise ConfigError(f"no such file: {path}")
-    if path.suffix.lower() == ".parquet":
-        raise ConfigError(f"{path}: the report reads JSONL; write the results with -o x.jsonl")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            if tolerate_torn_end and number == len(lines) and not text.endswith("\n"):
-                return rows, True
-            raise ConfigError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}:{number}: not a JSON object")
-        rows.append(row)
-    return rows, False
-
-
 def _read_scores(path: Path) -> list[dict[str, Any]]:
     """Rows of ``factcap evaluate`` output (JSONL, or Parquet with JSON-string columns)."""
     if path.suffix.lower() == ".parquet":
         if not path.exists():
-            raise ConfigError(f"no such file: {path}")
+            raise NotFound(f"no such file: {path}")
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ConfigError("reading Parquet scores needs pyarrow: pip install pyarrow") from None
+            raise MissingDependency(
+                "reading Parquet scores needs pyarrow: pip install 'factcap[parquet]'"
+            ) from None
         rows = pq.read_table(path).to_pylist()
         for row in rows:
             for key in ("metrics", "failures"):
                 if isinstance(row.get(key), str):
                     row[key] = json.loads(row[key])
     else:
-        rows = _read_jsonl(path)[0]
+        rows = list(read_jsonl(path))
     for number, row in enumerate(rows, 1):
         if "id" not in row or not isinstance(row.get("metrics"), dict):
-            raise ConfigError(f"{path}: row {number} has no id or no metrics object")
+            raise DataError(f"{path}: row {number} has no id or no metrics object")
     return rows
 
 
 class _Thumbnailer:
     """Base64 JPEG thumbnails of record sources, each file decoded once."""
 
-    def __init__(self, px: int, bases: list[Path], root: Path | None) -> None:
-        self.px, self.bases = px, bases
-        self.root = root.resolve() if root else None
+    def __init__(self, px: int, finder: ImageFinder) -> None:
+        self.px, self.finder = px, finder
         self.cache: dict[Path, tuple[str | None, tuple[int, int] | None, str | None]] = {}
 
     def get(self, source: str) -> tuple[str | None, tuple[int, int] | None, str | None]:
         """``(data URI, decoded (width, height), problem)``; the URI is None on a problem."""
-        path = self._find(source)
+        path = self.finder.locate(source)
         if isinstance(path, str):
             return None, None, path
         if path not in self.cache:
             self.cache[path] = self._make(path)
         return self.cache[path]
-
-    def _find(self, source: str) -> Path | str:
-        if not source or source.startswith("<"):
-            return "the record names no image file"
-        given = Path(source)
-        for candidate in [given] if given.is_absolute() else [b / given for b in self.bases]:
-            if candidate.is_file():
-                resolved = candidate.resolve()
-                if self.root and not resolved.is_relative_to(self.root):
-                    return f"{source} is outside the image root"
-                return resolved
-        return f"{source} is not a file here"
 
     def _make(self, path: Path) -> tuple[str | None, tuple[int, int] | None, str | None]:
         from PIL import Image

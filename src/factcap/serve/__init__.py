@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["cmd_serve", "create_app", "run"]
+__all__ = ["create_app", "run", "serve_in_thread"]
 
 
 def __getattr__(name: str) -> Any:

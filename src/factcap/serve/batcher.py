@@ -11,20 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from factcap.errors import QueueFull, ShuttingDown
 from factcap.inputs import InputItem
 from factcap.schema import Record
 
-
-class QueueFull(Exception):
-    """The bounded queue is full: the caller should answer 429 and retry later."""
-
-
-class ShuttingDown(Exception):
-    """The service is stopping and takes no new work (or cancelled queued work)."""
+__all__ = ["Batcher", "Pending", "QueueFull", "ShuttingDown"]
 
 
 @dataclass
-class Job:
+class Pending:
     """One queued request: its item, how to caption it, and where the answer goes."""
 
     item: InputItem
@@ -57,7 +52,7 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.batches: list[int] = []  # size of every batch run, for monitoring and tests
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._accepting = False
         self._gate = threading.Lock()  # no submit slips in after close() drained the queue
@@ -83,7 +78,7 @@ class Batcher:
     ) -> asyncio.Future[Record]:
         """Queue ``item``; the returned future (of the running loop) gets its record."""
         loop = asyncio.get_running_loop()
-        job = Job(
+        job = Pending(
             item=item,
             styles=tuple(styles) if styles else None,
             instruction=instruction,
@@ -116,7 +111,7 @@ class Batcher:
 
     # --- worker thread --------------------------------------------------------------------
 
-    def _gather(self) -> list[Job]:
+    def _gather(self) -> list[Pending]:
         try:
             first = self._queue.get(timeout=0.05)
         except queue.Empty:
@@ -137,13 +132,13 @@ class Batcher:
             if not jobs:
                 continue
             # one pipeline batch per (styles, instruction): they are batch-wide settings
-            groups: dict[tuple[Any, ...], list[Job]] = {}
+            groups: dict[tuple[Any, ...], list[Pending]] = {}
             for job in jobs:
                 groups.setdefault((job.styles, job.instruction), []).append(job)
             for (styles, instruction), group in groups.items():
                 self._run(group, styles, instruction)
 
-    def _run(self, jobs: list[Job], styles: Any, instruction: str | None) -> None:
+    def _run(self, jobs: list[Pending], styles: Any, instruction: str | None) -> None:
         self.batches.append(len(jobs))
         try:
             records = self.pipeline.process([j.item for j in jobs], styles, instruction)
@@ -156,7 +151,7 @@ class Batcher:
             _settle(job, record=record)
 
 
-def _settle(job: Job, record: Record | None = None, error: BaseException | None = None) -> None:
+def _settle(job: Pending, record: Record | None = None, error: BaseException | None = None) -> None:
     def apply() -> None:
         if job.future.done():  # the client went away and the request was cancelled
             return

@@ -1,5 +1,10 @@
-"""Dataset jobs: a folder (or file) under the data root, captioned in a background thread
-into ``<jobs_dir>/<id>/results.jsonl`` with :func:`factcap.engine.executor.run_job`.
+"""Dataset jobs: a dataset under the data root, captioned in a background thread into
+``<jobs_dir>/<id>/results.jsonl`` by :class:`factcap.engine.job.CaptionJob`, the same job
+runner as ``factcap caption``: every input it reads (folders, manifests, tar shards, Parquet
+files, saved datasets) is read here too, streamed.
+
+Records name their images relative to the data root, and no message a client sees holds a
+path of the server's own.
 
 Each job's request and state are kept in ``<jobs_dir>/<id>/job.json``, so a server started
 again on the same ``jobs_dir`` lists the old jobs and resumes those that had not finished
@@ -18,11 +23,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from factcap.errors import NotFound, PathRefused
 from factcap.inputs import InputItem
-
-
-class PathRefused(Exception):
-    """The dataset path does not resolve inside the data root (→ 403)."""
+from factcap.schema import Record
 
 
 class Cancelled(Exception):
@@ -32,16 +35,16 @@ class Cancelled(Exception):
 def resolve_inside(root: Path, name: str) -> Path:
     """``name`` resolved (symlinks followed, URL-encoding undone) inside ``root``.
 
-    Raises :class:`PathRefused` for a URL, or a path that ends up outside ``root``
-    (``..``, an absolute path elsewhere, a symlink out); :class:`FileNotFoundError` when it
-    is inside but missing.
+    Raises :class:`~factcap.errors.PathRefused` for a URL, or a path that ends up outside
+    ``root`` (``..``, an absolute path elsewhere, a symlink out);
+    :class:`~factcap.errors.NotFound` when it is inside but missing.
 
     Example:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> resolve_inside(root, "../etc")
         Traceback (most recent call last):
-        factcap.serve.jobs.PathRefused: '../etc' is outside the data root
+        factcap.errors.PathRefused: '../etc' is outside the data root
     """
     if "://" in name or "\0" in name:
         raise PathRefused(f"{name!r} is not a path under the data root (URLs are not fetched)")
@@ -56,12 +59,12 @@ def resolve_inside(root: Path, name: str) -> Path:
     if not target.is_relative_to(base):
         raise PathRefused(f"{name!r} is outside the data root")
     if not target.exists():
-        raise FileNotFoundError(f"{name!r} does not exist under the data root")
+        raise NotFound(f"{name!r} does not exist under the data root")
     return target
 
 
 @dataclass
-class Job:
+class DatasetJob:
     """One dataset job and its progress."""
 
     id: str
@@ -105,7 +108,7 @@ class Job:
         os.replace(partial, target)
 
     @classmethod
-    def load(cls, folder: Path) -> Job:
+    def load(cls, folder: Path) -> DatasetJob:
         """The job saved in ``folder/job.json``."""
         data = json.loads((folder / "job.json").read_text())
         return cls(
@@ -140,18 +143,18 @@ class Jobs:
 
     def __init__(self, pipeline: Any, root: Path, jobs_dir: Path):
         self.pipeline, self.root, self.dir = pipeline, Path(root), Path(jobs_dir)
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, DatasetJob] = {}
         self._one_at_a_time = threading.Lock()
         self._closing = threading.Event()
         self._by_user: set[str] = set()
 
-    def restore(self) -> list[Job]:
+    def restore(self) -> list[DatasetJob]:
         """Load the jobs saved in ``jobs_dir`` and resume the unfinished ones (returned)."""
-        resumed: list[Job] = []
+        resumed: list[DatasetJob] = []
         folders = sorted(self.dir.glob("*/job.json")) if self.dir.is_dir() else []
         for saved in folders:
             try:
-                job = Job.load(saved.parent)
+                job = DatasetJob.load(saved.parent)
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # a torn or foreign file: not a job this server can run
             if job.id in self.jobs or job.id != saved.parent.name:
@@ -166,19 +169,20 @@ class Jobs:
             self._start(job, resume=True)
         return resumed
 
-    def cancel(self, job: Job) -> None:
+    def cancel(self, job: DatasetJob) -> None:
         """Stop ``job`` for good (after its current batch): it is not resumed later."""
         self._by_user.add(job.id)
         job.cancel.set()
 
-    def _start(self, job: Job, resume: bool = False) -> None:
+    def _start(self, job: DatasetJob, resume: bool = False) -> None:
         job.thread = threading.Thread(target=self._run, args=(job, resume), daemon=True)
         job.thread.start()
 
-    def submit(self, name: str, styles: list[str] | None, instruction: str | None) -> Job:
+    def submit(self, name: str, styles: list[str] | None, instruction: str | None) -> DatasetJob:
+        """Start captioning the dataset ``name`` (relative to the data root)."""
         path = resolve_inside(self.root, name)
         job_id = uuid.uuid4().hex[:16]
-        job = Job(
+        job = DatasetJob(
             id=job_id,
             path=path,
             results=self.dir / job_id / "results.jsonl",
@@ -192,29 +196,39 @@ class Jobs:
         self._start(job)
         return job
 
-    def _items(self, job: Job) -> list[InputItem]:
-        from factcap.inputs import expand
+    def _inside_root(self, item: InputItem) -> InputItem:
+        """Refuse an item whose file is outside the data root (a manifest may name one)."""
+        if item.image is None and item.data is None and not item.problem:
+            real = Path(item.source).resolve()
+            if not real.is_relative_to(self.root.resolve()):
+                item.problem = "the manifest names a file outside the data root"
+                item.kind = "Forbidden"
+        return item
 
-        base = self.root.resolve()
-        items = list(expand([job.path]))
-        for item in items:  # a manifest may name files elsewhere: those are refused too
-            if item.image is None and item.data is None:
-                real = Path(item.source).resolve()
-                if not real.is_relative_to(base):
-                    item.problem = f"{item.source} is outside the data root"
-                    item.kind = "Forbidden"
-        return items
+    def _relative(self, record: Record) -> None:
+        """Name the record's image relative to the data root; no server path in messages."""
+        root = str(self.root.resolve())
+        if record.source.startswith(root + os.sep):
+            record.source = os.path.relpath(record.source, root)
+        if record.error is not None:
+            record.error.message = self.scrub(record.error.message)
 
-    def _stopped(self, job: Job) -> str:
+    def scrub(self, text: str) -> str:
+        """``text`` without the server's own paths (the data root and the jobs folder)."""
+        for path, label in ((self.root.resolve(), ""), (self.dir.resolve(), "<jobs>")):
+            text = text.replace(f"{path}{os.sep}", f"{label}/" if label else "")
+            text = text.replace(str(path), label or "<data root>")
+        return text
+
+    def _stopped(self, job: DatasetJob) -> str:
         """``cancelled`` when a client asked, ``interrupted`` (resumed later) on shutdown."""
         if self._closing.is_set() and job.id not in self._by_user:
             return "interrupted"
         return "cancelled"
 
-    def _run(self, job: Job, resume: bool = False) -> None:
-        from factcap.engine.executor import run_job
-        from factcap.engine.resume import completed_ids
-        from factcap.engine.sinks import JsonlSink
+    def _run(self, job: DatasetJob, resume: bool = False) -> None:
+        from factcap.engine.job import CaptionJob, JobSpec
+        from factcap.engine.records import count_records
 
         with self._one_at_a_time:
             if job.cancel.is_set():
@@ -233,30 +247,38 @@ class Jobs:
             try:
                 if resume:  # a moved data root must not widen what the job may read
                     job.path = resolve_inside(self.root, str(job.path))
-                items = self._items(job)
-                job.total = len(items)
-                done: set[str] = set()
-                if resume:
-                    done = completed_ids(job.results, "jsonl")  # also cuts a torn last line
-                    job.written, job.errors = _counts(job.results)
-                    items = [item for item in items if item.id not in done]
-                with JsonlSink(job.results, append=resume) as sink:
-                    run_job(
-                        self.pipeline,
-                        items,
-                        sink,
-                        styles=job.styles,
-                        instruction=job.instruction,
-                        on_record=progress,
-                    )
+                    job.written, job.errors = count_records(job.results)
+                spec = JobSpec(
+                    inputs=[str(job.path)],
+                    output=job.results,
+                    resume=resume,
+                    overwrite=not resume,
+                    styles=job.styles,
+                    instruction=job.instruction,
+                    item_filter=self._inside_root,
+                    before_write=self._relative,
+                )
+                runner = CaptionJob(spec, self.pipeline.config)
+                threading.Thread(target=self._count, args=(job, runner), daemon=True).start()
+                result = runner.run(self.pipeline, progress)
+                job.total = result.written + result.skipped
                 job.state = "done"
             except Cancelled:
                 job.state = self._stopped(job)
             except Exception as err:  # noqa: BLE001 - reported through GET /v1/jobs/{id}
-                job.state, job.message = "failed", f"{type(err).__name__}: {err}"
+                job.state, job.message = "failed", self.scrub(f"{type(err).__name__}: {err}")
             finally:
                 job.finished = time.time()
                 job.save()
+
+    def _count(self, job: DatasetJob, runner: Any) -> None:
+        """Count the job's inputs in a second streamed pass, for ``total`` while it runs."""
+        try:
+            total = sum(1 for _ in runner.inputs())
+        except Exception:  # noqa: BLE001 - the job itself reports what is wrong
+            return
+        if job.state in ("queued", "running") or job.total is None:
+            job.total = total
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every job (each after its current batch; unfinished ones are resumed by the
@@ -267,14 +289,3 @@ class Jobs:
         for job in self.jobs.values():
             if job.thread is not None:
                 job.thread.join(timeout)
-
-
-def _counts(results: Path) -> tuple[int, int]:
-    """(records, error records) in a JSONL results file."""
-    written = errors = 0
-    with results.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                written += 1
-                errors += json.loads(line).get("status") == "error"
-    return written, errors

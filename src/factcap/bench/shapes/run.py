@@ -99,20 +99,22 @@ def write_scenes(held_out: Sequence[Scene], folder: Path) -> list[Path]:
 def caption_pipeline(
     pipeline: Any, paths: Sequence[Path], out: Path, label: str, log: Callable[[str], None]
 ) -> list[Any]:
-    """Run ``pipeline`` over ``paths``, writing records to ``out`` (JSONL) as they come."""
-    from factcap.engine.sinks import JsonlSink
-    from factcap.inputs import expand
+    """Run ``pipeline`` over ``paths`` as an ordinary captioning job writing ``out`` (JSONL);
+    returns the records in the order of ``paths``."""
+    from factcap.engine.job import CaptionJob, JobSpec
 
-    records = []
+    records: dict[str, Any] = {}
     start = time.perf_counter()
-    with JsonlSink(out) as sink:
-        for record in pipeline.run(expand([str(p) for p in paths])):
-            sink.write(record)
-            records.append(record)
-            if len(records) % 100 == 0 or len(records) == len(paths):
-                rate = len(records) / (time.perf_counter() - start)
-                log(f"{label}: {len(records)}/{len(paths)} scenes ({rate:.1f}/s)")
-    return records
+
+    def done(record: Any) -> None:
+        records[record.source] = record
+        if len(records) % 100 == 0 or len(records) == len(paths):
+            rate = len(records) / (time.perf_counter() - start)
+            log(f"{label}: {len(records)}/{len(paths)} scenes ({rate:.1f}/s)")
+
+    spec = JobSpec(inputs=[str(p) for p in paths], output=out, overwrite=True)
+    CaptionJob(spec, pipeline.config).run(pipeline, on_record=done)
+    return [records[str(p)] for p in paths]
 
 
 def source_captions(records: Sequence[Any], noverify: Sequence[Any]) -> dict[str, list[str]]:

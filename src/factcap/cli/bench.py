@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from factcap.cli import quiet_libraries
+from factcap.cli.common import FORMATTER, quiet_libraries
 
 SHAPES_EXAMPLES = """examples:
   factcap bench shapes train --out models/shapes              # about 18 minutes on 2 cores
@@ -22,7 +22,7 @@ SHAPES_EXAMPLES = """examples:
 """
 
 
-def add_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+def add_parser(sub: Any, formatter: type[argparse.HelpFormatter] = FORMATTER) -> None:
     """Register ``bench shapes train|run`` on the top-level subparsers ``sub``."""
     bench = sub.add_parser(
         "bench",
@@ -105,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     quiet_libraries()
     from factcap.bench.shapes.run import format_table, run_benchmark
     from factcap.bench.shapes.train import MODELS
-    from factcap.engine.sinks import json_safe
+    from factcap.schema import json_safe
 
     missing = [name for name in MODELS if not (args.models / name / "config.json").exists()]
     if missing:

@@ -1,0 +1,161 @@
+"""``factcap caption``: a thin layer over :class:`factcap.engine.job.CaptionJob`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from factcap.cli.common import FORMATTER, add_model_source, load_config, positive, quiet_libraries
+
+EXAMPLES = """examples:
+  factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
+  factcap caption scenes/ -o out.jsonl --preset shapes         # the shipped shapes-world models
+  factcap caption "shards-{000..099}.tar" -o out/ --format webdataset --preset small
+  factcap caption photos/ -o captions.jsonl --resume           # continue after a crash
+  factcap caption photos/ -o captions.jsonl --executor ray     # same job on Ray Data
+  factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
+  factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
+
+inputs (any mix, streamed): image files; directories (recursive, with the tar shards and
+Parquet files inside them); globs ("data/**/*.jpg"); brace patterns ("s-{000..009}.tar");
+.txt / .jsonl / .csv / .tsv manifests; WebDataset tar shards (.tar, .tar.gz, .tgz); Parquet
+files (--image-column, --id-column); Hugging Face datasets saved with save_to_disk (--split).
+
+exit status: 0 every input written got an ok record; 1 some failed, or there was nothing to
+do; 2 a usage or configuration mistake; 3 the output could not be written."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``caption`` on the top-level subparsers."""
+    from factcap.prompts.style import selectable, shipped_styles
+
+    styles = shipped_styles()
+    cap = sub.add_parser(
+        "caption",
+        help="caption images: propose, fact-check, compose",
+        description="Caption images with several models, check the claims against the image "
+        "and write one JSON record per input.",
+        epilog=EXAMPLES,
+        formatter_class=FORMATTER,
+    )
+    cap.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, directories, globs, manifests, tar shards, Parquet files or saved "
+        "datasets (see below)",
+    )
+    cap.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        help="out.jsonl, out.parquet (a folder of shards), or a folder with --format",
+    )
+    cap.add_argument(
+        "--format",
+        choices=("jsonl", "parquet", "webdataset"),
+        help="output format (default: from the name of -o)",
+    )
+    cap.add_argument("--shard-size", type=int, help="records per Parquet / WebDataset shard")
+    existing = cap.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted job: skip inputs the output already holds",
+    )
+    existing.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="like --resume, and redo the inputs whose record is an error (JSONL)",
+    )
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    cap.add_argument("--image-column", help="Parquet / datasets / CSV column holding the images")
+    cap.add_argument("--id-column", help="Parquet / datasets / CSV column holding the ids")
+    cap.add_argument("--split", help="split of a saved Hugging Face dataset (default: all)")
+    add_model_source(cap)
+    cap.add_argument(
+        "--style",
+        action="append",
+        dest="styles",
+        metavar="STYLE",
+        help="caption style; repeat for several (default: detailed). Shipped: "
+        + ", ".join(f"{n} ({styles[n].description})" for n in selectable(styles))
+        + "; a config's custom_styles add more",
+    )
+    cap.add_argument("--instruction", help="a free instruction for one more caption")
+    cap.add_argument("--batch-size", type=int, help="images per batch")
+    cap.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto")
+    cap.add_argument(
+        "--workers", type=int, help="batches in the model stages at once (local executor)"
+    )
+    cap.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip fact-checking (compose from the proposals alone)",
+    )
+    cap.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: pipelined threads in this process (default); ray: Ray Data, one actor "
+        "pool per model (pip install 'factcap[ray]')",
+    )
+    cap.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to run on, with --executor ray (default: $RAY_ADDRESS, else the "
+        "cluster 'ray start' last started here, else a new local Ray instance)",
+    )
+    cap.add_argument("--quiet", action="store_true", help="no progress bar")
+    cap.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler: check everything, load the models, run the job, print the summary."""
+    quiet_libraries()
+    from factcap.engine.job import CaptionJob, JobSpec
+    from factcap.pipeline import Pipeline
+
+    overrides: dict[str, Any] = {}
+    for key, value in (
+        ("styles", args.styles),
+        ("instruction", args.instruction),
+        ("batch_size", positive("--batch-size", args.batch_size)),
+        ("device", args.device),
+        ("workers", positive("--workers", args.workers)),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.no_verify:
+        overrides["verify"] = {"enabled": False}
+    config = load_config(args, overrides)
+    spec = JobSpec(
+        inputs=args.inputs,
+        output=args.output,
+        format=args.format,
+        shard_size=args.shard_size,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        overwrite=args.overwrite,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        image_column=args.image_column,
+        id_column=args.id_column,
+        split=args.split,
+    )
+    job = CaptionJob(spec, config)  # every check that needs no model, before any loads
+    pipeline = Pipeline(config)
+    if args.executor == "local":
+        pipeline.load()  # model errors surface before the output is touched
+
+    from tqdm import tqdm
+
+    with tqdm(unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True) as bar:
+        result = job.run(pipeline, on_record=lambda record: bar.update(1))
+    print(f"factcap: {result.summary()}", file=sys.stderr)
+    if result.written == 0 and result.skipped == 0:
+        print("factcap: warning: the inputs held no images; nothing was captioned", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,161 @@
+"""``factcap evaluate``: a thin layer over :mod:`factcap.evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from factcap.cli.common import (
+    FORMATTER,
+    add_model_source,
+    add_overwrite,
+    check_new_output,
+    load_config,
+    positive,
+    quiet_libraries,
+)
+from factcap.errors import UsageError
+
+EXAMPLES = """examples:
+  factcap evaluate out.jsonl -o scores.jsonl                   # default metrics, tiny models
+  factcap evaluate out.parquet -o scores.jsonl --image-root /data/photos
+  factcap evaluate out.jsonl -o scores.jsonl --source all --references refs.jsonl \\
+      --metrics clip_score,vqa_score,capture,chair,self_retrieval,bleu,rouge_l,cider
+  factcap evaluate other_tool.jsonl -o s.parquet --preset small --clip hf:openai/clip-vit-large-patch14
+
+Without --references, the reference-based metrics (bleu, rouge_l, cider, ref_clip_score,
+chair's ground-truth values) have nothing to compare with and show n/a; the default metrics
+need none except chair (which then reports only chair_ov_i, against the pipeline's own
+detector verdicts)."""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``evaluate`` on the top-level subparsers."""
+    ev = sub.add_parser(
+        "evaluate",
+        help="score captions: CLIP-Score, VQAScore, CAPTURE, CHAIR, BLEU, ...",
+        description="Score the captions of factcap's output (JSONL, Parquet or WebDataset) or "
+        "of any JSONL with id, source and captions, and write per-caption scores, a summary "
+        "JSON and a table.",
+        epilog=EXAMPLES,
+        formatter_class=FORMATTER,
+    )
+    ev.add_argument(
+        "results", type=Path, metavar="RESULTS", help="factcap output (.jsonl, folder) or JSONL"
+    )
+    ev.add_argument(
+        "-o", "--output", required=True, type=Path, help="per-caption scores: .jsonl, or .parquet"
+    )
+    add_overwrite(ev)
+    ev.add_argument("--metrics", help="comma-separated metric names (default: the config's)")
+    ev.add_argument(
+        "--references",
+        type=Path,
+        help='JSONL of {"id", "references": [...], "objects": [...]} or COCO JSON',
+    )
+    ev.add_argument(
+        "--source",
+        choices=("final", "proposals", "all"),
+        default="final",
+        help="score final captions, proposals, or both side by side",
+    )
+    ev.add_argument(
+        "--image-root",
+        type=Path,
+        help="folder that relative image paths in RESULTS are relative to (default: where the "
+        "captioning ran, then beside RESULTS, then the current folder)",
+    )
+    add_model_source(ev, "models for scoring come from this preset (default tiny)")
+    ev.add_argument(
+        "--clip", help="model spec of the CLIP embedder (e.g. hf:openai/clip-vit-large-patch14)"
+    )
+    ev.add_argument("--t2i", help="model spec of the text-to-image model for clip_image_score")
+    ev.add_argument("--vqa", help="model spec of the VQA model for vqa_score")
+    ev.add_argument("--batch-size", type=int, help="samples per model batch")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler: check, read, score while writing, print the table."""
+    quiet_libraries()
+    from factcap import evaluate as ev
+    from factcap.engine.records import ImageFinder, read_records
+    from factcap.metrics import metric_names
+
+    overrides: dict[str, Any] = {}
+    if positive("--batch-size", args.batch_size) is not None:
+        overrides["evaluate"] = {"batch_size": args.batch_size}
+    config = load_config(args, overrides)
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    names = names or list(config.evaluate.metrics)
+    unknown = [m for m in names if m not in metric_names()]
+    if unknown:
+        raise UsageError(
+            f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(metric_names())}"
+        )
+    if args.image_root is not None and not args.image_root.is_dir():
+        raise UsageError(f"--image-root {args.image_root} is not a folder")
+    check_new_output(args.output, [args.results], args.overwrite)
+    if args.output.suffix == ".parquet":
+        from factcap.errors import require
+
+        require("pyarrow", "parquet")
+    rows = list(read_records(args.results, skip_torn_end=True))
+    images = ImageFinder(args.results, args.image_root)
+    refs = ev.read_references(args.references)
+    samples = ev.build_samples(rows, args.source, refs, {}, images)
+    if not samples:
+        raise UsageError(
+            f"{args.results} holds no captions to score (rows need id, source, captions)"
+        )
+    missing = {s.source for s in samples if not Path(s.source).is_file()}
+    if missing:
+        print(
+            f"factcap: warning: {len(missing)} of {len({s.source for s in samples})} images not "
+            f"found (e.g. {sorted(missing)[0]}); their image metrics fail. --image-root names "
+            "the folder relative paths start from",
+            file=sys.stderr,
+        )
+    resources = ev.resources_for(config, {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa})
+
+    from tqdm import tqdm
+
+    sources = {s.caption_source for s in samples}
+    start = time.perf_counter()
+    writer = ev.ScoreWriter(args.output)
+    with tqdm(
+        total=len(sources) * len(names),
+        unit="step",
+        disable=args.quiet,
+        desc="evaluating",
+        dynamic_ncols=True,
+    ) as bar:
+
+        def step(label: str) -> None:
+            bar.set_postfix_str(label)
+            bar.update(1)
+
+        try:
+            result = ev.evaluate(
+                samples,
+                names,
+                resources,
+                config.evaluate.options,
+                progress=step,
+                on_rows=writer.write,
+            )
+        finally:
+            summary_path = writer.close()
+    writer.close(result.summary)
+    print(ev.table(result.summary))
+    print(
+        f"factcap: {len(samples)} captions of {len({s.id for s in samples})} images, "
+        f"{len(names)} metrics in {time.perf_counter() - start:.1f} s -> {args.output}, "
+        f"{summary_path}",
+        file=sys.stderr,
+    )
+    return 0

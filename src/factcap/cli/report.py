@@ -1,0 +1,78 @@
+"""``factcap report``: a thin layer over :mod:`factcap.report`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from factcap.cli.common import FORMATTER, add_overwrite, check_new_output
+from factcap.errors import UsageError
+
+EXAMPLES = """examples:
+  factcap report captions.jsonl -o report.html
+  factcap report out.parquet --scores scores.jsonl -o report.html --thumb-px 320
+  factcap report /mnt/results/captions.jsonl -o report.html --image-root /mnt/photos"""
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``report`` on the top-level subparsers."""
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML page: images, captions, claims, boxes, scores",
+        description="Write a static HTML report of factcap's output (JSONL, Parquet or "
+        "WebDataset) that opens offline in any browser (images embedded as thumbnails, no "
+        "network).",
+        epilog=EXAMPLES,
+        formatter_class=FORMATTER,
+    )
+    rep.add_argument(
+        "results", type=Path, metavar="RESULTS", help="factcap caption output (.jsonl or folder)"
+    )
+    rep.add_argument(
+        "--scores", type=Path, help="per-caption scores of factcap evaluate (JSONL or .parquet)"
+    )
+    rep.add_argument("-o", "--output", required=True, type=Path, help="HTML file to write")
+    add_overwrite(rep)
+    rep.add_argument(
+        "--thumb-px", type=int, default=256, help="longest side of thumbnails (16-4096)"
+    )
+    rep.add_argument(
+        "--image-root",
+        type=Path,
+        help="folder that relative image paths in RESULTS are relative to (default: where the "
+        "captioning ran, then beside RESULTS, then the current folder)",
+    )
+    rep.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler: check the options and the output, write the page, say what is in it."""
+    from factcap.report import write_report
+
+    if not 16 <= args.thumb_px <= 4096:
+        raise UsageError(f"--thumb-px must be from 16 to 4096, not {args.thumb_px}")
+    if args.image_root is not None and not args.image_root.is_dir():
+        raise UsageError(f"--image-root {args.image_root} is not a folder")
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"-o {args.output}: the report is an HTML file; name it .html")
+    inputs = [args.results] + ([args.scores] if args.scores else [])
+    check_new_output(args.output, inputs, args.overwrite)
+    out, stats = write_report(
+        args.results, args.scores, args.output, args.thumb_px, args.image_root, confine=False
+    )
+    print(
+        f"factcap: report of {stats.records} records ({stats.errors} errors, "
+        f"{stats.thumbnails} images, "
+        + ", ".join(f"{n} {v}" for v, n in stats.verdicts.items())
+        + f" claims, {stats.score_rows} score rows) -> {out} ({stats.bytes / 1e6:.1f} MB)",
+        file=sys.stderr,
+    )
+    if stats.records and stats.thumbnails < stats.records - stats.errors:
+        print(
+            f"factcap: warning: {stats.records - stats.errors - stats.thumbnails} images were "
+            "not found; --image-root names the folder relative paths start from",
+            file=sys.stderr,
+        )
+    return 0

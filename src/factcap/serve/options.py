@@ -1,0 +1,85 @@
+"""The service's options, checked before any model loads (``factcap serve``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from factcap.errors import FactcapError, UsageError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
+    (True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuse to serve beyond loopback without an API key."""
+    if not api_key and not is_loopback(host):
+        raise FactcapError(
+            f"refusing to listen on {host!r} without an API key: set FACTCAP_API_KEY, "
+            "or listen on 127.0.0.1"
+        )
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how ``factcap serve`` listens, and what it allows.
+
+    :meth:`checked` says in one line what is wrong with an option (exit 2 on the command
+    line), before the models load.
+
+    Example:
+        >>> ServeOptions(port=99999).checked()
+        Traceback (most recent call last):
+        factcap.errors.UsageError: --port must be from 1 to 65535, not 99999
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_upload_mb: float = 20.0
+    queue_size: int = 64
+    data_root: Path | None = None
+    jobs_dir: Path | None = None
+
+    def checked(self) -> ServeOptions:
+        """These options, checked (and the folders resolved); raises :class:`UsageError`."""
+        if not 1 <= self.port <= 65535:
+            raise UsageError(f"--port must be from 1 to 65535, not {self.port}")
+        if self.queue_size < 1:
+            raise UsageError(f"--queue-size must be at least 1, not {self.queue_size}")
+        if not self.max_upload_mb > 0:
+            raise UsageError(f"--max-upload-mb must be above 0, not {self.max_upload_mb:g}")
+        check_exposure(self.host, self.api_key)
+        root, jobs = self.data_root, self.jobs_dir
+        if root is not None:
+            if not root.is_dir():
+                raise UsageError(f"--data-root {root} is not an existing folder")
+            root = root.resolve()
+        if jobs is not None:
+            if root is None:
+                raise UsageError("--jobs-dir needs --data-root (dataset jobs are off without it)")
+            if jobs.exists() and not jobs.is_dir():
+                raise UsageError(f"--jobs-dir {jobs} exists and is not a folder")
+            try:
+                jobs.mkdir(parents=True, exist_ok=True)
+                fd, probe = tempfile.mkstemp(prefix=".factcap-probe-", dir=jobs)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as err:
+                raise UsageError(f"--jobs-dir {jobs} cannot be written: {err.strerror}") from None
+            jobs = jobs.resolve()
+        return replace(self, data_root=root, jobs_dir=jobs)

@@ -1,0 +1,86 @@
+"""``POST /v1/captions``: caption one image, micro-batched with concurrent requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from factcap.errors import QueueFull, ShuttingDown
+from factcap.inputs import InputItem
+from factcap.schema import stable_id
+from factcap.serve.schemas import (
+    CaptionRequest,
+    RecordOut,
+    check_fields,
+    json_body_schema,
+    parse_json_body,
+)
+from factcap.serve.state import check_styles, service
+from factcap.serve.uploads import (
+    UPLOAD_ERRORS,
+    decode_upload,
+    form_image,
+    image_from_base64,
+    read_form,
+    upload,
+)
+
+RETRY_AFTER_S = 1
+router = APIRouter(tags=["captions"])
+
+
+@router.post(
+    "/v1/captions",
+    response_model=RecordOut,
+    response_model_exclude_unset=True,
+    openapi_extra=json_body_schema(CaptionRequest),
+    responses={
+        **UPLOAD_ERRORS,
+        422: {"description": "undecodable image, over the pixel limit, or bad fields"},
+        429: {"description": "queue full; retry after Retry-After seconds"},
+    },
+)
+async def captions(request: Request) -> dict[str, Any]:
+    """Caption one image: a multipart upload (field ``image``, optional ``styles`` and
+    ``instruction``) or JSON ``{"image_base64", "styles"?, "instruction"?}``. Returns the
+    record (the same JSON object as a line of ``factcap caption`` output)."""
+    svc = service(request)
+    kind, body = await upload(request, svc.max_bytes)
+    if kind == "application/json":
+        req = parse_json_body(body, CaptionRequest)
+        data, name = image_from_base64(req.image_base64), None
+    else:
+        form = await read_form(request, body, svc.max_bytes)
+        data, name = await form_image(form)
+        fields: dict[str, Any] = {"image_base64": "-"}
+        styles = [s for v in form.getlist("styles") if isinstance(v, str) for s in v.split(",")]
+        if styles:
+            fields["styles"] = styles
+        if isinstance(form.get("instruction"), str):
+            fields["instruction"] = form.get("instruction")
+        req = check_fields(fields, CaptionRequest)
+    styles = check_styles(req.styles, svc.style_names())
+    decoded = await run_in_threadpool(decode_upload, data, svc.limits)
+    source = f"upload:{name}" if name else "upload"
+    item = InputItem(source=source, id=stable_id("upload", data), image=decoded.image)
+    notes = list(decoded.notes)
+    if decoded.frames > 1:
+        notes.append(f"decoded the first of {decoded.frames} frames")
+    try:
+        future = svc.batcher.submit(item, styles, req.instruction, notes)
+    except QueueFull as err:
+        raise HTTPException(
+            429, f"{err}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
+        ) from None
+    try:
+        record = await future
+    except ShuttingDown:
+        raise
+    except Exception as err:  # noqa: BLE001 - a pipeline failure, not the client's fault
+        raise HTTPException(500, f"captioning failed: {type(err).__name__}: {err}") from None
+    result = record.to_dict()
+    if decoded.format:
+        result.setdefault("extra", {})["format"] = decoded.format
+    return result
