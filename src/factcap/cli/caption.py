@@ -29,6 +29,7 @@ do; 2 a usage or configuration mistake; 3 the output could not be written."""
 
 def add_parser(sub: Any) -> None:
     """Register ``caption`` on the top-level subparsers."""
+    from factcap.engine.sinks import SINK_FORMATS
     from factcap.prompts.style import selectable, shipped_styles
 
     styles = shipped_styles()
@@ -56,7 +57,7 @@ def add_parser(sub: Any) -> None:
     )
     cap.add_argument(
         "--format",
-        choices=("jsonl", "parquet", "webdataset"),
+        choices=SINK_FORMATS,
         help="output format (default: from the name of -o)",
     )
     cap.add_argument("--shard-size", type=int, help="records per Parquet / WebDataset shard")

@@ -42,12 +42,13 @@ from factcap import __version__
 from factcap.config import Config
 from factcap.engine.records import output_format, read_settings, settings_path
 from factcap.engine.resume import completed_ids
-from factcap.engine.sinks import SINK_FORMATS, open_sink
+from factcap.engine.sinks import SINK_FORMATS, SINKS, open_sink, sink_format
 from factcap.engine.sources import open_source
 from factcap.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     ConfigError,
+    FactcapError,
     OutputError,
     UsageError,
     require,
@@ -162,22 +163,18 @@ def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
 
 def _infer_format(output: Path, given: str | None) -> str:
     if given is not None:
-        if given not in SINK_FORMATS:
+        if given not in SINKS:
             raise UsageError(f"unknown output format {given!r}; choose from {SINK_FORMATS}")
         return given
-    if output.suffix.lower() == ".parquet":
-        return "parquet"
-    if output.suffix.lower() == ".jsonl":
-        return "jsonl"
     if output.is_dir():
         try:
             return output_format(output)  # an existing output folder tells its format
-        except Exception:  # noqa: BLE001 - an empty or foreign folder: say what to do
+        except FactcapError:  # an empty or foreign folder: the name must tell
             pass
-    raise UsageError(
-        f"cannot tell the output format of {str(output)!r}: name a .jsonl file or a .parquet "
-        "folder, or give a folder with --format parquet or webdataset"
-    )
+    try:
+        return sink_format(output)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
 
 
 def has_output(path: Path) -> bool:
@@ -252,21 +249,23 @@ class CaptionJob:
             if unknown:
                 raise ConfigError(f"unknown style(s) {unknown}; choose from {choices}")
         self.format = _infer_format(spec.output, spec.format)
-        if self.format == "jsonl" and spec.shard_size is not None:
-            raise UsageError("JSONL output is one file: --shard-size is for parquet/webdataset")
+        sharded = SINKS[self.format].sharded
+        if not sharded and spec.shard_size is not None:
+            shards = "/".join(f for f, c in SINKS.items() if c.sharded)
+            raise UsageError(f"{self.format} output is one file: --shard-size is for {shards}")
         if spec.shard_size is not None and spec.shard_size < 1:
             raise UsageError(f"--shard-size must be at least 1, not {spec.shard_size}")
         if spec.retry_failed and self.format != "jsonl":
             raise UsageError("--retry-failed needs JSONL output (sharded outputs: not yet)")
         self.resuming = spec.resume or spec.retry_failed
         self.settings = job_settings(config, spec)
-        refuse_input_as_output(spec.inputs, spec.output, sharded=self.format != "jsonl")
+        refuse_input_as_output(spec.inputs, spec.output, sharded=sharded)
         exists = has_output(spec.output)
         if exists and not (self.resuming or spec.overwrite):
             raise UsageError(
                 f"{spec.output} exists: --resume continues it, --overwrite replaces it"
             )
-        check_writable(spec.output, folder=self.format != "jsonl")
+        check_writable(spec.output, folder=sharded)
         if self.resuming and exists:
             self._check_same_settings()
         self.items = self.inputs()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,26 +53,23 @@ def shard_paths(directory: Path, suffix: str) -> list[Path]:
 
 
 def output_format(path: str | Path) -> str:
-    """``jsonl``, ``parquet`` or ``webdataset``: the format of an existing output.
+    """The format (a key of :data:`READERS`) of an existing output: a file by its ending, a
+    folder by the shards it holds.
 
     Raises:
         NotFound: nothing is at ``path``.
-        DataError: ``path`` holds none of the three.
+        DataError: ``path`` holds no format factcap reads.
     """
     path = Path(path)
     if not path.exists():
         raise NotFound(f"no such file or folder: {path}")
+    for fmt, (suffix, _) in READERS.items():
+        if path.is_dir() and shard_paths(path, suffix) or path.suffix.lower() == suffix:
+            return fmt
+    endings = ", ".join(suffix for suffix, _ in READERS.values())
     if path.is_dir():
-        if shard_paths(path, ".parquet"):
-            return "parquet"
-        if shard_paths(path, ".tar"):
-            return "webdataset"
-        raise DataError(f"{path} holds no factcap output (no part-NNNNN.parquet or .tar shards)")
-    suffix = path.suffix.lower()
-    formats = {".jsonl": "jsonl", ".parquet": "parquet", ".tar": "webdataset"}
-    if suffix not in formats:
-        raise DataError(f"{path} is not factcap output (.jsonl, .parquet, .tar or a folder)")
-    return formats[suffix]
+        raise DataError(f"{path} holds no factcap output (no part-NNNNN shards of {endings})")
+    raise DataError(f"{path} is not factcap output ({endings} or a folder of shards)")
 
 
 def settings_path(output: str | Path) -> Path:
@@ -186,21 +183,10 @@ class RecordFile:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.torn_end = False
-        fmt = output_format(self.path)
-        if self.path.is_dir():
-            suffix = ".parquet" if fmt == "parquet" else ".tar"
-            for shard in shard_paths(self.path, suffix):
-                yield from self._file(shard, fmt)
-        else:
-            yield from self._file(self.path, fmt)
-
-    def _file(self, path: Path, fmt: str) -> Iterator[dict[str, Any]]:
-        if fmt == "jsonl":
-            yield from self._jsonl(path)
-        elif fmt == "parquet":
-            yield from _parquet_records(path)
-        else:
-            yield from _tar_records(path)
+        suffix, read = READERS[output_format(self.path)]
+        files = shard_paths(self.path, suffix) if self.path.is_dir() else [self.path]
+        for file in files:
+            yield from read(file, self)
 
     def _jsonl(self, path: Path) -> Iterator[dict[str, Any]]:
         try:
@@ -250,7 +236,11 @@ def _json_member(text: str | bytes, where: str) -> dict[str, Any]:
     return value
 
 
-def _tar_records(path: Path) -> Iterator[dict[str, Any]]:
+def _jsonl_records(path: Path, state: RecordFile) -> Iterator[dict[str, Any]]:
+    return state._jsonl(path)
+
+
+def _tar_records(path: Path, state: RecordFile) -> Iterator[dict[str, Any]]:
     try:
         tar = tarfile.open(path)  # noqa: SIM115 - closed by the with below
     except (OSError, tarfile.TarError) as err:
@@ -263,7 +253,7 @@ def _tar_records(path: Path) -> Iterator[dict[str, Any]]:
                 yield _json_member(handle.read(), f"{path}:{member.name}")
 
 
-def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+def _parquet_records(path: Path, state: RecordFile) -> Iterator[dict[str, Any]]:
     require("pyarrow", "parquet")
     import pyarrow.parquet as pq
 
@@ -280,3 +270,12 @@ def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
             if record.get("extra") is None:  # to_dict() leaves out an empty extra
                 record.pop("extra", None)
             yield record
+
+
+#: How each sink format reads back: format → (file or shard ending, reader). The formats are
+#: those of :data:`factcap.engine.sinks.SINKS`.
+READERS: dict[str, tuple[str, Callable[[Path, RecordFile], Iterator[dict[str, Any]]]]] = {
+    "jsonl": (".jsonl", _jsonl_records),
+    "parquet": (".parquet", _parquet_records),
+    "webdataset": (".tar", _tar_records),
+}

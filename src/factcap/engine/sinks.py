@@ -1,7 +1,9 @@
 """Sinks: where finished records go. One small interface, three formats.
 
-Every sink has ``write(record, item=None)`` and ``close()`` (and is a context manager);
-:func:`open_sink` picks one from the output path and format:
+Every sink has ``write(record, item=None)`` and ``close()`` (and is a context manager) and
+is built as ``cls(path, append=, overwrite=, on_commit=, caption_style=[, shard_size=])``;
+:data:`SINKS` is the table of them by format, and :func:`open_sink` picks one from the
+output path and format:
 
 ``jsonl`` (``-o out.jsonl``)
     One strict-JSON line per record (:meth:`Record.to_dict`), flushed after each write.
@@ -69,9 +71,6 @@ from factcap.errors import ConfigError, require
 from factcap.inputs import InputItem
 from factcap.schema import Record, json_safe
 
-SINK_FORMATS = ("jsonl", "parquet", "webdataset")
-DEFAULT_SHARD_SIZE = {"parquet": 10_000, "webdataset": 1_000}
-SHARD_SUFFIX = {"parquet": ".parquet", "webdataset": ".tar"}
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _IMAGE_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif"}
 
@@ -119,6 +118,14 @@ class Sink(abc.ABC):
         1
     """
 
+    format: str = ""
+    """The name ``--format`` and :data:`SINKS` know the sink by."""
+    suffix: str = ""
+    """The file ending of the output (sharded: of each shard)."""
+    sharded: bool = False
+    """Whether the output is a folder of shards (``--shard-size``) rather than one file."""
+    named_by_suffix: bool = True
+    """Whether ``-o name<suffix>`` alone chooses this format."""
     path: Path
     written: int = 0
     """Records written so far."""
@@ -145,6 +152,8 @@ class Sink(abc.ABC):
 
 class JsonlSink(Sink):
     """One JSON line per record, flushed after each write (a crash loses no finished line).
+    ``overwrite`` and ``caption_style`` are accepted for a common signature: a new JSONL
+    file replaces the old one, and it holds every caption.
 
     Example:
         >>> import tempfile
@@ -155,8 +164,16 @@ class JsonlSink(Sink):
         'a'
     """
 
+    format, suffix = "jsonl", ".jsonl"
+
     def __init__(
-        self, path: str | Path, *, append: bool = False, on_commit: OnCommit | None = None
+        self,
+        path: str | Path,
+        *,
+        append: bool = False,
+        overwrite: bool = False,
+        on_commit: OnCommit | None = None,
+        caption_style: str = "detailed",
     ):
         self.path = Path(path)
         if self.path.is_dir():
@@ -204,7 +221,8 @@ def cut_torn_line(path: Path) -> None:
 class _ShardedSink(Sink):
     """Rotation, temp-then-rename and numbering shared by the shard formats."""
 
-    format: str = ""
+    sharded = True
+    default_shard_size = 1_000
 
     def __init__(
         self,
@@ -216,13 +234,12 @@ class _ShardedSink(Sink):
         on_commit: OnCommit | None = None,
     ):
         self.path = Path(directory)
-        self.shard_size = shard_size or DEFAULT_SHARD_SIZE[self.format]
+        self.shard_size = shard_size or self.default_shard_size
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be at least 1, not {self.shard_size}")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file; {self.format} output is a directory")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.suffix = SHARD_SUFFIX[self.format]
         for stale in self.path.glob(f".part-*{self.suffix}.tmp"):
             stale.unlink()  # a shard a crashed run never finished
         existing = sorted(shard_paths(self.path, self.suffix))
@@ -314,7 +331,7 @@ class ParquetSink(_ShardedSink):
         ['a cat']
     """
 
-    format = "parquet"
+    format, suffix, default_shard_size = "parquet", ".parquet", 10_000
     STRING_COLUMNS = ("id", "source", "status")
 
     def __init__(
@@ -393,7 +410,7 @@ class WebDatasetSink(_ShardedSink):
         ['a.jpg', 'a.json', 'a.txt']
     """
 
-    format = "webdataset"
+    format, suffix, named_by_suffix = "webdataset", ".tar", False
 
     def __init__(
         self,
@@ -489,6 +506,13 @@ def _sniff(data: bytes, source: str) -> str:
     return suffix.lstrip(".") or "bin"
 
 
+#: Every sink by its ``--format`` name. A new sink is a class here and its line in this table
+#: (and, so that evaluate, report and resume read it back, a reader in
+#: :mod:`factcap.engine.records`).
+SINKS: dict[str, type[Sink]] = {cls.format: cls for cls in (JsonlSink, ParquetSink, WebDatasetSink)}
+SINK_FORMATS = tuple(SINKS)
+
+
 def open_sink(
     path: str | Path,
     format: str | None = None,
@@ -515,27 +539,34 @@ def open_sink(
     """
     path = Path(path)
     if format is None:
-        inferred = {".jsonl": "jsonl", ".parquet": "parquet"}.get(path.suffix.lower())
-        if inferred is None:
-            raise ConfigError(
-                f"cannot tell the output format of {str(path)!r}: name a .jsonl file or a"
-                " .parquet folder, or give a directory with --format parquet or webdataset"
-            )
-        format = inferred
-    if format not in SINK_FORMATS:
+        format = sink_format(path)
+    if format not in SINKS:
         raise ConfigError(f"unknown output format {format!r}; choose from {SINK_FORMATS}")
+    cls = SINKS[format]
     if shard_size is not None and shard_size < 1:
         raise ConfigError(f"--shard-size must be at least 1, not {shard_size}")
-    if format == "jsonl":
-        if shard_size is not None:
-            raise ConfigError("JSONL output is one file: --shard-size is for parquet/webdataset")
-        return JsonlSink(path, append=append, on_commit=on_commit)
-    cls = ParquetSink if format == "parquet" else WebDatasetSink
-    return cls(
-        path,
-        shard_size=shard_size,
-        append=append,
-        overwrite=overwrite,
-        on_commit=on_commit,
-        caption_style=caption_style,
+    options: dict[str, Any] = dict(append=append, overwrite=overwrite, on_commit=on_commit)
+    options["caption_style"] = caption_style
+    if shard_size is not None:
+        if not cls.sharded:
+            sharded = "/".join(f for f, c in SINKS.items() if c.sharded)
+            raise ConfigError(f"{format} output is one file: --shard-size is for {sharded}")
+        options["shard_size"] = shard_size
+    return cls(path, **options)
+
+
+def sink_format(path: Path) -> str:
+    """The format a path names by its ending (``out.jsonl``, ``out.parquet``); a folder with
+    another name needs ``--format``.
+
+    >>> sink_format(Path("out.parquet"))
+    'parquet'
+    """
+    for cls in SINKS.values():
+        if cls.named_by_suffix and path.suffix.lower() == cls.suffix:
+            return cls.format
+    sharded = ", ".join(f for f, c in SINKS.items() if c.sharded)
+    raise ConfigError(
+        f"cannot tell the output format of {str(path)!r}: name a .jsonl file or a .parquet"
+        f" folder, or give a folder with --format ({sharded})"
     )
