@@ -73,16 +73,16 @@ def output_format(path: str | Path) -> str:
 
 
 def settings_path(output: str | Path) -> Path:
-    """Where a captioning job keeps its settings beside its output: ``<file>.job.json`` next
-    to a JSONL file, ``factcap-job.json`` inside an output folder.
+    """Where a captioning job keeps its settings beside its output: ``factcap-job.json``
+    inside an output folder, ``<file>.job.json`` next to an output file.
 
-    >>> settings_path(Path("out/captions.jsonl")).name, settings_path(Path("shards")).name
-    ('captions.jsonl.job.json', 'factcap-job.json')
+    >>> settings_path(Path("out/captions.jsonl")).name
+    'captions.jsonl.job.json'
     """
     output = Path(output)
-    if output.suffix.lower() == ".jsonl":
-        return output.with_name(output.name + ".job.json")
-    return output / "factcap-job.json"
+    if output.is_dir():
+        return output / "factcap-job.json"
+    return output.with_name(output.name + ".job.json")
 
 
 def read_settings(output: str | Path) -> dict[str, Any] | None:

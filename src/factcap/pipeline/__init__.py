@@ -1,4 +1,5 @@
-"""The fact-checking pipeline: propose → verify → compose (see DESIGN.md)."""
+"""The fact-checking pipeline: decode, then the config's stages (propose, OCR, claims, detect,
+judge, compose; :mod:`factcap.pipeline.plan`). ARCHITECTURE.md has the picture."""
 
 from factcap.pipeline.runner import Pipeline
 
