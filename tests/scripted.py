@@ -105,3 +105,21 @@ class Exploding:
         raise self.exc
 
     detect = yes_probability = chat = read = caption
+
+
+def scripted_pipeline(config, caption: str = "A grey cat sits on a sofa."):
+    """A :class:`~factcap.pipeline.Pipeline` of ``config`` whose models are scripted: two
+    captioners, an LLM that claims a cat and writes ``caption``, a detector that finds cats,
+    a VQA model that says yes."""
+    from factcap.pipeline import Pipeline
+    from factcap.pipeline.stage import Models
+
+    claims = '[{"kind": "object", "text": "There is a cat.", "subject": "cat"}]'
+    built = {
+        "captioner:0": (ScriptedCaptioner("cap-a", "A grey cat on a red sofa."), 4),
+        "captioner:1": (ScriptedCaptioner("cap-b", "A cat."), 4),
+        "llm": (ScriptedLLM(claims, caption), 4),
+        "detector": (ScriptedDetector(["cat"]), 4),
+        "vqa": (ScriptedVQA(lambda q: 0.9), 4),
+    }
+    return Pipeline(config, models=Models(config, built=built))

@@ -16,6 +16,7 @@ from conftest import ROOT
 from factcap.config import load_config
 from factcap.errors import ConfigError
 from factcap.examples import example_paths
+from scripted import scripted_pipeline
 
 PLUGIN = {
     "pyproject.toml": """
@@ -221,22 +222,6 @@ def test_adding_a_style_a_stage_and_a_sink_touches_the_files_architecture_md_say
         assert needle in text, needle
 
 
-def _scripted_pipeline(config):
-    from factcap.pipeline import Pipeline
-    from factcap.pipeline.stage import Models
-    from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
-
-    claims = '[{"kind": "object", "text": "There is a cat.", "subject": "cat"}]'
-    built = {
-        "captioner:0": (ScriptedCaptioner("cap-a", "A grey cat on a red sofa."), 4),
-        "captioner:1": (ScriptedCaptioner("cap-b", "A cat."), 4),
-        "llm": (ScriptedLLM(claims, "A grey cat sits on a sofa."), 4),
-        "detector": (ScriptedDetector(["cat"]), 4),
-        "vqa": (ScriptedVQA(lambda q: 0.9), 4),
-    }
-    return Pipeline(config, models=Models(config, built=built))
-
-
 STAGE_MODULE = '''
 """An example stage: counts the words of the proposals into the record's extra."""
 from factcap.pipeline.stage import Stage
@@ -264,7 +249,7 @@ def test_a_new_stage_is_one_module_and_one_line(tmp_path, monkeypatch):
     modules.insert(modules.index("factcap.pipeline.ocr") + 1, "count_words_stage")  # the line
     monkeypatch.setattr(plan_module, "STAGE_MODULES", tuple(modules))
     config = load_config(preset="tiny", overrides={"ocr": None})
-    pipe = _scripted_pipeline(config)
+    pipe = scripted_pipeline(config)
     assert [s.name for s in pipe.stages][:3] == ["caption:0", "caption:1", "count_words"]
     [record] = pipe.run(expand(example_paths()[:1]))
     assert record.extra["proposal_words"] == 9 and record.captions["detailed"]
@@ -302,7 +287,7 @@ def test_a_new_sink_is_one_class_and_its_reader(tmp_path, monkeypatch):
     config = load_config(preset="tiny", overrides={"ocr": None})
     out = tmp_path / "captions.csv"
     spec = JobSpec(inputs=[str(p) for p in example_paths()[:2]], output=out)
-    result = CaptionJob(spec, config).run(_scripted_pipeline(config))
+    result = CaptionJob(spec, config).run(scripted_pipeline(config))
     assert result.written == result.ok == 2
     back = list(records.read_records(out))
     assert [r["captions"]["detailed"] for r in back] == ["A grey cat sits on a sofa."] * 2

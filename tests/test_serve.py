@@ -658,6 +658,43 @@ def test_job_runs_and_streams_jsonl_results(data_root, tmp_path):
         assert c.get(f"/v1/jobs/{job['id']}", headers=AUTH).status_code == 404
 
 
+def _shard(path: Path, n: int) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for i in range(n):
+            data = png_bytes((20 + i, 16))
+            info = tarfile.TarInfo(f"s{i:03d}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("kind", ["webdataset", "parquet"])
+def test_jobs_read_tar_shards_and_parquet_files_streamed(data_root, tmp_path, kind):
+    if kind == "webdataset":
+        name = "shard-000.tar"
+        _shard(data_root / name, 6)
+    else:
+        pa = pytest.importorskip("pyarrow")
+        pq = pytest.importorskip("pyarrow.parquet")
+        name = "rows.parquet"
+        images = [png_bytes((20 + i, 16)) for i in range(6)]
+        pq.write_table(
+            pa.table({"image": images, "caption": [f"c{i}" for i in range(6)]}), data_root / name
+        )
+    with jobs_client(data_root, tmp_path) as c:
+        r = c.post("/v1/jobs", headers=AUTH, json={"path": name})
+        assert r.status_code == 201, r.text
+        job = wait_for(c, r.json()["id"])
+        assert job["state"] == "done" and job["total"] == job["written"] == 6, job
+        text = c.get(f"/v1/jobs/{job['id']}/results", headers=AUTH).text
+        records = [json.loads(line) for line in text.splitlines()]
+        assert [r["status"] for r in records] == ["ok"] * 6
+        assert {r["image_size"][0] for r in records} == set(range(20, 26))
+        assert all(r["source"].startswith(f"{name}#") for r in records), records[0]["source"]
+        assert str(tmp_path) not in text  # no path of the server's own in the results
+
+
 @pytest.mark.parametrize(
     "path",
     [

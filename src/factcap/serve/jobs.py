@@ -210,6 +210,8 @@ class Jobs:
         root = str(self.root.resolve())
         if record.source.startswith(root + os.sep):
             record.source = os.path.relpath(record.source, root)
+        elif os.path.isabs(record.source):  # a manifest named a file elsewhere: not shown
+            record.source = f"<outside the data root>/{os.path.basename(record.source)}"
         if record.error is not None:
             record.error.message = self.scrub(record.error.message)
 
