@@ -64,12 +64,43 @@ def test_jsonl_manifest_carries_id_and_extra_fields(tree):
     assert second.source == str(tree / "missing.jpg")  # decoding will say FileNotFound
 
 
-@pytest.mark.parametrize("line", ['{"nopath": 1}', "[1, 2]", "not json"])
-def test_bad_jsonl_manifest_lines_are_clear_errors(tree, line):
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"nopath": 1}', "needs one of the keys"),
+        ("[1, 2]", "not a JSON object"),
+        ("{broken", "not valid JSON"),
+    ],
+)
+def test_bad_jsonl_manifest_lines_become_error_items_and_the_rest_goes_on(tree, line, why):
     manifest = tree / "bad.jsonl"
-    manifest.write_text(line + "\n")
-    with pytest.raises(ConfigError, match="bad.jsonl:1"):
-        list(expand([manifest]))
+    good = json.dumps({"file_name": "a.png"})
+    manifest.write_text(f"{good}\n{line}\n{good.replace('a.png', 'b.jpg')}\n")
+    first, bad, last = expand([manifest])
+    assert (first.source, last.source) == (str(tree / "a.png"), str(tree / "b.jpg"))
+    assert bad.source == f"{manifest}:2" and bad.problem.startswith(f"{manifest}:2: {why}")
+    again = list(expand([manifest]))[1]
+    assert again.id == bad.id  # a resume skips it like any other record
+
+
+def test_ids_do_not_depend_on_how_a_path_is_spelled(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    (tree / "link.png").symlink_to(tree / "a.png")
+    spellings = ["a.png", "./a.png", str(tree / "a.png"), "sub/../a.png", "link.png"]
+    ids = {next(expand([name])).id for name in spellings}
+    assert len(ids) == 1
+    assert next(expand(["b.jpg"])).id not in ids
+
+
+def test_special_files_are_never_opened(tree):
+    os = pytest.importorskip("os")
+    fifo = tree / "p.jpg"
+    os.mkfifo(fifo)
+    items = {i.source: i for i in expand([tree])}
+    assert items[str(fifo)].kind == "NotAFile" and "FIFO" in items[str(fifo)].problem
+    assert items[str(tree / "a.png")].problem is None
+    [device] = expand(["/dev/zero"])
+    assert device.kind == "NotAFile" and "character device" in device.problem
 
 
 def test_names_that_match_nothing_stop_the_job(tree):

@@ -1,7 +1,11 @@
 """Turn what the user names (files, directories, globs, manifests, PIL images) into items.
 
-Items are yielded lazily, in a stable order (directories sorted); the library streams them,
-the command line collects them first to show a progress total.
+Items are yielded lazily, in a stable order (directories sorted). A file's id comes from its
+resolved path (:func:`file_item`), so a file is the same item however it is spelled
+(``./photos/a.jpg``, ``photos/../photos/a.jpg``, an absolute path, a symlink to it); a
+manifest's own ids win. Nothing that is not a regular file is ever opened: a FIFO, socket or
+device becomes an item with a ``problem`` (its record says why). So does a manifest line that
+cannot be read, with its line number; the job goes on.
 
 >>> items = list(expand([Path(__file__)]))
 >>> items[0].source.endswith("inputs.py")
@@ -13,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +27,9 @@ from factcap.errors import ConfigError
 from factcap.schema import stable_id
 
 MANIFEST_SUFFIXES = (".txt", ".jsonl")
-_PATH_KEYS = ("path", "image", "source", "file", "image_path")
+#: The keys (JSONL manifests) and columns (CSV manifests, Parquet, datasets) that hold an
+#: image's path, tried in this order.
+PATH_KEYS = ("path", "image_path", "file_name", "filename", "file", "image", "source")
 
 
 @dataclass(slots=True)
@@ -62,9 +69,61 @@ def _walk(directory: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+def special_file(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is when it is a FIFO, socket or device (never to be opened), else None.
+
+    >>> special_file("/dev/null"), special_file(__file__)
+    ('a character device', None)
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    for test, what in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return what
+    return None
+
+
+def file_item(
+    source: str, given_id: str | None = None, extra: dict[str, Any] | None = None
+) -> InputItem:
+    """The item for an image file named ``source``: its id from the resolved path (or
+    ``given_id``), and a ``problem`` when it is not a regular file (never opened).
+
+    >>> file_item("photos/../photos/cat.jpg").id == file_item("photos/cat.jpg").id
+    True
+    """
+    item = InputItem(
+        source=source,
+        id=given_id or stable_id(os.path.realpath(source)),
+        extra=dict(extra or {}),
+    )
+    what = special_file(source)
+    if what is not None:
+        item.problem = f"{source} is {what}, not an image file: it was not opened"
+        item.kind = "NotAFile"
+    return item
+
+
+def bad_line(
+    manifest: Path, line_no: int, problem: str, kind: str = "BadManifestLine"
+) -> InputItem:
+    """The item standing for a manifest line that cannot be read: its record says why."""
+    source = f"{manifest}:{line_no}"
+    item = InputItem(source=source, id=stable_id(f"{os.path.realpath(manifest)}:{line_no}"))
+    item.problem, item.kind = f"{source}: {problem}", kind
+    return item
+
+
 def _from_manifest(manifest: Path) -> Iterator[InputItem]:
     base = manifest.parent
-    with manifest.open(encoding="utf-8") as handle:
+    with manifest.open(encoding="utf-8", errors="replace") as handle:
         for line_no, line in enumerate(handle, 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -75,23 +134,23 @@ def _from_manifest(manifest: Path) -> Iterator[InputItem]:
                 try:
                     row = json.loads(line)
                 except ValueError:
-                    raise ConfigError(f"{manifest}:{line_no}: not a JSON object") from None
+                    yield bad_line(manifest, line_no, "not valid JSON")
+                    continue
                 if not isinstance(row, dict):
-                    raise ConfigError(f"{manifest}:{line_no}: not a JSON object")
-                key = next((k for k in _PATH_KEYS if isinstance(row.get(k), str)), None)
+                    yield bad_line(manifest, line_no, "not a JSON object")
+                    continue
+                key = next((k for k in PATH_KEYS if isinstance(row.get(k), str)), None)
                 if key is None:
-                    raise ConfigError(
-                        f"{manifest}:{line_no}: needs one of the keys {', '.join(_PATH_KEYS)}"
+                    keys = ", ".join(PATH_KEYS)
+                    yield bad_line(
+                        manifest, line_no, f"needs one of the keys {keys}", "MissingImage"
                     )
+                    continue
                 line = row.pop(key)
                 item_id = row.pop("id", None)
                 extra = row
             path = Path(line) if Path(line).is_absolute() else base / line
-            item = _file_item(str(path))
-            if item_id is not None:
-                item.id = str(item_id)
-            item.extra = extra
-            yield item
+            yield file_item(str(path), None if item_id is None else str(item_id), extra)
 
 
 def _image_id(image: Any, index: int) -> str:
@@ -111,24 +170,20 @@ def _named(inputs: Iterable[Any]) -> Iterator[InputItem]:
         path = Path(text)
         if path.is_dir():
             for file in _walk(path):
-                yield _file_item(str(file))
+                yield file_item(str(file))
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from _from_manifest(path)
         elif path.exists():
-            yield _file_item(text)
+            yield file_item(text)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 raise ConfigError(f"no file matches {text!r}")
             for match in matches:
-                if Path(match).is_file():
-                    yield _file_item(match)
+                if not Path(match).is_dir():
+                    yield file_item(match)
         else:
             raise ConfigError(f"no such file, directory or glob: {text!r}")
-
-
-def _file_item(source: str) -> InputItem:
-    return InputItem(source=source, id=stable_id(os.path.normpath(source)))
 
 
 def expand(inputs: Iterable[Any] | str | Path | Any) -> Iterator[InputItem]:

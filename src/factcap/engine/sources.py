@@ -25,8 +25,10 @@ holding a dataset in memory:
 Columns (Parquet, datasets, CSV) are auto-detected; ``image_column`` and ``id_column`` name
 them explicitly. Scalar columns other than those two travel in ``extra``.
 
-Ids are stable: a file's id comes from its path (as :func:`factcap.inputs.expand` makes it),
-a sample's from ``<container>#<key or row>`` unless an id column gives one.
+Ids are stable and do not depend on how a path is spelled: a file's id comes from its
+resolved path (:func:`factcap.inputs.file_item`), a sample's from ``<container's resolved
+path>#<key or row>``, unless an id column gives one. A FIFO, socket or device is never
+opened: its item carries the reason.
 
 Nothing is skipped silently. A name that matches nothing, or a container that cannot be
 opened at all (not a tar, not Parquet), raises :class:`~factcap.errors.ConfigError` when
@@ -60,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from factcap.errors import ConfigError, require
-from factcap.inputs import InputItem, expand, image_suffixes
+from factcap.inputs import PATH_KEYS, InputItem, expand, file_item, image_suffixes
 from factcap.schema import stable_id
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -69,7 +71,7 @@ CSV_SUFFIXES = (".csv", ".tsv")
 
 # Column names tried, in order, when no image column is named.
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes", "bytes")
-PATH_COLUMNS = ("path", "image_path", "file_name", "filename", "file", "image", "source")
+PATH_COLUMNS = PATH_KEYS
 ID_COLUMNS = ("id", "__key__")
 
 # WebDataset member extensions read into ``extra``.
@@ -361,6 +363,7 @@ def _split_key(member: str) -> tuple[str, str]:
 
 def _tar_items(path: str) -> Iterator[InputItem]:
     name = os.path.normpath(path)
+    real = os.path.realpath(path)  # ids: the same shard however it is named
     image_exts = {s.lstrip(".") for s in image_suffixes()}
     key: str | None = None
     fields: dict[str, bytes] = {}
@@ -375,7 +378,7 @@ def _tar_items(path: str) -> Iterator[InputItem]:
         seen[key] = count + 1
         # A key that comes back later in the shard is a second sample (as in WebDataset).
         source = f"{name}#{key}"
-        item_id = stable_id(source if count == 0 else f"{source}#{count}")
+        item_id = stable_id(f"{real}#{key}" if count == 0 else f"{real}#{key}#{count}")
         return _tar_sample(source, item_id, fields, duplicates, image_exts)
 
     handle, archive = _open_tar(path)
@@ -428,8 +431,8 @@ def _tar_items(path: str) -> Iterator[InputItem]:
 
 def _tar_tail(name: str, last_member: str, problem: str) -> BrokenItem:
     """The item that stands for the unreadable rest of a shard."""
-    source = f"{name}#<unreadable after {last_member or 'the start'}>"
-    return BrokenItem(source, stable_id(source), problem=problem)
+    rest = f"#<unreadable after {last_member or 'the start'}>"
+    return BrokenItem(f"{name}{rest}", stable_id(os.path.realpath(name) + rest), problem=problem)
 
 
 def _tar_sample(
@@ -557,7 +560,10 @@ def _json_value(value: Any) -> Any:
 def _batch_items(
     batch: Any, columns: _Columns, base: Path | str, prefix: str, first_row: int
 ) -> Iterator[InputItem]:
-    """Items for one Arrow table / record batch; row ``n``'s source is ``prefix + str(n)``."""
+    """Items for one Arrow table / record batch; row ``n``'s source is ``prefix + str(n)``,
+    its id (unless a column gives one) from the same with the container's resolved path."""
+    container, sep, rest = prefix.partition("#")
+    id_prefix = f"{os.path.realpath(container)}{sep}{rest}"
     images = batch.column(columns.image).to_pylist()
     ids = batch.column(columns.id).to_pylist() if columns.id else [None] * len(images)
     extras = {n: batch.column(n).to_pylist() for n in columns.extra}
@@ -573,16 +579,16 @@ def _batch_items(
             data, path = value.get("bytes"), value.get("path")
         else:
             path = value
+        row_id = given_id or stable_id(f"{id_prefix}{row}")
         if data:
-            yield InputItem(source, given_id or stable_id(source), extra=extra, data=data)
+            yield InputItem(source, row_id, extra=extra, data=data)
         elif path:
             file = path if os.path.isabs(path) else os.path.join(base, path)
-            file_id = stable_id(os.path.normpath(file))
-            yield InputItem(file, given_id or file_id, extra=extra)
+            yield file_item(file, given_id, extra)
         else:
             yield BrokenItem(
                 source,
-                given_id or stable_id(source),
+                row_id,
                 extra=extra,
                 problem=f"{source}: row {row} has no image (column {columns.image!r} is empty)",
                 kind="MissingImage",
@@ -620,7 +626,7 @@ def _parquet_items(path: str, columns: _Columns, options: _Options) -> Iterator[
                 source = f"{name}#rows {row}-"
                 yield BrokenItem(
                     source,
-                    stable_id(source),
+                    stable_id(f"{os.path.realpath(name)}#rows {row}-"),
                     problem=f"{name}: rows from {row} on cannot be read ({_describe(e)})",
                 )
                 return
@@ -719,14 +725,14 @@ def _csv_items(path: str, column: str, id_col: str | None) -> Iterator[InputItem
                 source = f"{name}:{line}"
                 yield BrokenItem(
                     source,
-                    given or stable_id(source),
+                    given or stable_id(f"{os.path.realpath(path)}:{line}"),
                     extra=extra,
                     problem=f"{name}:{line}: the {column!r} cell is empty",
                     kind="MissingImage",
                 )
                 continue
             file = value if os.path.isabs(value) else os.path.join(base, value)
-            yield InputItem(file, given or stable_id(os.path.normpath(file)), extra=extra)
+            yield file_item(file, given or None, extra)
 
 
 def _describe(e: BaseException) -> str:
