@@ -175,8 +175,8 @@ def _read_file(path: Path, limits: DecodeLimits) -> bytes:
 
 def _too_large(what: str, size: int, limits: DecodeLimits) -> str:
     return (
-        f"{what} is {size:,} bytes, over the limit max_file_bytes={limits.max_file_bytes:,}"
-        " (raise DecodeLimits.max_file_bytes to accept it)"
+        f"{what} is {size:,} bytes, over the limit of {limits.max_file_bytes:,} bytes (raise"
+        " limits.max_file_mb in the config, or --max-upload-mb for the service, to accept it)"
     )
 
 
@@ -288,15 +288,17 @@ def _check_size(size: tuple[int, int], limits: DecodeLimits, label: str) -> None
         raise ImageError(
             "DecompressionBomb",
             f"{label}: the header declares {width}x{height} = {pixels:,} pixels, over the limit"
-            f" max_pixels={limits.max_pixels:,} (raise DecodeLimits.max_pixels if it is genuine)",
+            f" limits.max_pixels={limits.max_pixels:,} (raise limits.max_pixels in the config if"
+            " it is genuine)",
         )
     pillow_limit = Image.MAX_IMAGE_PIXELS
     if pillow_limit is not None and pixels > pillow_limit:
         # Pillow only warns up to twice its limit; factcap treats the warning as a bomb too.
         raise ImageError(
             "DecompressionBomb",
-            f"{label}: the header declares {width}x{height} = {pixels:,} pixels, over Pillow's"
-            f" limit PIL.Image.MAX_IMAGE_PIXELS={pillow_limit:,}",
+            f"{label}: the header declares {width}x{height} = {pixels:,} pixels: within"
+            f" limits.max_pixels={limits.max_pixels:,}, but over Pillow's own limit of"
+            f" {pillow_limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS; raise it too to accept it)",
         )
     if limits.max_side is not None and max(width, height) > limits.max_side:
         raise ImageError(
@@ -306,7 +308,10 @@ def _check_size(size: tuple[int, int], limits: DecodeLimits, label: str) -> None
 
 
 def _pillow_bomb(what: str, e: BaseException) -> str:
-    return f"{what}: over Pillow's limit (PIL.Image.MAX_IMAGE_PIXELS, hard stop at twice it): {e}"
+    return (
+        f"{what}: too many pixels for Pillow to open ({e}); factcap's own limit is"
+        " limits.max_pixels in the config"
+    )
 
 
 def _count_frames(im: Image.Image) -> tuple[int, list[str]]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from factcap.errors import ModelNotAvailable, require
+from factcap.errors import ConfigError, ModelNotAvailable, require
 from factcap.roles import check_pairs
 
 require("torch", "hf")
@@ -35,15 +36,30 @@ _DTYPES = {
 }
 
 
+def _mps() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(device: str | None) -> torch.device:
-    """``auto`` (or None) picks CUDA when present, then Apple MPS, then CPU."""
+    """``auto`` (or None) picks CUDA when present, then Apple MPS, then CPU. A device this
+    torch cannot use is a :class:`~factcap.errors.ConfigError` saying so, in one line."""
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+        return torch.device("mps" if _mps() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r}: this torch ({torch.__version__}) has no usable CUDA device; "
+            "use --device cpu (or auto), or install a CUDA build of torch"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {device!r}: there are {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if chosen.type == "mps" and not _mps():
+        raise ConfigError(f"device {device!r}: Apple MPS is not available here; use cpu")
+    return chosen
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
@@ -72,8 +88,43 @@ def not_available_message(location: str, err: Exception | None = None) -> str:
     )
 
 
+@cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) answers a TCP connection at all; checked
+    once, so a machine without it learns that in seconds, not after the retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(location: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(location, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid hub id: from_pretrained will say so
+        return True
+    return isinstance(found, str)
+
+
 def load_pretrained(loader: Any, location: str, **kwargs: Any) -> Any:
-    """``loader.from_pretrained(location, **kwargs)`` with a clear error when it is missing."""
+    """``loader.from_pretrained(location, **kwargs)`` with a clear error when it is missing.
+
+    A hub id that is neither on disk nor in the cache, on a machine that cannot reach the hub,
+    fails at once (instead of after the download retries)."""
+    local = Path(location).expanduser().exists()
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    if not local and not offline and not _in_hub_cache(location) and not hub_reachable():
+        raise ModelNotAvailable(
+            not_available_message(location) + " (the hub is not reachable from here)"
+        )
     try:
         return loader.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as err:

@@ -61,13 +61,14 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from factcap.engine.records import shard_index, shard_paths
-from factcap.errors import ConfigError, require
+from factcap.errors import ConfigError, OutputError, require
 from factcap.inputs import InputItem
 from factcap.schema import Record, json_safe
 
@@ -75,6 +76,16 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _IMAGE_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif"}
 
 OnCommit = Callable[[list[str]], None]
+
+
+@contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` (permission denied, disk full, ...) into one clear
+    :class:`~factcap.errors.OutputError` naming the output."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def record_dict(record: Record) -> dict[str, Any]:
@@ -178,26 +189,41 @@ class JsonlSink(Sink):
         self.path = Path(path)
         if self.path.is_dir():
             raise ConfigError(f"{self.path} is a directory; JSONL output needs a file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if append and self.path.exists():
-            cut_torn_line(self.path)
-        self._handle: Any = self.path.open("a" if append else "w", encoding="utf-8")
+        with output_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append and self.path.exists():
+                cut_torn_line(self.path)
+            self._handle: Any = self.path.open("a" if append else "w", encoding="utf-8")
         self._on_commit = on_commit
         self.written = 0
 
     def write(self, record: Record, item: InputItem | None = None) -> None:
         if self._handle is None:
             raise ValueError(f"write() on a closed sink ({self.path})")
-        self._handle.write(json.dumps(record_dict(record), ensure_ascii=False) + "\n")
-        self._handle.flush()
+        line = json.dumps(record_dict(record), ensure_ascii=False) + "\n"
+        try:
+            with output_errors(self.path):
+                self._handle.write(line)
+                self._handle.flush()
+        except OutputError:
+            self._abandon()  # what was flushed before stays; a torn line is cut on resume
+            raise
         self.written += 1
         if self._on_commit is not None:
             self._on_commit([record.id])
 
+    def _abandon(self) -> None:
+        handle, self._handle = self._handle, None
+        with suppress(OSError):
+            handle.close()
+
     def close(self) -> None:
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            try:
+                with output_errors(self.path):
+                    self._handle.close()
+            finally:
+                self._handle = None
 
 
 def cut_torn_line(path: Path) -> None:
@@ -239,7 +265,8 @@ class _ShardedSink(Sink):
             raise ConfigError(f"shard_size must be at least 1, not {self.shard_size}")
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file; {self.format} output is a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        with output_errors(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         for stale in self.path.glob(f".part-*{self.suffix}.tmp"):
             stale.unlink()  # a shard a crashed run never finished
         existing = sorted(shard_paths(self.path, self.suffix))
@@ -274,14 +301,15 @@ class _ShardedSink(Sink):
     def write(self, record: Record, item: InputItem | None = None) -> None:
         if self._closed:
             raise ValueError(f"write() on a closed sink ({self.path})")
-        if self._tmp is None:
-            self._tmp = self.path / f".part-{self._next:05d}{self.suffix}.tmp"
-            self._open_shard(self._tmp)
-        self._add(record, record_dict(record), item)
-        self._ids.append(record.id)
-        self.written += 1
-        if len(self._ids) >= self.shard_size:
-            self._commit()
+        with output_errors(self.path):
+            if self._tmp is None:
+                self._tmp = self.path / f".part-{self._next:05d}{self.suffix}.tmp"
+                self._open_shard(self._tmp)
+            self._add(record, record_dict(record), item)
+            self._ids.append(record.id)
+            self.written += 1
+            if len(self._ids) >= self.shard_size:
+                self._commit()
 
     def _commit(self) -> None:
         assert self._tmp is not None
@@ -300,9 +328,10 @@ class _ShardedSink(Sink):
     def close(self) -> None:
         if self._closed:
             return
-        if self._tmp is not None:
-            self._commit()
         self._closed = True
+        if self._tmp is not None:
+            with output_errors(self.path):
+                self._commit()
 
 
 def _fsync_dir(directory: Path) -> None:
