@@ -51,15 +51,17 @@ def records_now(path: Path) -> int | None:
         return None
 
 
-def wait_for_records(proc: subprocess.Popen, out: Path, at_least: int) -> int:
-    """Poll until ``out`` holds ``at_least`` records; fail if the job ends or takes longer
-    than ``FIRST_RECORD_S`` (never expected: it only has to load its models first)."""
+def wait_for_records(proc: subprocess.Popen, out: Path, at_least: int, log: Path) -> int:
+    """Poll until ``out`` holds ``at_least`` records; fail if the job ends (its stderr is in
+    ``log``) or takes longer than ``FIRST_RECORD_S`` (never expected: it only has to load
+    its models first)."""
     deadline = time.monotonic() + FIRST_RECORD_S
     while True:
         n = records_now(out)
         if n is not None and n >= at_least:
             return n
-        assert proc.poll() is None, f"the job ended ({proc.returncode}) at {n} records"
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended ({proc.returncode}) at {n} records: {log.read_text()}")
         assert time.monotonic() < deadline, f"{n} records after {FIRST_RECORD_S} s"
         time.sleep(0.01)
 
@@ -134,14 +136,16 @@ def test_kill_9_at_random_moments_then_resume_is_exactly_once(job, fmt):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     rng = random.Random(1234)
     progress = [0]
-    for _ in range(3):
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+    for run in range(3):
+        log = tmp / f"stderr{run}.txt"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         try:
             # mid-job, whatever the machine's speed: once a random number of new records
             # (1-10; a whole shard for webdataset) is out, at a random moment after it
-            wait_for_records(proc, out, progress[-1] + rng.randint(1, 10))
+            wait_for_records(proc, out, progress[-1] + rng.randint(1, 10), log)
             time.sleep(rng.uniform(0.0, 0.05))
         finally:
             if proc.poll() is None:  # a job that ended by itself is reported just below
