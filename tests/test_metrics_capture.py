@@ -593,11 +593,10 @@ def test_minilm_equals_sentence_transformers():
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_capture_with_tiny_llm_and_a_text_embedder(tiny_bert, monkeypatch):
+def _capture_with_tiny_llm(location, monkeypatch):
+    """CAPTURE's plumbing with the tiny LLM and the sentence embedder at ``location``."""
     from factcap.backends import registry
 
-    location = minilm_dir() or tiny_bert
     llm = registry.build("llm", "tiny:llm", min_new_tokens=4)
     embedder = registry.build("text_embedder", f"hf:{location}")
     chats, embeds = [], []
@@ -618,4 +617,18 @@ def test_capture_with_tiny_llm_and_a_text_embedder(tiny_bert, monkeypatch):
         assert "could not be parsed" in score.info["capture_fallback"]
         assert score.info["capture_soft"] == "text_embedder (sentence embeddings)"
         assert all(0.0 <= v <= 1.0 for v in score.values.values())
+    return scores
+
+
+@pytest.mark.slow
+def test_capture_with_tiny_llm_and_a_text_embedder(tiny_bert, monkeypatch):
+    """Batching, fallbacks and the soft matcher's report, with random-weight models (which
+    cannot rank captions: their scores are only checked to be in range)."""
+    _capture_with_tiny_llm(tiny_bert, monkeypatch)
+
+
+@pytest.mark.slow
+@needs_minilm
+def test_capture_with_real_sentence_embeddings_ranks_the_matching_caption_higher(monkeypatch):
+    scores = _capture_with_tiny_llm(minilm_dir(), monkeypatch)
     assert scores[0].values["capture"] > scores[1].values["capture"]
