@@ -274,7 +274,7 @@ def test_cli_ray_run_and_resume_match_the_local_run(inputs, tmp_path):
     proc = caption(str(inputs), "--executor", "ray", "-o", str(ray_out), "--resume")
     TIMINGS["cli ray --resume (5 of 9)"] = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
-    assert "5 images" in proc.stderr and "4 already done" in proc.stderr
+    assert "5 images" in proc.stderr and "4 skipped (already in the output)" in proc.stderr
     resumed = [json.loads(line) for line in ray_out.read_text().splitlines()]
     assert sorted(r["id"] for r in resumed) == sorted(local)  # each input exactly once
     for r in resumed:  # other batches than the local run's: the checkers' scores may move

@@ -83,7 +83,7 @@ def test_resume_skips_done_inputs_and_repairs_a_torn_line(job, capsys):
     lines = out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:3]) + lines[3][:25])  # 3 whole lines and a torn one
     assert main([*base, "--resume"]) == 0
-    assert "3 already done" in capsys.readouterr().err
+    assert "3 skipped (already in the output)" in capsys.readouterr().err
     assert sorted(ids_in(out)) == expected  # each once; the torn line was redone
     assert main([*base, "--resume"]) == 0  # nothing left to do: nothing written
     assert sorted(ids_in(out)) == expected

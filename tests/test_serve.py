@@ -371,16 +371,16 @@ def _post(base: str) -> httpx.Response:
 
 @contextmanager
 def uvicorn_server(app) -> Iterator[tuple[str, object]]:
-    """Like ``serve_in_thread``, but hands the test the uvicorn server, so it can tell it to
-    stop (``should_exit``) and see when it has stopped listening."""
+    """Like ``serve_in_thread``, but hands the test the server (the one ``factcap serve``
+    runs), so it can tell it to stop and see when it has stopped listening."""
     import socket
 
-    import uvicorn
+    from factcap.serve.app import make_server
 
     sock = socket.socket(socket.AF_INET)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = make_server(app, log_level="warning", lifespan="on")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -436,7 +436,11 @@ def test_full_queue_is_429_with_retry_after():
     assert sum(held.calls) == 3 and app.state.service.batcher.batches == [1, 2]
 
 
-def test_shutdown_finishes_in_flight_work():
+def test_shutdown_finishes_the_running_batch_and_cancels_the_queue():
+    """README: "Shutdown finishes the running batch and cancels queued requests with 503",
+    as Ctrl-C or SIGTERM stops ``factcap serve``."""
+    import signal
+
     pipe = scripted_pipeline(batch_size=2, hold_from=1)
     held = gate(pipe)
     app = create_app(pipe.config, KEY, pipeline=pipe, queue_size=8)
@@ -447,16 +451,14 @@ def test_shutdown_finishes_in_flight_work():
                 wait_until(lambda: held.waiting == 1, "the first batch is running")
                 futures += [pool.submit(_post, base) for _ in range(3)]
                 wait_until(lambda: app.state.service.batcher.depth == 3, "three more are queued")
-                server.should_exit = True  # told to stop with all four in flight
-                wait_until(
-                    lambda: not any(s.is_serving() for s in server.servers),
-                    "the server stopped listening",
-                )
+                server.handle_exit(signal.SIGTERM, None)  # told to stop with all four in flight
+                wait_until(lambda: app.state.service.batcher.closing, "the batcher is closing")
             finally:
                 held.open()
-        codes = [f.result().status_code for f in futures]
-    assert codes == [200] * 4
-    assert app.state.service.batcher.batches == [1, 2, 1]
+        responses = [f.result() for f in futures]
+    assert [r.status_code for r in responses] == [200, 503, 503, 503]
+    assert all("shut down" in r.json()["detail"] for r in responses[1:])
+    assert app.state.service.batcher.batches == [1]
     assert not app.state.service.batcher._thread.is_alive()
 
 
@@ -485,9 +487,7 @@ def test_shutdown_cancels_queued_requests_with_503():
                 await until(lambda: app.state.service.batcher.depth == 3, "three are queued")
                 shutdown = asyncio.ensure_future(lifespan.__aexit__(None, None, None))
                 # the batcher stops taking work, then waits for the running batch
-                await until(
-                    lambda: app.state.service.batcher._stop.is_set(), "the batcher is closing"
-                )
+                await until(lambda: app.state.service.batcher.closing, "the batcher is closing")
             finally:
                 held.open()
             await shutdown
@@ -515,7 +515,7 @@ def test_batcher_close_cancels_queued_work():
             await until(lambda: held.waiting == 1, "the first one is running")
             futures += [batcher.submit(item) for _ in range(3)]
             closing = asyncio.ensure_future(asyncio.to_thread(batcher.close))
-            await until(lambda: batcher._stop.is_set(), "close() is waiting for the batch")
+            await until(lambda: batcher.closing, "close() is waiting for the batch")
             with pytest.raises(ShuttingDown):
                 batcher.submit(item)
         finally:
@@ -543,7 +543,7 @@ def test_non_loopback_without_key_refuses_to_start(host, monkeypatch):
     assert not is_loopback(host)
     check_exposure(host, "a-key")
     started = []
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr("factcap.serve.app.make_server", lambda *a, **k: started.append(a))
     with pytest.raises(FactcapError, match="without an API key"):
         run(host, 8000, config=load_config(preset="tiny"), api_key=None)
     assert started == []

@@ -142,7 +142,7 @@ class Evaluation:
     summary: dict[str, dict[str, dict[str, float]]]
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """The output rows: values (NaN → null) and failure reasons by value name."""
+        """The output rows: values (NaN → null) by value name, failure reasons by metric name."""
         for sample, by_metric in zip(self.samples, self.scores, strict=True):
             values: dict[str, float | None] = {}
             failures: dict[str, str] = {}

@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--thumb-px must be from 16 to 4096, not {args.thumb_px}")
     if args.image_root is not None and not args.image_root.is_dir():
         raise UsageError(f"--image-root {args.image_root} is not a folder")
-    if args.output.suffix.lower() not in (".html", ".htm"):
-        raise UsageError(f"-o {args.output}: the report is an HTML file; name it .html")
     inputs = [args.results] + ([args.scores] if args.scores else [])
     check_new_output(args.output, inputs, args.overwrite)
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"-o {args.output}: the report is an HTML file; name it .html")
     out, stats = write_report(
         args.results, args.scores, args.output, args.thumb_px, args.image_root, confine=False
     )

@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from factcap.engine.records import read_records
+from factcap.engine.records import READERS, read_records, shard_paths
 from factcap.engine.sinks import cut_torn_line
 from factcap.errors import ConfigError
 
@@ -30,8 +30,8 @@ from factcap.errors import ConfigError
 def completed_ids(path: str | Path, fmt: str, retry_failed: bool = False) -> set[str]:
     """Ids whose records the output at ``path`` already holds (after crash clean-up)."""
     path = Path(path)
-    if not path.exists():
-        return set()
+    if not path.exists() or (path.is_dir() and not _holds_shards(path)):
+        return set()  # nothing written yet (a job killed before its first shard)
     if fmt == "jsonl":
         cut_torn_line(path)
         if retry_failed:
@@ -39,6 +39,10 @@ def completed_ids(path: str | Path, fmt: str, retry_failed: bool = False) -> set
     elif retry_failed:
         raise ConfigError("--retry-failed needs JSONL output (sharded outputs: not yet)")
     return {record["id"] for record in read_records(path)}
+
+
+def _holds_shards(folder: Path) -> bool:
+    return any(shard_paths(folder, suffix) for suffix, _ in READERS.values())
 
 
 def _drop_failed_lines(path: Path) -> int:

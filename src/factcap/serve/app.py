@@ -49,7 +49,14 @@ from factcap.serve.security import key_checker
 from factcap.serve.state import Service
 from factcap.serve.uploads import MiB
 
-__all__ = ["check_exposure", "create_app", "is_loopback", "run", "serve_in_thread"]
+__all__ = [
+    "check_exposure",
+    "create_app",
+    "is_loopback",
+    "make_server",
+    "run",
+    "serve_in_thread",
+]
 
 
 def create_app(
@@ -138,6 +145,23 @@ def _locked_docs(app: FastAPI, authorize: Any) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="factcap API")
 
 
+def make_server(app: FastAPI, **config: Any) -> Any:
+    """A ``uvicorn.Server`` for ``app`` (``config``: ``uvicorn.Config``'s options) that, the
+    moment shutdown starts (Ctrl-C, SIGTERM, ``handle_exit``), answers the queued caption
+    requests 503 and lets the running batch finish, instead of working off the whole queue
+    first."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            svc = getattr(app.state, "service", None)
+            if svc is not None and svc.batcher is not None:
+                svc.batcher.cancel_queued()
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, **config))
+
+
 def run(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -147,8 +171,6 @@ def run(
 ) -> None:
     """Serve with uvicorn until interrupted (Ctrl-C shuts down gracefully). The options are
     checked (:class:`~factcap.serve.options.ServeOptions`) before any model loads."""
-    import uvicorn
-
     from factcap.config import load_config
 
     checked = ServeOptions(
@@ -169,21 +191,20 @@ def run(
         jobs_dir=checked.jobs_dir,
         **options,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    make_server(app, host=host, port=port, log_level="info").run()
 
 
 @contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread on a port the OS picks; yields the
-    base URL and shuts the server down gracefully on exit (tests and benchmarks)."""
+    base URL and shuts the server down on exit as Ctrl-C would (tests and benchmarks)."""
+    import signal
     import socket
-
-    import uvicorn
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = make_server(app, log_level="warning", lifespan="on")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -193,6 +214,6 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
             threading.Event().wait(0.02)
         yield f"http://{host}:{port}"
     finally:
-        server.should_exit = True
+        server.handle_exit(signal.SIGINT, None)
         thread.join(60)
         sock.close()

@@ -95,19 +95,33 @@ class Batcher:
                 raise QueueFull(f"the queue is full ({self._queue.maxsize} requests)") from None
         return job.future
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop accepting; let the batch in progress finish; cancel what is still queued."""
+    @property
+    def closing(self) -> bool:
+        """Whether the batcher has stopped taking requests."""
+        return self._stop.is_set()
+
+    def cancel_queued(self) -> int:
+        """Stop accepting and answer every queued request with :class:`ShuttingDown` (503);
+        the batch in progress finishes. Never blocks: safe in a signal handler. Returns how
+        many were cancelled."""
         with self._gate:
             self._accepting = False
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        cancelled = 0
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return cancelled
             _settle(job, error=ShuttingDown("the service shut down before this request ran"))
+            cancelled += 1
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting; let the batch in progress finish; cancel what is still queued."""
+        self.cancel_queued()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.cancel_queued()  # anything the worker had gathered but not started
 
     # --- worker thread --------------------------------------------------------------------
 
