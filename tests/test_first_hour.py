@@ -270,3 +270,22 @@ def test_quiet_means_quiet(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Loading weights" not in done.stderr and "%|" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("factcap: 1 images")
+
+
+def test_a_hub_model_without_the_hub_is_one_line_at_once(tmp_path):
+    """Without HF_HUB_OFFLINE, a model that is not on disk used to cost 30 s of download
+    retries before its one-line message; an unreachable hub is now found out first."""
+    config = tmp_path / "c.yaml"
+    config.write_text("preset: tiny\ncaptioners: [{model: 'hf:some-org/not-downloaded'}]\n")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))  # nothing there
+    done = subprocess.run(
+        [sys.executable, "-m", "factcap.cli", "caption", str(example_paths()[0]), "-o",
+         str(tmp_path / "o.jsonl"), "--config", str(config), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "some-org/not-downloaded" in done.stderr and "the hub is not reachable" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -35,7 +35,11 @@ DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:\d+)?)$"
 #: Config keys of the roles that take one model (``captioners`` takes a list).
 ROLE_KEYS = tuple(r.config_key for r in ROLES.values() if not r.many)
-DEFAULT_METRICS = ("clip_score", "vqa_score", "capture", "chair", "self_retrieval")
+#: What ``factcap evaluate`` scores by default: metrics that need no reference captions
+#: (``chair`` then reports only ``chair_ov_i``, against the pipeline's own detector verdicts).
+DEFAULT_METRICS = ("clip_score", "vqa_score", "chair", "self_retrieval")
+#: Added to the defaults when ``--references`` gives reference captions.
+REFERENCE_METRICS = ("capture", "bleu", "rouge_l", "cider")
 
 
 class _Strict(BaseModel):
@@ -117,11 +121,23 @@ class OpenAIConfig(_Strict):
 
 class EvaluateConfig(_Strict):
     """``factcap evaluate``: which metrics, and options per metric (e.g. ``clip_image_score:
-    {samples: 2, seed: 0}``)."""
+    {samples: 2, seed: 0}``).
 
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
+    >>> EvaluateConfig().default_metrics(references=False)
+    ['clip_score', 'vqa_score', 'chair', 'self_retrieval']
+    """
+
+    metrics: list[str] | None = Field(default=None, min_length=1)
+    """``None``: :data:`DEFAULT_METRICS`, plus :data:`REFERENCE_METRICS` when references are
+    given."""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     batch_size: int = Field(default=16, ge=1)
+
+    def default_metrics(self, references: bool) -> list[str]:
+        """The metrics to run when the command line names none."""
+        if self.metrics is not None:
+            return list(self.metrics)
+        return list(DEFAULT_METRICS) + (list(REFERENCE_METRICS) if references else [])
 
 
 class Config(_Strict):

@@ -26,10 +26,9 @@ EXAMPLES = """examples:
       --metrics clip_score,vqa_score,capture,chair,self_retrieval,bleu,rouge_l,cider
   factcap evaluate other_tool.jsonl -o s.parquet --preset small --clip hf:openai/clip-vit-large-patch14
 
-Without --references, the reference-based metrics (bleu, rouge_l, cider, ref_clip_score,
-chair's ground-truth values) have nothing to compare with and show n/a; the default metrics
-need none except chair (which then reports only chair_ov_i, against the pipeline's own
-detector verdicts)."""
+Default metrics: clip_score, vqa_score, chair and self_retrieval, which need no reference
+captions (chair then reports only chair_ov_i, against the pipeline's own detector verdicts);
+with --references, capture, bleu, rouge_l and cider too."""
 
 
 def add_parser(sub: Any) -> None:
@@ -50,7 +49,9 @@ def add_parser(sub: Any) -> None:
         "-o", "--output", required=True, type=Path, help="per-caption scores: .jsonl, or .parquet"
     )
     add_overwrite(ev)
-    ev.add_argument("--metrics", help="comma-separated metric names (default: the config's)")
+    ev.add_argument(
+        "--metrics", help="comma-separated metric names (default: see below, or the config's)"
+    )
     ev.add_argument(
         "--references",
         type=Path,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["evaluate"] = {"batch_size": args.batch_size}
     config = load_config(args, overrides)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    names = names or list(config.evaluate.metrics)
+    names = names or config.evaluate.default_metrics(references=args.references is not None)
     unknown = [m for m in names if m not in metric_names()]
     if unknown:
         raise UsageError(
