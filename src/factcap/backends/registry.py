@@ -7,6 +7,8 @@ Spec strings (README, "Model specs"):
 - ``openai:<model name>`` — any OpenAI-compatible server;
 - ``rapidocr`` — the OCR expert shipped inside ``rapidocr-onnxruntime``;
 - ``tiny:<family>`` — a tiny random-weight checkpoint built offline, then loaded as ``hf:``;
+- ``bundled:<name>`` — a checkpoint shipped inside the factcap package
+  (``factcap/models/<name>``, e.g. ``bundled:shapes/llm``), loaded as ``hf:``;
 - ``<scheme>:<anything>`` — a scheme a plug-in registered.
 
 Backends are imported lazily, only when built, so nothing here imports torch.
@@ -41,7 +43,7 @@ from factcap.roles import ROLES, role_of
 if TYPE_CHECKING:
     from factcap.config import Config, RoleConfig
 
-SCHEMES = ["hf", "openai", "rapidocr", "tiny"]
+SCHEMES = ["hf", "openai", "rapidocr", "tiny", "bundled"]
 ANY = "*"
 ENTRY_POINT_GROUP = "factcap.backends"
 log = logging.getLogger(__name__)
@@ -196,8 +198,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
         load_plugins()
     if not sep or scheme not in SCHEMES or (not rest and scheme != "rapidocr"):
         raise ConfigError(
-            f"bad model spec {spec!r}: expected hf:<hub id or dir>, openai:<model>, rapidocr "
-            f"or tiny:<family> (see 'factcap models list')"
+            f"bad model spec {spec!r}: expected hf:<hub id or dir>, openai:<model>, rapidocr, "
+            f"tiny:<family> or bundled:<name> (see 'factcap models list')"
         )
     return scheme, rest
 
@@ -238,13 +240,34 @@ def model_type(location: str) -> str:
     return load_pretrained(transformers.AutoConfig, location).model_type
 
 
+def bundled_dir(name: str) -> Path:
+    """The folder of the checkpoint ``bundled:<name>`` inside the installed package."""
+    from importlib import resources
+
+    root = Path(str(resources.files("factcap") / "models"))
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()) or not (path / "config.json").is_file():
+        shipped = (
+            sorted(str(p.parent.relative_to(root)) for p in root.glob("*/*/config.json"))
+            if root.is_dir()
+            else []
+        )
+        raise ModelNotAvailable(
+            f"no bundled model {name!r}; factcap ships: {', '.join(shipped) or 'none'}"
+        )
+    return path
+
+
 def locate(spec: str) -> tuple[str, str]:
-    """Turn ``tiny:<family>`` into the local ``hf`` directory (building it once); pass others."""
+    """Turn ``tiny:<family>`` into the local ``hf`` directory (building it once) and
+    ``bundled:<name>`` into the shipped one; pass others."""
     scheme, rest = parse_spec(spec)
     if scheme == "tiny":
         from factcap.backends import tiny
 
         return "hf", str(tiny.ensure(rest))
+    if scheme == "bundled":
+        return "hf", str(bundled_dir(rest))
     return scheme, rest
 
 
@@ -289,6 +312,11 @@ def availability(spec: str) -> tuple[bool, str]:
         return True, f"{'built at' if built else 'will be built offline into'} {path}"
     if scheme == "openai":
         return True, "remote: served by the OpenAI-compatible server in the config"
+    if scheme == "bundled":
+        try:
+            return True, f"shipped with factcap ({bundled_dir(rest)})"
+        except ModelNotAvailable as err:
+            return False, str(err)
     if scheme == "rapidocr":
         import importlib.util
 

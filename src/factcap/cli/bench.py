@@ -13,12 +13,13 @@ from typing import Any
 from factcap.cli.common import FORMATTER, quiet_libraries
 
 SHAPES_EXAMPLES = """examples:
-  factcap bench shapes train --out models/shapes              # about 18 minutes on 2 cores
+  factcap bench shapes run --n 100                            # the shipped models, seconds
+  factcap bench shapes train --out models/shapes              # train your own: ~18 min, 2 cores
   factcap bench shapes run --models models/shapes             # 500 held-out scenes
   factcap bench shapes run --models models/shapes --n 50 --seed 7
   factcap bench shapes train --out /tmp/s --size smoke && \\
       factcap bench shapes run --models /tmp/s --n 8           # plumbing check, a minute
-  factcap caption scenes/ --config models/shapes/factcap.yaml -o out.jsonl
+  factcap caption scenes/ --preset shapes -o out.jsonl       # the shipped models' pipeline
 """
 
 
@@ -62,21 +63,52 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter] = FORMATTER) ->
     train.add_argument("--force", action="store_true", help="retrain models already trained")
     train.set_defaults(handler=_cmd_train)
 
+    scenes = actions.add_parser(
+        "scenes",
+        help="draw held-out scenes (PNG files and their truth) to caption",
+        epilog="example:\n  factcap bench shapes scenes --n 24 --out scenes\n"
+        "  factcap caption scenes/images --preset shapes -o shapes.jsonl\n"
+        "  factcap bench shapes stories scenes shapes.jsonl",
+        formatter_class=formatter,
+    )
+    scenes.add_argument("--out", type=Path, required=True, help="folder for images/ and truth")
+    scenes.add_argument("--n", type=int, default=24, help="how many scenes (default 24)")
+    scenes.add_argument("--seed", type=int, default=1, help="which scenes (default 1)")
+    scenes.add_argument("--overwrite", action="store_true", help="replace an earlier folder")
+    scenes.set_defaults(handler=_cmd_scenes)
+
+    stories = actions.add_parser(
+        "stories",
+        help="print where a captioner named what is not there, and what checking did about it",
+        epilog="example:\n  factcap bench shapes stories scenes shapes.jsonl",
+        formatter_class=formatter,
+    )
+    stories.add_argument("scenes", type=Path, help="folder `scenes` wrote")
+    stories.add_argument("results", type=Path, help="factcap caption output for its images")
+    stories.add_argument("--limit", type=int, default=3, help="stories at most (default 3)")
+    stories.set_defaults(handler=_cmd_stories)
+
     run = actions.add_parser(
         "run",
         help="run the benchmark on held-out scenes and print the metrics",
         epilog=SHAPES_EXAMPLES,
         formatter_class=formatter,
     )
-    run.add_argument("--models", type=Path, required=True, help="directory `train` wrote")
+    run.add_argument(
+        "--models",
+        type=Path,
+        help="directory `train` wrote (default: the models shipped with factcap)",
+    )
     run.add_argument("--n", type=int, default=500, help="held-out scenes (default 500)")
     run.add_argument("--seed", type=int, default=0, help="which held-out scenes (default 0)")
     run.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="where to keep scenes and records (default: MODELS/runs/seed<S>-n<N>)",
+        help="where to keep scenes and records (default: MODELS/runs/seed<S>-n<N>, or "
+        "./shapes-run-seed<S>-n<N> with the shipped models)",
     )
+    run.add_argument("--overwrite", action="store_true", help="replace an earlier run's folder")
     run.set_defaults(handler=_cmd_run)
 
 
@@ -101,19 +133,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_scenes(args: argparse.Namespace) -> int:
+    from factcap.bench.shapes.run import write_scenes
+    from factcap.bench.shapes.world import scenes
+    from factcap.errors import UsageError
+
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{args.out} is not empty: pass --overwrite to replace its scenes")
+    paths = write_scenes(scenes(args.n, seed=args.seed, split="test"), args.out)
+    print(f"{len(paths)} scenes -> {args.out / 'images'} (truth: {args.out / 'truth.jsonl'})")
+    return 0
+
+
+def _cmd_stories(args: argparse.Namespace) -> int:
+    from factcap.bench.shapes.demo import stories
+
+    told = stories(args.scenes, args.results, limit=args.limit)
+    print("\n\n".join(told) if told else "no captioner named an absent shape in these scenes")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     quiet_libraries()
+    from factcap.backends.registry import bundled_dir
     from factcap.bench.shapes.run import format_table, run_benchmark
     from factcap.bench.shapes.train import MODELS
+    from factcap.errors import UsageError
     from factcap.schema import json_safe
 
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    name = f"seed{args.seed}-n{args.n}"
+    if args.models is None:
+        args.models = bundled_dir("shapes/llm").parent
+        args.out = args.out or Path(f"shapes-run-{name}")
     missing = [name for name in MODELS if not (args.models / name / "config.json").exists()]
     if missing:
         raise _missing(args.models, missing)
-    if args.n < 1:
-        from factcap.errors import ConfigError
-
-        raise ConfigError("--n must be at least 1")
+    out = args.out or args.models / "runs" / name
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out} holds an earlier run: pass --overwrite to replace it")
+    args.out = out
     start = time.perf_counter()
     result = run_benchmark(args.models, n=args.n, seed=args.seed, out=args.out, log=_log)
     for story in result.pop("examples"):

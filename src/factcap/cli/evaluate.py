@@ -80,17 +80,9 @@ def add_parser(sub: Any) -> None:
     ev.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """The handler: check, read, score while writing, print the table."""
-    quiet_libraries()
-    from factcap import evaluate as ev
-    from factcap.engine.records import ImageFinder, read_records
+def _metric_names(args: argparse.Namespace, config: Any) -> list[str]:
     from factcap.metrics import metric_names
 
-    overrides: dict[str, Any] = {}
-    if positive("--batch-size", args.batch_size) is not None:
-        overrides["evaluate"] = {"batch_size": args.batch_size}
-    config = load_config(args, overrides)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     names = names or config.evaluate.default_metrics(references=args.references is not None)
     unknown = [m for m in names if m not in metric_names()]
@@ -98,6 +90,31 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(metric_names())}"
         )
+    return names
+
+
+def _warn_missing_images(samples: list[Any]) -> None:
+    missing = {s.source for s in samples if not Path(s.source).is_file()}
+    if missing:
+        print(
+            f"factcap: warning: {len(missing)} of {len({s.source for s in samples})} images not "
+            f"found (e.g. {sorted(missing)[0]}); their image metrics fail. --image-root names "
+            "the folder relative paths start from",
+            file=sys.stderr,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The handler: check, read, score while writing, print the table."""
+    quiet_libraries()
+    from factcap import evaluate as ev
+    from factcap.engine.records import ImageFinder, read_records
+
+    overrides: dict[str, Any] = {}
+    if positive("--batch-size", args.batch_size) is not None:
+        overrides["evaluate"] = {"batch_size": args.batch_size}
+    config = load_config(args, overrides)
+    names = _metric_names(args, config)
     if args.image_root is not None and not args.image_root.is_dir():
         raise UsageError(f"--image-root {args.image_root} is not a folder")
     check_new_output(args.output, [args.results], args.overwrite)
@@ -113,14 +130,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.results} holds no captions to score (rows need id, source, captions)"
         )
-    missing = {s.source for s in samples if not Path(s.source).is_file()}
-    if missing:
-        print(
-            f"factcap: warning: {len(missing)} of {len({s.source for s in samples})} images not "
-            f"found (e.g. {sorted(missing)[0]}); their image metrics fail. --image-root names "
-            "the folder relative paths start from",
-            file=sys.stderr,
-        )
+    _warn_missing_images(samples)
     resources = ev.resources_for(config, {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa})
 
     from tqdm import tqdm

@@ -73,6 +73,9 @@ def list_models(args: argparse.Namespace) -> int:
     print("  openai:<model>             OpenAI-compatible server (OPENAI_BASE_URL, OPENAI_API_KEY)")
     print("  rapidocr                   PP-OCR shipped in rapidocr-onnxruntime")
     print("  tiny:<family>              tiny random-weight checkpoint built offline")
+    print(
+        "  bundled:<name>             a checkpoint shipped with factcap (e.g. bundled:shapes/llm)"
+    )
     print("\nRoles:")
     for role in ROLES.values():
         print(f"  {role.config_key:<14} {role.description} (used by {', '.join(role.used_by)})")

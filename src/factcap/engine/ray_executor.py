@@ -364,7 +364,7 @@ def run_ray_job(
     """
     require("ray", "ray")
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
     from ray.util.queue import Full, Queue
 
     config: Config = pipeline.config
@@ -406,42 +406,7 @@ def run_ray_job(
                 failures.append(err)
             put(None)
 
-        ds = ray.data.read_datasource(
-            _feed_datasource(queue), override_num_blocks=1, num_cpus=0
-        ).map_batches(
-            decode_stage,
-            batch_size=size,
-            batch_format="pyarrow",
-            fn_kwargs={"config": config},
-            num_cpus=decode_cpus,
-        )
-        for n, stage in enumerate(stages):
-            kwargs = {
-                "config": config,
-                "name": stage.name,
-                "styles": styles,
-                "instruction": instruction,
-                "last": n == len(stages) - 1,
-            }
-            if stage.model is None:  # no model to keep loaded: plain tasks
-                ds = ds.map_batches(
-                    _run_stage_task,
-                    batch_size=size,
-                    batch_format="pyarrow",
-                    fn_kwargs=kwargs,
-                    num_cpus=stage.num_cpus,
-                )
-                continue
-            ds = ds.map_batches(
-                StageWorker,
-                batch_size=size,
-                batch_format="pyarrow",
-                fn_constructor_kwargs=kwargs,
-                compute=ActorPoolStrategy(size=stage.replicas),
-                num_cpus=stage.num_cpus,
-                num_gpus=stage.num_gpus,
-            )
-
+        ds = _dataset(queue, config, stages, size, styles, instruction, decode_cpus)
         feeder = threading.Thread(target=feed, name="factcap-ray-feed", daemon=True)
         feeder.start()
         written = 0
@@ -471,6 +436,57 @@ def run_ray_job(
             queue.shutdown(force=True)
         if started:
             ray.shutdown()
+
+
+def _dataset(
+    queue: Any,
+    config: Config,
+    stages: Sequence[StagePlan],
+    size: int,
+    styles: Sequence[str] | None,
+    instruction: str | None,
+    decode_cpus: float,
+) -> Any:
+    """The Ray Data pipeline: the fed batches, decoded, then one step per stage (an actor
+    pool for a stage with a model, tasks for one without)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    ds = ray.data.read_datasource(_feed_datasource(queue), override_num_blocks=1, num_cpus=0)
+    ds = ds.map_batches(
+        decode_stage,
+        batch_size=size,
+        batch_format="pyarrow",
+        fn_kwargs={"config": config},
+        num_cpus=decode_cpus,
+    )
+    for n, stage in enumerate(stages):
+        kwargs = {
+            "config": config,
+            "name": stage.name,
+            "styles": styles,
+            "instruction": instruction,
+            "last": n == len(stages) - 1,
+        }
+        if stage.model is None:  # no model to keep loaded: plain tasks
+            ds = ds.map_batches(
+                _run_stage_task,
+                batch_size=size,
+                batch_format="pyarrow",
+                fn_kwargs=kwargs,
+                num_cpus=stage.num_cpus,
+            )
+            continue
+        ds = ds.map_batches(
+            StageWorker,
+            batch_size=size,
+            batch_format="pyarrow",
+            fn_constructor_kwargs=kwargs,
+            compute=ActorPoolStrategy(size=stage.replicas),
+            num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus,
+        )
+    return ds
 
 
 def _run_stage_task(table: Any, **kwargs: Any) -> Any:
