@@ -27,6 +27,7 @@ LAYER = {
     "inputs": 0,
     "config": 0,
     "examples": 0,
+    "plugins": 0,
     "backends": 1,
     "pipeline": 2,
     "metrics": 2,
@@ -48,6 +49,7 @@ BASE_MAY_IMPORT = {
     "inputs": {"errors", "schema"},
     "config": {"errors", "prompts", "roles"},
     "examples": set(),
+    "plugins": set(),
 }
 #: Allowed beyond the layers: metrics may not import the pipeline or the engine.
 FORBIDDEN = {("metrics", "pipeline"), ("metrics", "engine"), ("pipeline", "metrics")}

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from factcap.errors import ConfigError, ModelNotAvailable
+from factcap.plugins import call_group
 from factcap.roles import ROLES, role_of
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 SCHEMES = ["hf", "openai", "rapidocr", "tiny", "bundled"]
 ANY = "*"
 ENTRY_POINT_GROUP = "factcap.backends"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,8 +135,6 @@ ENTRIES: list[Entry] = [
     ),
 ]
 
-_plugins_loaded = False
-
 
 def register(
     role: str,
@@ -175,17 +171,8 @@ def register(
 
 
 def load_plugins() -> None:
-    """Call every ``factcap.backends`` entry point once (they call :func:`register`). A
-    plug-in that fails to load is logged and skipped: it must not break the other backends."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()()
-        except Exception as err:  # noqa: BLE001 - someone else's code
-            log.warning("factcap: backend plug-in %r failed to load: %s", point.value, err)
+    """Let installed plug-ins register their backends (``factcap.backends`` entry points)."""
+    call_group(ENTRY_POINT_GROUP)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

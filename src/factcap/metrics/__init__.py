@@ -14,12 +14,11 @@ entry points are loaded the first time the table is read through :func:`metric_n
 from __future__ import annotations
 
 import importlib
-import logging
-from importlib.metadata import entry_points
 from typing import Any
 
 from factcap.errors import ConfigError
 from factcap.metrics.base import Metric, Sample, Score, summarise
+from factcap.plugins import call_group
 
 __all__ = [
     "METRICS",
@@ -33,7 +32,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "factcap.metrics"
-log = logging.getLogger(__name__)
 
 METRICS: dict[str, str | type[Metric]] = {
     "clip_score": "factcap.metrics.clip_score:ClipScore",
@@ -47,7 +45,6 @@ METRICS: dict[str, str | type[Metric]] = {
     "rouge_l": "factcap.metrics.coco:RougeL",
     "cider": "factcap.metrics.coco:Cider",
 }
-_plugins_loaded = False
 
 
 def register_metric(name: str, target: str | type[Metric]) -> None:
@@ -69,15 +66,7 @@ def register_metric(name: str, target: str | type[Metric]) -> None:
 
 
 def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()()
-        except Exception as err:  # noqa: BLE001 - someone else's code must not break ours
-            log.warning("factcap: metric plug-in %r failed to load: %s", point.value, err)
+    call_group(ENTRY_POINT_GROUP)
 
 
 def metric_names() -> list[str]:
