@@ -78,9 +78,19 @@ class BlipCaptioner(_BlipFamilyCaptioner):
     Options: ``prompt`` (caption prefix, e.g. ``"a photography of"``; default none),
     ``max_new_tokens`` (40), ``min_new_tokens`` (0), ``num_beams`` (1).
 
-    >>> cap = BlipCaptioner("Salesforce/blip-image-captioning-base")  # doctest: +SKIP
-    >>> cap.caption([Image.open("cat.jpg"), Image.open("dog.jpg")])  # doctest: +SKIP
-    ['a cat laying on a couch', 'a dog running on the grass']
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> cap = registry.build("captioner", "tiny:blip", max_new_tokens=4)  # random weights
+    >>> len(cap.caption([photo, photo]))
+    2
+
+    With the real checkpoint (downloaded once)::
+
+        cap = BlipCaptioner("Salesforce/blip-image-captioning-base")
+        cap.caption([Image.open("cat.jpg"), Image.open("dog.jpg")])
+        # ['a cat laying on a couch', 'a dog running on the grass']
     """
 
     model_class = "BlipForConditionalGeneration"
@@ -95,9 +105,18 @@ class Blip2Captioner(_BlipFamilyCaptioner):
     ``min_new_tokens`` (0), ``num_beams`` (1). The returned caption is the prompt followed by
     what the model wrote, whether the language model echoes the prompt (OPT) or not (Flan-T5).
 
-    >>> cap = Blip2Captioner("Salesforce/blip2-opt-2.7b", prompt="a photo of")  # doctest: +SKIP
-    >>> cap.caption([Image.open("cat.jpg")])  # doctest: +SKIP
-    ['a photo of a cat sitting on a couch']
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> cap = registry.build("captioner", "tiny:blip2", prompt="a photo of", max_new_tokens=4)
+    >>> cap.caption([photo])[0].startswith("a photo of")
+    True
+
+    With the real checkpoint::
+
+        cap = Blip2Captioner("Salesforce/blip2-opt-2.7b", prompt="a photo of")
+        cap.caption([Image.open("cat.jpg")])  # ['a photo of a cat sitting on a couch']
     """
 
     model_class = "Blip2ForConditionalGeneration"
@@ -128,9 +147,19 @@ class Kosmos2Captioner(_BlipFamilyCaptioner):
     processor's ``post_process_generation``, leaving plain text. Options as for
     :class:`BlipCaptioner`.
 
-    >>> cap = Kosmos2Captioner("microsoft/kosmos-2-patch14-224")  # doctest: +SKIP
-    >>> cap.caption([Image.open("snowman.jpg")])  # doctest: +SKIP
-    ['An image of a snowman warming himself by a fire.']
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> cap = registry.build("captioner", "tiny:kosmos2", max_new_tokens=4)
+    >>> [type(text) for text in cap.caption([photo])]
+    [<class 'str'>]
+
+    With the real checkpoint::
+
+        cap = Kosmos2Captioner("microsoft/kosmos-2-patch14-224")
+        cap.caption([Image.open("snowman.jpg")])
+        # ['An image of a snowman warming himself by a fire.']
     """
 
     model_class = "Kosmos2ForConditionalGeneration"
@@ -200,9 +229,18 @@ class BlipVQA(YesNoJudge, HFModel):
     it puts on any other first token. The batch goes through one forward pass; padded
     questions are masked, so a pair gets the same probability alone or in a batch.
 
-    >>> vqa = BlipVQA("Salesforce/blip-vqa-base")  # doctest: +SKIP
-    >>> vqa.yes_probability([cat, cat], ["is there a cat?", "is there a dog?"])  # doctest: +SKIP
-    [0.98, 0.03]
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> vqa = registry.build("vqa", "tiny:blip_vqa")  # random weights: any probability
+    >>> [0.0 <= p <= 1.0 for p in vqa.yes_probability([photo, photo], ["a cat?", "a dog?"])]
+    [True, True]
+
+    With the real checkpoint::
+
+        vqa = BlipVQA("Salesforce/blip-vqa-base")
+        vqa.yes_probability([cat, cat], ["is there a cat?", "is there a dog?"])  # [0.98, 0.03]
     """
 
     model_class = "BlipForQuestionAnswering"

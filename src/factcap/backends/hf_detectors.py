@@ -92,8 +92,18 @@ class GroundingDinoDetector(_ZeroShotDetector):
     it; ``text_threshold`` (default 0.25) is the least probability the labelling query must
     reach.
 
-    >>> det = GroundingDinoDetector("IDEA-Research/grounding-dino-tiny")  # doctest: +SKIP
-    >>> det.detect([image], [["a cat", "a remote control"]])  # doctest: +SKIP
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> det = registry.build("detector", "tiny:grounding_dino")
+    >>> len(det.detect([photo], [["a cat", "a remote control"]]))  # one list per image
+    1
+
+    With the real checkpoint::
+
+        det = GroundingDinoDetector("IDEA-Research/grounding-dino-tiny")
+        det.detect([image], [["a cat", "a remote control"]])
     [[Detection(query='a cat', score=0.47, box=(12.3, 51.9, 316.9, 472.4)), ...]]
     """
 
@@ -248,8 +258,18 @@ class OwlDetector(_ZeroShotDetector):
 
     Options: ``box_threshold`` (default 0.1) keeps boxes whose query probability exceeds it.
 
-    >>> det = OwlDetector("google/owlv2-base-patch16-ensemble")  # doctest: +SKIP
-    >>> det.detect([image], [["a cat", "a remote control"]])  # doctest: +SKIP
+    >>> from PIL import Image
+    >>> from factcap.backends import registry
+    >>> from factcap.examples import example_paths
+    >>> photo = Image.open(example_paths()[0]).convert("RGB")
+    >>> det = registry.build("detector", "tiny:owlv2")
+    >>> len(det.detect([photo], [["a cat", "a remote control"]]))
+    1
+
+    With the real checkpoint::
+
+        det = OwlDetector("google/owlv2-base-patch16-ensemble")
+        det.detect([image], [["a cat", "a remote control"]])
     [[Detection(query='a cat', score=0.71, box=(11.0, 53.2, 318.0, 470.9)), ...]]
     """
 
