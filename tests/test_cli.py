@@ -115,3 +115,12 @@ def test_make_tiny_builds_every_family(tmp_path, capsys):
         else:
             assert json.loads((path / "config.json").read_text())["model_type"]
     assert f"built {len(FAMILIES)} tiny checkpoints" in capsys.readouterr().err
+
+
+def test_caption_help_lists_every_input_kind_and_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        main(["caption", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for kind in ("tar shards", "Parquet", "manifests", "save_to_disk", "globs", "brace"):
+        assert kind in out, kind
+    assert "exit status: 0" in out and "3 the output could not be written" in out

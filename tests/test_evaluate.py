@@ -240,3 +240,23 @@ def test_evaluate_cli_scores_every_metric_for_every_caption_source(tmp_path, cap
     for name in ("clip_score", "clip_image_score", "vqa_score", "capture", "bleu_1", "cider"):
         assert summary["final:detailed"][name]["n"] == 3, name
         assert name in out
+
+
+def test_rows_are_written_as_each_caption_source_is_done(tmp_path):
+    """A failure after the first caption source keeps the rows already done."""
+    from factcap.evaluate import ScoreWriter
+
+    class DiesOnProposals(Length):
+        def score(self, samples, resources):
+            if samples[0].caption_source.startswith("proposal:"):
+                raise KeyboardInterrupt  # the process is stopped half-way
+            return super().score(samples, resources)
+
+    samples = build_samples(ROWS, "all", {}, {})
+    writer = ScoreWriter(tmp_path / "scores.jsonl")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(samples, [DiesOnProposals()], Resources({}), on_rows=writer.write)
+    writer.close()
+    rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert rows and {r["caption_source"] for r in rows} <= {"final:detailed", "final:short"}
+    assert len(rows) == sum(s.caption_source.startswith("final:") for s in samples)

@@ -380,3 +380,51 @@ def test_no_llm_answer_can_crash_the_job(claims_answer, caption_answer, p):
     assert set(record.captions) == {"detailed", "t2i"}
     assert all(c.verdict in ("supported", "refuted", "uncertain") for c in record.claims)
     json.dumps(record.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("p", "verdict"),
+    [
+        (0.6, "supported"),  # supported_threshold itself: supported
+        (0.5999, "uncertain"),  # the band between the thresholds
+        (0.3501, "uncertain"),
+        (0.35, "refuted"),  # refuted_threshold itself: refuted
+        (0.0, "refuted"),
+        (1.0, "supported"),
+    ],
+)
+def test_vqa_thresholds_and_the_uncertain_band_for_attributes_and_counts(photos, p, verdict):
+    claims = json.dumps(
+        [
+            {"kind": "object", "text": "There is a cat.", "subject": "cat"},
+            {"kind": "attribute", "text": "The cat is grey.", "subject": "cat",
+             "question": "Is the cat grey?"},
+            {"kind": "count", "text": "There are two cats.", "subject": "cat",
+             "question": "Are there two cats?", "count": 2},
+        ]
+    )  # fmt: skip
+    pipe = make(ScriptedLLM(claims), ScriptedDetector(["cat"]), ScriptedVQA(lambda q: p))
+    [record] = pipe.run(expand_one(photos[0]))
+    got = by_text(record)
+    assert got["There is a cat."].verdict == "supported"  # the detector's box decides
+    for text in ("The cat is grey.", "There are two cats."):
+        assert got[text].verdict == verdict, (text, p)
+        assert got[text].score == pytest.approx(p) and got[text].evidence["vqa_p_yes"] == round(
+            p, 4
+        )
+
+
+@pytest.mark.parametrize(("p", "verdict"), [(0.6, "uncertain"), (0.5999, "refuted")])
+def test_an_object_the_detector_missed_is_uncertain_only_at_the_supported_threshold(
+    photos, p, verdict
+):
+    claims = json.dumps([{"kind": "object", "text": "There is a dog.", "subject": "dog"}])
+    pipe = make(ScriptedLLM(claims), ScriptedDetector([]), ScriptedVQA(lambda q: p))
+    [record] = pipe.run(expand_one(photos[0]))
+    assert by_text(record)["There is a dog."].verdict == verdict
+
+
+def expand_one(image):
+    from factcap.inputs import expand
+
+    return expand(image)

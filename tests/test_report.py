@@ -329,6 +329,7 @@ def test_cmd_report(report, tmp_path, capsys):
     assert cmd_report(args) == 0
     err = capsys.readouterr().err
     assert "report of 6 records (2 errors, 4 images" in err and str(tmp_path / "c.html") in err
+    assert (tmp_path / "c.html").stat().st_mode & 0o044 == 0o044  # readable by others, not 0600
     first = _data((tmp_path / "c.html").read_text(encoding="utf-8"))["items"][0]["thumb"]
     assert max(Image.open(io.BytesIO(base64.b64decode(first.split(",")[1]))).size) == 64
 

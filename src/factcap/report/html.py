@@ -162,12 +162,26 @@ def write_report(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(page)
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # as open() would: mkstemp is 0600
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     stats.bytes = out_path.stat().st_size
     return out_path, stats
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread);
+    the usual 022 where the system does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def render_page(data: dict[str, Any]) -> str:
