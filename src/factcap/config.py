@@ -188,6 +188,15 @@ class Config(_Strict):
         """Every style this config can use (shipped, ``custom_styles``, prompt overrides)."""
         return style_registry(self.custom_styles, self.prompts)
 
+    def pipeline_models(self) -> dict[str, Any]:
+        """The spec of each pipeline role's model(s), as records list them (``models``)."""
+        names: dict[str, Any] = {}
+        for role in ROLES.values():
+            value = getattr(self, role.config_key)
+            if "caption" in role.used_by and value is not None:
+                names[role.config_key] = [rc.model for rc in value] if role.many else value.model
+        return names
+
     def model_slots(self) -> dict[str, RoleConfig]:
         """Every configured model by slot name (``captioner:0``, ``llm``, ...), in the order
         of :data:`factcap.roles.ROLES`."""

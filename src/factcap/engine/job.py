@@ -55,7 +55,6 @@ from factcap.errors import (
 )
 from factcap.inputs import InputItem
 from factcap.prompts.style import selectable
-from factcap.roles import ROLES
 from factcap.schema import Record
 
 EXECUTORS = ("local", "ray")
@@ -148,15 +147,10 @@ class JobResult:
 
 def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
     """The settings that decide what a record holds; a resume must use the same ones."""
-    models: dict[str, Any] = {}
-    for role in ROLES.values():
-        value = getattr(config, role.config_key)
-        if "caption" in role.used_by and value is not None:
-            models[role.config_key] = [rc.model for rc in value] if role.many else value.model
     return {
         "styles": list(spec.styles or config.styles),
         "instruction": spec.instruction or config.instruction,
-        "models": models,
+        "models": config.pipeline_models(),
         "verify": config.verify.enabled,
     }
 

@@ -13,7 +13,6 @@ from factcap.inputs import InputItem, expand
 from factcap.pipeline.plan import stage_list
 from factcap.pipeline.stage import Models, Stage, StageContext
 from factcap.pipeline.work import Work, batched
-from factcap.roles import ROLES
 from factcap.schema import Record
 
 
@@ -67,12 +66,7 @@ class Pipeline:
 
     def model_names(self) -> dict[str, Any]:
         """The record's ``models``: the spec of each pipeline role's model(s)."""
-        names: dict[str, Any] = {}
-        for role in ROLES.values():
-            value = getattr(self.config, role.config_key)
-            if "caption" in role.used_by and value is not None:
-                names[role.config_key] = [rc.model for rc in value] if role.many else value.model
-        return names
+        return self.config.pipeline_models()
 
     # --- running ------------------------------------------------------------------------------
 
