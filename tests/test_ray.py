@@ -94,7 +94,7 @@ def test_work_items_survive_the_columns_between_stages(photos):
     spans = [TextSpan("STOP", 0.9, (1.0, 2.0, 3.0, 4.0))]
     found = {"cat": [Detection("cat", 0.75, (5.0, 6.0, 7.0, 8.5))]}
     work = [
-        Work(record, photos[0], spans, "rapidocr", {DETECTIONS: found}),
+        Work(record, photos[0], spans, "rapidocr", {DETECTIONS: [found]}),
         Work(Record(id="b", source="b.png", status="error"), None),
     ]
     seqs, back = read_work(work_table([7, 9], work))
@@ -103,7 +103,7 @@ def test_work_items_survive_the_columns_between_stages(photos):
     assert back[0].image.mode == "RGB" and back[0].image.size == photos[0].size
     assert back[0].image.tobytes() == photos[0].tobytes()
     assert back[0].ocr_spans == spans and back[0].ocr_model == "rapidocr"
-    assert back[0].extra == {DETECTIONS: found}
+    assert back[0].extra == {DETECTIONS: [found]}  # one {query: boxes} per image looked at
     assert back[1].image is None and back[1].ocr_spans is None
     assert back[1].record.to_dict() == work[1].record.to_dict()
     slim = work_table([7, 9], work, with_image=False)

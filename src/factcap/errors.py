@@ -118,6 +118,9 @@ class ImageError(FactcapError):
         super().__init__(message)
         self.kind = kind
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses to and from processes
+        return type(self), (self.kind, str(self))
+
 
 def require(module: str, extra: str) -> None:
     """Raise :class:`MissingDependency` with a pip hint when ``module`` is not importable.

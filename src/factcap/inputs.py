@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from factcap.assets.spec import ASSET_SUFFIXES, asset_type
 from factcap.errors import ConfigError
 from factcap.schema import stable_id
 
@@ -44,6 +45,8 @@ class InputItem:
     data: bytes | None = None
     problem: str | None = None  # set when the container holding it was damaged
     kind: str = "CorruptInput"  # the error type its record carries when ``problem`` is set
+    asset_type: str | None = None  # a 3D asset's format ("glb", "obj", ...); None: an image
+    views: list[Any] | None = None  # an asset's rendered views, once rendered (for sinks)
 
     @property
     def payload(self) -> Any:
@@ -54,14 +57,15 @@ class InputItem:
 
 
 def image_suffixes() -> frozenset[str]:
-    """File endings Pillow can open; used to pick files out of directories."""
+    """File endings Pillow can open; used (with the 3D asset endings) to pick files out of
+    directories."""
     from PIL import Image
 
     return frozenset(Image.registered_extensions()) | {".avif", ".heic"}
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    suffixes = image_suffixes()
+    suffixes = image_suffixes() | set(ASSET_SUFFIXES)
     for root, dirs, files in os.walk(directory):
         dirs.sort()
         for name in sorted(files):
@@ -103,6 +107,7 @@ def file_item(
         source=source,
         id=given_id or stable_id(os.path.realpath(source)),
         extra=dict(extra or {}),
+        asset_type=asset_type(source),
     )
     what = special_file(source)
     if what is not None:

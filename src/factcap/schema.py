@@ -70,10 +70,19 @@ VERDICTS: tuple[str, ...] = tuple(Verdict)
 
 @dataclass(slots=True)
 class Proposal:
-    """One candidate caption: which model (or OCR) wrote it, and the text."""
+    """One candidate caption: which model (or OCR) wrote it, and the text; for a 3D asset,
+    the index of the view it describes."""
 
     model: str
     text: str
+    view: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form (``view`` only for an asset's view)."""
+        out: dict[str, Any] = {"model": self.model, "text": self.text}
+        if self.view is not None:
+            out["view"] = self.view
+        return out
 
 
 @dataclass(slots=True)
@@ -129,6 +138,13 @@ class Record:
     models: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "image"
+    """``image``, or ``asset`` for a 3D asset (then ``views`` and ``asset`` are set)."""
+    views: list[dict[str, Any]] = field(default_factory=list)
+    """An asset's rendered views: ``index``, ``azimuth``, ``elevation`` (and ``file`` when
+    saved with ``--save-views``)."""
+    asset: dict[str, Any] = field(default_factory=dict)
+    """An asset's facts: format, faces, vertices, points, bounds, what was skipped."""
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -151,7 +167,7 @@ class Record:
             "id": self.id,
             "source": self.source,
             "status": self.status.value,
-            "proposals": [asdict(p) for p in self.proposals],
+            "proposals": [p.to_dict() for p in self.proposals],
             "claims": [c.to_dict() for c in self.claims],
             "captions": dict(self.captions),
             "removed": list(self.removed),
@@ -161,6 +177,11 @@ class Record:
             "models": dict(self.models),
             "image_size": list(self.image_size) if self.image_size else None,
             **({"extra": self.extra} if self.extra else {}),
+            **(
+                {"kind": self.kind, "views": list(self.views), "asset": dict(self.asset)}
+                if self.kind != "image"
+                else {}
+            ),
         }
 
     @classmethod
@@ -182,6 +203,9 @@ class Record:
             models=dict(data.get("models", {})),
             image_size=tuple(size) if size else None,
             extra=dict(data.get("extra", {})),
+            kind=data.get("kind", "image"),
+            views=list(data.get("views", [])),
+            asset=dict(data.get("asset", {})),
         )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from factcap.cli.common import FORMATTER, add_model_source, load_config, positive, quiet_libraries
+from factcap.errors import UsageError
 
 EXAMPLES = """examples:
   factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
@@ -17,9 +18,12 @@ EXAMPLES = """examples:
   factcap caption photos/ -o captions.jsonl --executor ray     # same job on Ray Data
   factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
   factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
+  factcap caption assets/ -o assets.jsonl --save-views views/  # 3D assets: 8 views each
 
-inputs (any mix, streamed): image files; directories (recursive, with the tar shards and
-Parquet files inside them); globs ("data/**/*.jpg"); brace patterns ("s-{000..009}.tar");
+inputs (any mix, streamed): image files; 3D assets (.glb, .gltf, .obj, .ply, .stl, .off;
+pip install 'factcap[3d]'), captioned through rendered views; directories (recursive, with
+the tar shards and Parquet files inside them); globs ("data/**/*.jpg"); brace patterns
+("s-{000..009}.tar");
 .txt / .jsonl / .csv / .tsv manifests; WebDataset tar shards (.tar, .tar.gz, .tgz); Parquet
 files (--image-column, --id-column); Hugging Face datasets saved with save_to_disk (--split).
 
@@ -110,6 +114,18 @@ def add_parser(sub: Any) -> None:
         help="Ray cluster to run on, with --executor ray (default: $RAY_ADDRESS, else the "
         "cluster 'ray start' last started here, else a new local Ray instance)",
     )
+    cap.add_argument(
+        "--save-views",
+        type=Path,
+        metavar="DIR",
+        help="keep the rendered views of 3D assets as PNG files in DIR (DIR/<id>/view-<i>.png)",
+    )
+    cap.add_argument(
+        "--render-workers",
+        type=int,
+        metavar="N",
+        help="processes that render 3D assets (default 1; 0 renders in the reading thread)",
+    )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=run)
 
@@ -132,6 +148,15 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
+    assets: dict[str, Any] = {}
+    if args.save_views is not None:
+        assets["save_views"] = str(args.save_views)
+    if args.render_workers is not None:
+        if args.render_workers < 0:
+            raise UsageError(f"--render-workers must be 0 or more, not {args.render_workers}")
+        assets["render_workers"] = args.render_workers
+    if assets:
+        overrides["assets"] = assets
     config = load_config(args, overrides)
     spec = JobSpec(
         inputs=args.inputs,

@@ -12,8 +12,8 @@ counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Dat
   the model's ``num_gpus`` / ``num_cpus`` per actor and has ``replicas`` actors (see
   :class:`factcap.config.RoleConfig`). A stage without a model runs as Ray tasks.
 - Each step runs the stage's own function (``Stage.run``) on work items rebuilt from columns:
-  the record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size,
-  OCR spans and detections as JSON. A backend that fails marks its batch's items as error
+  the record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size
+  (and a 3D asset's views, rendered in the decode task), OCR spans and detections as JSON. A backend that fails marks its batch's items as error
   records (the stage functions do that); the job goes on. The executor names no stage.
 - A Ray Data block is one pipeline batch (``batch_size`` consecutive inputs) at every stage,
   so each model sees the same batches as under the local executor and the records are the
@@ -123,6 +123,7 @@ def _schemas() -> tuple[Any, Any, Any]:
             ("ocr", pa.large_string()),
             ("ocr_model", pa.string()),
             ("extra", pa.large_string()),
+            ("views", pa.list_(pa.large_binary())),
         ]
     )
     result = pa.schema([("seq", pa.int64()), ("record", pa.large_string())])
@@ -154,6 +155,7 @@ def work_table(seqs: Sequence[int], work: Sequence[Work], with_image: bool = Tru
                 ocr=None if spans is None else json.dumps(spans),
                 ocr_model=w.ocr_model,
                 extra=json.dumps(w.extra, default=_plain),
+                views=None if w.views is None else [v.convert("RGB").tobytes() for v in w.views],
             )
         rows.append(row)
     import pyarrow as pa
@@ -181,12 +183,19 @@ def read_work(table: Any) -> tuple[list[int], list[Work]]:
             ]
         extra = json.loads(row["extra"])
         if DETECTIONS in extra:
-            extra[DETECTIONS] = {
-                query: [Detection(d["query"], d["score"], tuple(d["box"])) for d in found]
-                for query, found in extra[DETECTIONS].items()
-            }
+            extra[DETECTIONS] = [
+                {
+                    query: [Detection(d["query"], d["score"], tuple(d["box"])) for d in found]
+                    for query, found in per_image.items()
+                }
+                for per_image in extra[DETECTIONS]
+            ]
+        views = None
+        if row["views"] is not None:  # an asset's views: square, the size of the first
+            size = (row["width"], row["height"])
+            views = [Image.frombytes("RGB", size, data) for data in row["views"]]
         record = Record.from_dict(json.loads(row["record"]))
-        work.append(Work(record, image, spans, row["ocr_model"], extra))
+        work.append(Work(record, image, spans, row["ocr_model"], extra, views))
         seqs.append(row["seq"])
     return seqs, work
 
@@ -208,7 +217,10 @@ def decode_stage(table: Any, config: Config) -> Any:
     from factcap.pipeline.runner import Pipeline
 
     rows = table.to_pylist()
-    work = Pipeline(config).prepare([pickle.loads(r["item"]) for r in rows])
+    # a Ray task is its own process already: assets render in it (no pool, no timeout)
+    assets = config.assets.model_copy(update={"render_workers": 0})
+    pipeline = Pipeline(config.model_copy(update={"assets": assets}))
+    work = pipeline.prepare([pickle.loads(r["item"]) for r in rows])
     return work_table([r["seq"] for r in rows], work)
 
 

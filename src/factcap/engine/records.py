@@ -37,6 +37,8 @@ from typing import Any
 
 from factcap.errors import DataError, NotFound, require
 
+#: Record fields that :meth:`Record.to_dict` writes only when they say something.
+_OPTIONAL_FIELDS = ("extra", "kind", "views", "asset")
 _SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
 
 
@@ -267,8 +269,9 @@ def _parquet_records(path: Path, state: RecordFile) -> Iterator[dict[str, Any]]:
         for row in batch.to_pylist():
             row.pop("caption", None)
             record = {k: json.loads(v) if k in json_columns and v else v for k, v in row.items()}
-            if record.get("extra") is None:  # to_dict() leaves out an empty extra
-                record.pop("extra", None)
+            for key in _OPTIONAL_FIELDS:  # to_dict() leaves these out when empty
+                if record.get(key) is None:
+                    record.pop(key, None)
             yield record
 
 

@@ -23,7 +23,8 @@ output path and format:
 ``webdataset`` (``-o DIR --format webdataset``)
     Tar shards ``part-00000.tar`` ... holding, per record, the samples a WebDataset loader
     expects: ``<key>.<ext>`` the image (the original bytes when the item had them, else a
-    JPEG of its PIL image, else the file at its source; ``ext`` from the image format),
+    JPEG of its PIL image, else the file at its source; ``ext`` from the image format; for a
+    3D asset the asset file, and its rendered views as ``<key>.view<i>.png``),
     ``<key>.json`` the record and ``<key>.txt`` the caption (as Parquet's ``caption``).
     ``key`` is the record id when it is made of ``[A-Za-z0-9_-]``, else a hash of it (the
     id stays in the JSON). Failed records get the JSON only: no unusable image or caption
@@ -478,6 +479,10 @@ class WebDatasetSink(_ShardedSink):
         image = _image_bytes(record, item, self.jpeg_quality) if record.ok else None
         if image is not None:
             self._member(f"{key}.{image[1]}", image[0])
+        for index, view in enumerate((item.views or []) if item and record.ok else []):
+            buffer = io.BytesIO()
+            view.save(buffer, "PNG")
+            self._member(f"{key}.view{index}.png", buffer.getvalue())
         self._member(f"{key}.json", json.dumps(data, ensure_ascii=False).encode("utf-8"))
         caption = caption_text(record, self.caption_style)
         if caption is not None:

@@ -12,7 +12,9 @@ holding a dataset in memory:
   (``shards-{000..009}.tar``) or globs. Members are grouped into samples by key, the member
   name up to the first dot of its base name (``a/b.seg.png`` has key ``a/b``, extension
   ``seg.png``), consecutive members sharing a key as WebDataset does. The image is the first
-  member whose last extension is an image type (jpg, png, webp ...); ``json`` members are
+  member whose last extension is an image type (jpg, png, webp ...), else a 3D asset member
+  (glb, gltf, obj, ply, stl, off: self-contained files; an OBJ's ``.mtl`` and textures cannot
+  be found inside a shard, a GLB carries its own); ``json`` members are
   parsed, ``txt`` / ``text`` / ``caption`` members read as text, ``cls`` / ``cls2`` /
   ``index`` as integers, each into ``extra[<extension>]``; other members are ignored.
   ``source`` is ``<shard>#<key>``, ``data`` the image bytes;
@@ -61,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from factcap.assets.spec import asset_type
 from factcap.errors import ConfigError, require
 from factcap.inputs import PATH_KEYS, InputItem, expand, file_item, image_suffixes
 from factcap.schema import stable_id
@@ -456,6 +459,10 @@ def _tar_sample(
         except (ValueError, UnicodeDecodeError) as e:
             problems.append(f"its .{ext} member cannot be read ({_describe(e)})")
     image_ext = next((e for e in fields if e.rpartition(".")[2] in image_exts), None)
+    model_ext = next((e for e in fields if asset_type(f"x.{e}")), None)
+    if image_ext is None and model_ext is not None and not problems:
+        kind = asset_type(f"x.{model_ext}")
+        return InputItem(source, item_id, extra=extra, data=fields[model_ext], asset_type=kind)
     if image_ext is None:
         members = ", ".join(f".{e}" for e in fields) or "none"
         return BrokenItem(

@@ -46,9 +46,11 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
 
 
 def proposals_block(work: Work) -> str:
-    """The item's proposals as delimited, quoted data for a prompt."""
+    """The item's proposals as delimited, quoted data for a prompt (a 3D asset's each with
+    the view it describes)."""
     props = work.record.proposals
-    return quote_data([p.text for p in props], [p.model for p in props])
+    labels = [p.model if p.view is None else f"{p.model}, view {p.view}" for p in props]
+    return quote_data([p.text for p in props], labels)
 
 
 def extract_claims(

@@ -147,6 +147,8 @@ def fallback_caption(work: Work, style: Style) -> str:
         sentences = [f"An image showing {', '.join(kept)}."] if kept else []
     if not sentences:
         return ""
+    if work.views is not None:  # an asset: its drafts may talk about the render
+        sentences = [s for s in (drop_render_talk(s) for s in sentences) if s]
     if style.pieces == "phrases":
         return ", ".join(s.rstrip(".") for s in sentences)
     if style.fallback == "first":
@@ -187,7 +189,7 @@ def compose(
                         template,
                         proposals=proposals_block(w),
                         verdicts=verdicts_block(w.record.claims),
-                        style=style_prompt,
+                        style=style_prompt + (ASSET_RULE if w.views is not None else ""),
                     ),
                 }
             ]
@@ -205,8 +207,46 @@ def compose(
             w.record.captions[style.name] = _final_text(w, style, answer)
 
 
+#: Added to the style paragraph for a 3D asset: the caption is of the object, not the render.
+ASSET_RULE = (
+    "\nThe drafts describe rendered views of one 3D object: describe the object itself, and "
+    "never mention a 3D model, a render, the views, the camera or the background.\n"
+)
+_RENDER_WORDS = (
+    r"(?:3d|3-d|three[- ]dimensional|cgi?|computer[- ]generated|low[- ]poly|digital)"
+    r"(?:\s+(?:model|render(?:ing)?|image|illustration|object|scene|graphic))?"
+)
+_RENDER_PREFIX = re.compile(
+    rf"\b(?:(?:a|an|the|this)\s+)?{_RENDER_WORDS}\s+(?:model|render(?:ing)?|image|"
+    r"illustration|object|scene|graphic)s?\s+(?:of|showing|depicting|featuring)\s+",
+    re.I,
+)
+_RENDER_SENTENCE = re.compile(
+    r"\b(?:render(?:ed|ing|s)?|3d model|(?:white|plain|blank|empty|grey|gray)"
+    r"\s+background|background is (?:white|plain|blank|empty))\b",
+    re.I,
+)
+
+
+def drop_render_talk(text: str, pieces: str = "sentences") -> str:
+    """A caption of a 3D asset without talk of the rendering: "A 3D model of a red chair."
+    becomes "A red chair."; a sentence (or phrase) about the render or the background goes.
+
+    >>> drop_render_talk("A 3D rendering of a red chair. It is shown on a white background.")
+    'A red chair.'
+    """
+    kept = []
+    for piece in _pieces(text, pieces):
+        piece = _RENDER_PREFIX.sub("", piece).strip()
+        if piece and not _RENDER_SENTENCE.search(piece):
+            kept.append(piece[:1].upper() + piece[1:] if pieces == "sentences" else piece)
+    return (", " if pieces == "phrases" else " ").join(kept).strip()
+
+
 def _final_text(work: Work, style: Style, answer: str) -> str:
     written = clean_caption(answer)
+    if work.views is not None:
+        written = drop_render_talk(written, style.pieces)
     text = drop_refuted(written, refuted_matchers(work.record.claims), style.pieces)
     usable = len(text) >= 3 and any(ch.isalpha() for ch in text)
     if text != written and written:

@@ -17,7 +17,8 @@ from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.schema import ClaimKind
 
 DETECTIONS = "detections"
-"""Key of ``Work.extra`` holding an item's detections by query, from this stage to ``judge``."""
+"""Key of ``Work.extra`` holding an item's detections, from this stage to ``judge``: one
+``{query: [Detection]}`` per image the checkers look at (the photo, or each view)."""
 
 
 def stages(config: Config) -> list[Stage]:
@@ -31,9 +32,10 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
 
 
 def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
-    """All object subjects of each live item with claims go to the detector in one call;
-    ``extra["detections"]`` gets {query: [Detection]} per item. Without a detector nothing
-    happens (and the verdicts are left to VQA)."""
+    """All object subjects of each live item with claims go to the detector in one call per
+    image (a 3D asset: per view, batched); ``extra["detections"]`` gets a list with one
+    {query: [Detection]} per image. Without a detector nothing happens (and the verdicts are
+    left to VQA)."""
     items = [w for w in live(batch) if w.record.claims]
     if not items or detector is None:
         return
@@ -48,14 +50,19 @@ def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None
         )
         for w in items
     ]
+    pairs = [(w, image, q) for w, q in zip(items, queries, strict=True) for image in w.images]
     with timed(items, "detect"):
         try:
-            found = call_batched(model.detect, size, [w.image for w in items], queries)
+            found = call_batched(
+                model.detect, size, [image for _, image, _ in pairs], [q for _, _, q in pairs]
+            )
         except Exception as err:
             fail_all(items, err, f"detector {model.name} failed")
             return
-    for w, detections in zip(items, found, strict=False):  # as many as the detector gave
+    for w in items:
+        w.extra[DETECTIONS] = []
+    for (w, _, _), detections in zip(pairs, found, strict=False):  # as many as it gave
         per_query: dict[str, list[Any]] = {}
         for det in detections:
             per_query.setdefault(det.query, []).append(det)
-        w.extra[DETECTIONS] = per_query
+        w.extra[DETECTIONS].append(per_query)

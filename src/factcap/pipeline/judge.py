@@ -100,76 +100,103 @@ def judge_claims(
     batch: Sequence[Work], vqa: tuple[Any, int | None] | None, cfg: VerifyConfig
 ) -> None:
     """Verdicts from the detections (taken off the items), OCR and the VQA model's answers
-    (module docstring)."""
+    (module docstring); all questions of the batch go to the VQA model together."""
     items = [w for w in live(batch) if w.record.claims]
     if not items:
         return
     detected = [w.extra.pop(DETECTIONS, None) for w in items]
-    pending: list[tuple[int, Claim]] = []
+    pending: list[tuple[int, Claim, list[int]]] = []  # item, claim, images to ask about
     for idx, w in enumerate(items):
         for claim in w.record.claims:
-            if not _decide_without_vqa(claim, w, detected[idx], cfg):
-                pending.append((idx, claim))
+            views = _decide_without_vqa(claim, w, detected[idx], cfg)
+            if views:
+                pending.append((idx, claim, views))
 
     if vqa is not None and pending:
         model, size = vqa
+        asks = [(items[i].images[v], vqa_question(c)) for i, c, views in pending for v in views]
         with timed(items, "vqa"):
             try:
                 probs = call_batched(
-                    model.yes_probability,
-                    size,
-                    [items[i].image for i, _ in pending],
-                    [vqa_question(c) for _, c in pending],
+                    model.yes_probability, size, [a[0] for a in asks], [a[1] for a in asks]
                 )
             except Exception as err:
                 fail_all(items, err, f"VQA {model.name} failed")
                 return
-        for (_, claim), p in zip(pending, probs, strict=True):
-            _apply_vqa(claim, float(p), cfg)
+        answers = iter(float(p) for p in probs)
+        for i, claim, views in pending:
+            by_view = {v: next(answers) for v in views}
+            _apply_vqa(claim, by_view, cfg, items[i].views is not None)
 
     for w in items:
         _propagate_refuted_subjects(w.record.claims)
         w.record.removed = [c.text for c in w.record.claims if c.verdict == Verdict.REFUTED]
 
 
+def _box(det: Any, view: int | None) -> dict[str, Any]:
+    out = {"box": [round(float(v), 1) for v in det.box], "score": round(float(det.score), 4)}
+    return out if view is None else {**out, "view": view}
+
+
 def _decide_without_vqa(
-    claim: Claim, work: Work, detections: dict[str, list[Any]] | None, cfg: VerifyConfig
-) -> bool:
-    """Settle what the detector or OCR can settle; True when no VQA question is needed."""
+    claim: Claim, work: Work, detections: list[dict[str, list[Any]]] | None, cfg: VerifyConfig
+) -> list[int]:
+    """Settle what the detector or OCR can settle; returns the images (indices into
+    ``work.images``) to ask the VQA model about, empty when no question is needed."""
     claim.verdict, claim.score = Verdict.UNCERTAIN, None
+    every = list(range(len(work.images)))
+    asset = work.views is not None
     if claim.kind in (ClaimKind.OBJECT, ClaimKind.COUNT) and detections is not None:
-        boxes = detections.get(claim.subject, [])
+        per_view = [d.get(claim.subject, []) for d in detections]
         claim.evidence["detector_boxes"] = [
-            {"box": [round(float(v), 1) for v in d.box], "score": round(float(d.score), 4)}
-            for d in boxes
+            _box(d, v if asset else None) for v, found in enumerate(per_view) for d in found
         ]
-        claim.evidence["detected_count"] = len(boxes)
+        claim.evidence["detected_count"] = max((len(f) for f in per_view), default=0)
+        seen = [v for v, found in enumerate(per_view) if found]
+        if asset:
+            claim.evidence["found_on_views"] = seen
         if claim.kind == ClaimKind.OBJECT:
-            if boxes:
-                claim.verdict, claim.score = Verdict.SUPPORTED, max(float(d.score) for d in boxes)
-                return True
+            if seen:
+                best = max(float(d.score) for found in per_view for d in found)
+                claim.verdict, claim.score = Verdict.SUPPORTED, best
+                return []
             claim.verdict, claim.score = Verdict.REFUTED, 0.0
-            claim.evidence["detector"] = "no box above the detector's threshold"
+            claim.evidence["detector"] = "no box above the detector's threshold" + (
+                " on any view" if asset else ""
+            )
+        elif seen:
+            return seen  # a count: asked where its object was found
     if claim.kind == ClaimKind.TEXT and "ocr_score" in claim.evidence:
         claim.verdict, claim.score = Verdict.SUPPORTED, claim.evidence["ocr_score"]
         claim.evidence["ocr_match"] = claim.subject
-        return True  # read by OCR itself: its confidence is the score
+        return []  # read by OCR itself: its confidence is the score
     if claim.kind == ClaimKind.TEXT and work.ocr_spans is not None:
         similarity, matched = _text_similarity(claim, work.ocr_spans)
         claim.evidence["ocr_match"] = matched
         claim.evidence["ocr_similarity"] = round(similarity, 4)
         if similarity >= cfg.text_match_threshold:
             claim.verdict, claim.score = Verdict.SUPPORTED, similarity
-            return True
-    return False
+            return []
+    if claim.kind == ClaimKind.ATTRIBUTE and detections is not None and asset:
+        seen = [v for v, d in enumerate(detections) if d.get(claim.subject)]
+        return seen or every  # asked where its object was found, else on every view
+    return every
 
 
-def _apply_vqa(claim: Claim, p: float, cfg: VerifyConfig) -> None:
+def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, asset: bool) -> None:
+    """The verdict from the VQA model's P(yes), the highest over the views asked (a 3D
+    asset's claim holds when some view shows it)."""
     claim.evidence["vqa_question"] = vqa_question(claim)
-    if p != p:  # NaN: the VQA backend could not answer; the verdict stands as it was
+    answered = [p for p in by_view.values() if p == p]
+    if asset:
+        claim.evidence["vqa_p_yes_by_view"] = {
+            str(v): (round(p, 4) if p == p else None) for v, p in by_view.items()
+        }
+    if not answered:  # NaN: the VQA backend could not answer; the verdict stands as it was
         claim.evidence["vqa_p_yes"] = None
         claim.evidence["vqa_answer"] = "unavailable"
         return
+    p = max(answered)
     claim.evidence["vqa_p_yes"] = round(p, 4)
     claim.evidence["vqa_answer"] = "yes" if p >= 0.5 else "no"
     if claim.kind == ClaimKind.OBJECT and claim.verdict == Verdict.REFUTED:

@@ -2,12 +2,14 @@
 
 What it reads becomes one more proposal (``model: "<ocr spec>"``, ``"Text visible in the
 image: ..."``), so the LLM sees it, and stays on the work item (``ocr_spans``) for checking
-``text`` claims later (:mod:`factcap.pipeline.judge`).
+``text`` claims later (:mod:`factcap.pipeline.judge`). A 3D asset's views are all read; the
+same text on several views counts once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from factcap.config import Config
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
@@ -26,14 +28,20 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     if model is None or not items:
         return
     ocr, size = model
+    owners = [(w, image) for w in items for image in w.images]  # an asset: every view
     with timed(items, f"ocr:{ocr.name}"):
         try:
-            spans_per_image = call_batched(ocr.read, size, [w.image for w in items])
+            spans_per_image = call_batched(ocr.read, size, [image for _, image in owners])
         except Exception as err:  # a backend failure must not end the job
             fail_all(items, err, f"OCR {ocr.name} failed")
             return
-    for w, spans in zip(items, spans_per_image, strict=True):
-        w.ocr_spans = [s for s in spans if s.text.strip()]
+    read: dict[int, list[Any]] = {}
+    for (w, _), spans in zip(owners, spans_per_image, strict=True):
+        seen = read.setdefault(id(w), [])
+        texts = {s.text.strip() for s in seen}
+        seen.extend(s for s in spans if s.text.strip() and s.text.strip() not in texts)
+    for w in items:
+        w.ocr_spans = read[id(w)]
         if w.ocr_spans:
             w.ocr_model = ocr.name
             quoted = ", ".join(f'"{s.text.strip()}"' for s in w.ocr_spans)

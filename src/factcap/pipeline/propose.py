@@ -1,12 +1,14 @@
 """Stages ``caption:<i>``, propose: each captioner writes a caption for every image.
 
 One stage per configured captioner, so each can run in its own worker (and pool of
-actors on Ray). The text becomes a proposal ``{"model": <spec>, "text": ...}``.
+actors on Ray). The text becomes a proposal ``{"model": <spec>, "text": ...}``; a 3D asset
+gets one proposal per view the captioners see (``assets.caption_views``), with its ``view``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from factcap.config import Config
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
@@ -31,11 +33,21 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     if model is None or not items:
         return
     captioner, size = model
+    wanted = context.config.assets.caption_views
+    jobs = [(w, view, image) for w in items for view, image in caption_images(w, wanted)]
     with timed(items, f"caption:{captioner.name}"):
         try:
-            texts = call_batched(captioner.caption, size, [w.image for w in items])
+            texts = call_batched(captioner.caption, size, [image for _, _, image in jobs])
         except Exception as err:  # a backend failure must not end the job
             fail_all(items, err, f"captioner {captioner.name} failed")
             return
-    for w, text in zip(items, texts, strict=True):
-        w.record.proposals.append(Proposal(model=captioner.name, text=clean_text(text)))
+    for (w, view, _), text in zip(jobs, texts, strict=True):
+        w.record.proposals.append(Proposal(captioner.name, clean_text(text), view))
+
+
+def caption_images(work: Work, wanted: Sequence[int] | None) -> list[tuple[int | None, Any]]:
+    """``(view index, image)`` pairs a captioner sees for one item: the photo (view None), or
+    an asset's views (those in ``wanted``, or all)."""
+    if work.views is None:
+        return [(None, work.image)]
+    return [(i, v) for i, v in enumerate(work.views) if wanted is None or i in wanted]

@@ -111,9 +111,17 @@ class Pipeline:
         """One batch through every stage; a failing item never stops the others."""
         return self.finish(self.prepare(items), styles, instruction)
 
+    @cached_property
+    def render_pool(self) -> Any:
+        """The worker processes that render 3D assets (started on the first asset)."""
+        from factcap.assets.pool import RenderPool
+
+        assets = self.config.assets
+        return RenderPool(assets.render_workers, assets.view_settings(), assets.limits())
+
     def prepare(self, items: Sequence[InputItem]) -> list[Work]:
-        """Decode a batch (no model runs here): the CPU-side stage an executor can overlap
-        with the model stages of the previous batch."""
+        """Decode a batch, and render its 3D assets' views (no model runs here): the CPU-side
+        stage an executor can overlap with the model stages of the previous batch."""
         from factcap.errors import ImageError
         from factcap.images import DecodeLimits, decode
 
@@ -122,15 +130,26 @@ class Pipeline:
             max_pixels=cfg.limits.max_pixels,
             max_file_bytes=int(cfg.limits.max_file_mb * 1024 * 1024),
         )
+        renders = {  # assets render in worker processes while the images decode here
+            i: (time.perf_counter(), self.render_pool.submit(item.payload, item.asset_type))
+            for i, item in enumerate(items)
+            if item.asset_type and not item.problem
+        }
         work: list[Work] = []
-        for item in items:
+        for i, item in enumerate(items):
             record = Record(
                 id=item.id, source=item.source, models=self.model_names(), extra=dict(item.extra)
             )
+            if item.asset_type:
+                record.kind = "asset"
             start = time.perf_counter()
             decoded = None
             if item.problem:
                 record.fail(item.kind, item.problem)
+            elif i in renders:
+                start, handle = renders[i]
+                work.append(self._rendered(item, record, handle, start))
+                continue
             else:
                 try:
                     decoded = decode(item.payload, limits)
@@ -144,6 +163,32 @@ class Pipeline:
                     record.notes.append(f"decoded the first of {decoded.frames} frames")
             work.append(Work(record=record, image=decoded.image if decoded else None))
         return work
+
+    def _rendered(self, item: InputItem, record: Record, handle: Any, start: float) -> Work:
+        """The work item of an asset whose rendering ``handle`` will give its views."""
+        from factcap.errors import ImageError
+
+        try:
+            asset = self.render_pool.result(handle)
+        except ImageError as err:
+            record.fail(err.kind, str(err))
+            record.add_timing("render", (time.perf_counter() - start) * 1000.0)
+            return Work(record=record, image=None)
+        record.add_timing("render", (time.perf_counter() - start) * 1000.0)
+        record.views = asset.view_records()
+        record.asset = asset.facts
+        record.image_size = asset.images[0].size
+        if asset.facts.get("skipped"):
+            record.notes.append(f"not rendered: {'; '.join(asset.facts['skipped'])}")
+        folder = self.config.assets.save_views
+        if folder:
+            for view, image in zip(record.views, asset.images, strict=True):
+                path = Path(folder) / record.id / f"view-{view['index']}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path)
+                view["file"] = str(path)
+        item.views = asset.images  # for a sink that stores them (WebDataset)
+        return Work(record=record, image=asset.images[0], views=asset.images)
 
     def finish(
         self,

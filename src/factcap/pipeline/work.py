@@ -16,13 +16,20 @@ R = TypeVar("R")
 
 @dataclass(slots=True)
 class Work:
-    """One image in flight. Stages read ``image`` and fill ``record``."""
+    """One input in flight. Stages read ``image`` (a photo) or ``views`` (the rendered views
+    of a 3D asset; ``image`` is then its first view) and fill ``record``."""
 
     record: Record
     image: Any  # PIL.Image.Image, RGB, original size
     ocr_spans: list[Any] | None = None  # None: OCR not run; []: ran, read nothing
     ocr_model: str | None = None  # the OCR backend whose text became a proposal
     extra: dict[str, Any] = field(default_factory=dict)
+    views: list[Any] | None = None  # an asset's views (PIL images), None for a photo
+
+    @property
+    def images(self) -> list[Any]:
+        """What the checkers look at: the photo, or every view of an asset."""
+        return list(self.views) if self.views is not None else [self.image]
 
 
 def live(batch: Sequence[Work]) -> list[Work]:

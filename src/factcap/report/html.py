@@ -49,7 +49,7 @@ from factcap.engine.records import ImageFinder, RecordFile, read_jsonl
 from factcap.errors import ConfigError, DataError, ImageError, MissingDependency, NotFound
 from factcap.images import DecodeLimits, decode
 from factcap.pipeline.compose import refuted_matchers
-from factcap.schema import VERDICTS, Claim
+from factcap.schema import CLAIM_KINDS, VERDICTS, Claim
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
 _EVIDENCE_SHOWN = (
@@ -299,10 +299,45 @@ class _Thumbnailer:
             return None, None, f"{err.kind}: {err}"
         image = decoded.image
         image.thumbnail((self.px, self.px), Image.Resampling.BICUBIC)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=82, optimize=True)
-        uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-        return uri, (decoded.width, decoded.height), None
+        return _data_uri(image), (decoded.width, decoded.height), None
+
+    def strip(self, views: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+        """A 3D asset's saved views side by side, each ``px`` high: ``(data URI,
+        problem)``; boxes are drawn on it with the view's offset (:func:`_asset_boxes`)."""
+        from PIL import Image
+
+        files = [self.finder.locate(str(v.get("file") or "")) for v in views]
+        if not files or not all(isinstance(f, Path) for f in files):
+            return None, "its views were not saved (factcap caption --save-views DIR)"
+        tiles = []
+        for file in files:
+            try:
+                tile = decode(file, DecodeLimits()).image
+            except ImageError as err:
+                return None, f"{err.kind}: {err}"
+            tile.thumbnail((self.px, self.px), Image.Resampling.BICUBIC)
+            tiles.append(tile)
+        sheet = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)))
+        x = 0
+        for tile in tiles:
+            sheet.paste(tile, (x, 0))
+            x += tile.width
+        return _data_uri(sheet), None
+
+
+def _data_uri(image: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=82, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _asset_boxes(claims: list[dict[str, Any]], width: float) -> None:
+    """Move each box of an asset's claims to its view's place in the strip of views."""
+    for claim in claims:
+        for box, view in zip(claim["boxes"], claim.pop("_views"), strict=True):
+            if view is not None:
+                x0, y0, x1, y1 = box["box"]
+                box["box"] = [x0 + view * width, y0, x1 + view * width, y1]
 
 
 def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, Any]:
@@ -311,11 +346,20 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
     status = str(row.get("status") or ("error" if error else "ok"))
     claims = [c for c in row.get("claims") or [] if isinstance(c, dict)]
     source = str(row.get("source", ""))
-    thumb, decoded_size, problem = thumbs.get(source)
+    views = [_claim(c) for c in claims]
+    asset_views = row.get("views") if row.get("kind") == "asset" else None
+    if isinstance(asset_views, list) and asset_views:  # a 3D asset: its strip of views
+        thumb, problem = thumbs.strip([v for v in asset_views if isinstance(v, dict)])
+        size = _size(row.get("image_size"))
+        box_space = (size[0] * len(asset_views), size[1]) if size else None
+        _asset_boxes(views, size[0] if size else 0.0)
+    else:
+        thumb, decoded_size, problem = thumbs.get(source)
+        box_space = _size(row.get("image_size")) or decoded_size
+        for view in views:
+            view.pop("_views")
     if error and problem and str(error.get("message")) in problem:
         problem = "it does not decode (the error below says why)"
-    box_space = _size(row.get("image_size")) or decoded_size
-    views = [_claim(c) for c in claims]
     captions = row.get("captions") if isinstance(row.get("captions"), dict) else {}
     return {
         "id": str(row.get("id", index)),
@@ -346,26 +390,31 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
 def _claim(c: dict[str, Any]) -> dict[str, Any]:
     verdict = c.get("verdict") if c.get("verdict") in VERDICTS else "uncertain"
     evidence = c.get("evidence") if isinstance(c.get("evidence"), dict) else {}
-    boxes = []
+    boxes, box_views = [], []
     for b in evidence.get("detector_boxes") or []:
         box = b.get("box") if isinstance(b, dict) else None
         if isinstance(box, list) and len(box) == 4 and all(_finite(v) is not None for v in box):
             boxes.append({"box": [float(v) for v in box], "score": _finite(b.get("score"))})
+            box_views.append(b.get("view") if isinstance(b.get("view"), int) else None)
     count = c.get("count")
-    claim = Claim(
-        kind=str(c.get("kind", "")),
-        text=str(c.get("text", "")),
-        subject=str(c.get("subject") or ""),
-        count=count if isinstance(count, int) else None,
-        verdict=str(verdict),
-    )
+    kind = str(c.get("kind", ""))
+    claim = None
+    if kind in CLAIM_KINDS:  # rows from other tools may hold other kinds: shown, not matched
+        claim = Claim(
+            kind=kind,
+            text=str(c.get("text", "")),
+            subject=str(c.get("subject") or ""),
+            count=count if isinstance(count, int) else None,
+            verdict=str(verdict),
+        )
     return {
-        "kind": claim.kind,
-        "text": claim.text,
-        "subject": claim.subject,
+        "kind": kind,
+        "text": str(c.get("text", "")),
+        "subject": str(c.get("subject") or ""),
         "verdict": verdict,
         "score": _finite(c.get("score")),
         "boxes": boxes,
+        "_views": box_views,
         "detail": [f"{k}: {evidence[k]}" for k in _EVIDENCE_SHOWN if evidence.get(k) is not None],
         "_claim": claim,
     }
@@ -373,7 +422,9 @@ def _claim(c: dict[str, Any]) -> dict[str, Any]:
 
 def _segments(text: str, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``text`` cut into sentences; each lists the refuted claims (indices) it states."""
-    tests = [(j, refuted_matchers([c["_claim"]])) for j, c in enumerate(claims)]
+    tests = [
+        (j, refuted_matchers([c["_claim"]] if c["_claim"] else [])) for j, c in enumerate(claims)
+    ]
     tests = [(j, m[0]) for j, m in tests if m]
     segments: list[dict[str, Any]] = []
     for k, piece in enumerate(_SENTENCE_GAP.split(text)):
