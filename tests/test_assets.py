@@ -271,3 +271,61 @@ def test_kill_9_then_resume_with_assets_is_exactly_once(tmp_path):
     assert done.returncode == 0, done.stderr
     got = ids_in(out)
     assert len(got) == len(set(got)) == 12
+
+
+# --- evaluation: an asset's image metrics average over its views -----------------------------
+
+
+class ColourEmbedder:
+    """A stand-in CLIP on the other side of the boundary: an image embeds as its mean
+    colour, a text as a fixed direction (unit vectors, as the protocol says)."""
+
+    name = "colour-clip"
+
+    def embed_images(self, images):
+        rows = np.array([np.asarray(im, dtype=float).reshape(-1, 3).mean(0) + 1 for im in images])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def embed_texts(self, texts):
+        row = np.array([1.0, 0.2, 0.2]) / np.linalg.norm([1.0, 0.2, 0.2])
+        return np.tile(row, (len(texts), 1))
+
+
+class CountingVQA:
+    name = "counting-vqa"
+
+    def __init__(self):
+        self.images = 0
+
+    def yes_probability(self, images, questions):
+        first, self.images = self.images, self.images + len(images)
+        return [0.25 + 0.5 * ((first + i) % 2) for i in range(len(images))]
+
+
+@pytest.mark.parametrize("saved", [True, False], ids=["saved-views", "rendered-again"])
+def test_asset_metrics_average_over_the_views(tmp_path, saved):
+    from factcap.engine.job import CaptionJob, JobSpec
+    from factcap.engine.records import ImageFinder, read_records
+    from factcap.evaluate import build_samples, evaluate
+    from factcap.metrics.resources import Resources
+    from scripted import scripted_pipeline
+
+    assets = {"size": 48, "render_workers": 0}
+    if saved:
+        assets["save_views"] = str(tmp_path / "views")
+    config = load_config(preset="tiny", overrides={"ocr": None, "assets": assets})
+    out = tmp_path / "out.jsonl"
+    cube = assets3d.six_colour_box(tmp_path)
+    CaptionJob(JobSpec(inputs=[str(cube)], output=out), config).run(scripted_pipeline(config))
+    rows = list(read_records(out))
+    samples = build_samples(rows, "final", {}, {}, ImageFinder(out))
+    vqa = CountingVQA()
+    resources = Resources({"embedder": ColourEmbedder, "vqa": lambda: vqa}, batch_size=3)
+    result = evaluate(samples, ["clip_score", "vqa_score"], resources)
+    [row] = list(result.rows())
+    views = resources.load_views(samples[0].source)
+    assert len(views) == 8 and vqa.images == 8  # every view asked
+    per_view = ColourEmbedder().embed_images(views) @ ColourEmbedder().embed_texts(["x"])[0]
+    assert row["metrics"]["clip_cosine"] == pytest.approx(per_view.mean(), abs=1e-5)
+    assert row["metrics"]["vqa_score"] == pytest.approx(0.5)  # mean of 0.25 / 0.75 alternating
+    assert len(row["info"]["vqa_score_by_view"]) == 8

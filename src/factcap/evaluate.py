@@ -112,6 +112,7 @@ def build_samples(
         common = {
             "id": str(row["id"]),
             "source": str(found) if isinstance(found, Path) else str(row["source"]),
+            **_asset_fields(row, images),
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
@@ -131,6 +132,21 @@ def build_samples(
                         )
                     )
     return samples
+
+
+def _asset_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
+    """A 3D asset's views for its samples (saved view files found like images)."""
+    if row.get("kind") != "asset" or not isinstance(row.get("views"), list):
+        return {}
+    views = []
+    for view in row["views"]:
+        view = dict(view)
+        if images and isinstance(view.get("file"), str):
+            found = images.locate(view["file"])
+            view["file"] = str(found) if isinstance(found, Path) else None
+        views.append(view)
+    size = row.get("image_size")
+    return {"views": views, "view_size": size[0] if isinstance(size, list) and size else None}
 
 
 @dataclass
@@ -180,6 +196,9 @@ def evaluate(
         m if isinstance(m, Metric) else build_metric(m, **(options or {}).get(m, {}))
         for m in metric_names
     ]
+    for sample in samples:  # 3D assets: the image metrics look at their views
+        if sample.views and hasattr(resources, "add_asset"):
+            resources.add_asset(sample.source, sample.views, sample.view_size)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         groups[sample.caption_source].append(i)

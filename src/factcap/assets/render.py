@@ -6,8 +6,9 @@ fill the view; three directional lights (key, fill, rim) move with the camera, s
 is lit alike; faces are drawn from both sides; the background is a flat colour.
 
 ``PYOPENGL_PLATFORM`` is set to ``egl`` (unless the user set it) before pyrender is
-imported: nothing to configure, no X server. One offscreen renderer is kept per process and
-size (making one costs about a second) and deleted when the process exits.
+imported: nothing to configure, no X server. One offscreen renderer is kept per thread and
+size (making one costs about a second; a GL context belongs to the thread that made it) and
+deleted when the process exits.
 
 Example:
     >>> import trimesh
@@ -27,6 +28,7 @@ import atexit
 import contextlib
 import math
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,7 @@ from factcap.errors import ImageError, require
 
 YFOV = math.radians(40.0)
 MARGIN = 1.08  # distance beyond the one where the bounding sphere just touches the frame
-_renderers: dict[int, Any] = {}
+_renderers: dict[tuple[int, int], Any] = {}  # (thread, size): a GL context is a thread's
 
 
 def _pyrender() -> Any:
@@ -48,10 +50,11 @@ def _pyrender() -> Any:
 
 
 def _renderer(size: int) -> Any:
-    if size not in _renderers:
+    key = (threading.get_ident(), size)
+    if key not in _renderers:
         pyrender = _pyrender()
         try:
-            _renderers[size] = pyrender.OffscreenRenderer(size, size, point_size=3.0)
+            _renderers[key] = pyrender.OffscreenRenderer(size, size, point_size=3.0)
         except Exception as err:  # no EGL / GL: say what to install, once per process
             raise ImageError(
                 "RenderFailed",
@@ -61,7 +64,7 @@ def _renderer(size: int) -> Any:
             ) from None
         if len(_renderers) == 1:
             atexit.register(_delete_renderers)
-    return _renderers[size]
+    return _renderers[key]
 
 
 def _delete_renderers() -> None:

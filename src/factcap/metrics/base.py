@@ -23,7 +23,8 @@ NAN = float("nan")
 
 @dataclass(slots=True)
 class Sample:
-    """One caption to score: an image (``source`` path) and a caption from one source.
+    """One caption to score: an image (``source`` path), or a 3D asset's views, and a caption
+    from one source.
 
     ``caption_source`` is ``final:<style>`` or ``proposal:<model>``. ``references`` are
     human captions when given; ``objects`` a ground-truth object list (CHAIR); ``claims`` the
@@ -37,6 +38,11 @@ class Sample:
     references: list[str] = field(default_factory=list)
     objects: list[str] | None = None
     claims: list[dict[str, Any]] = field(default_factory=list)
+    views: list[dict[str, Any]] | None = None
+    """For a 3D asset (``source`` is the asset file): its views as the record lists them
+    (``azimuth``, ``elevation``, and ``file`` when they were saved); the image metrics then
+    look at every view (:class:`~factcap.metrics.resources.Resources`)."""
+    view_size: int | None = None
 
 
 @dataclass(slots=True)

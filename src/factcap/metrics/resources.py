@@ -2,6 +2,12 @@
 
 Images are decoded with the same safe decoder as the pipeline; image embeddings are
 computed once per image, however many captions (sources, styles, proposals) it has.
+
+A 3D asset (registered with :meth:`Resources.add_asset`) is its views: the saved view files,
+else views rendered again from the asset with the record's angles. Its image embedding is the
+mean of its views' unit embeddings, so a cosine with it is the mean of the cosines with each
+view: CLIP-Score, CLIP-Image-Score and self-retrieval of an asset average over its views, as
+3D captioning papers do; VQAScore asks every view (:meth:`Resources.load_views`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,38 @@ class Resources:
         self.limits = limits or DecodeLimits()
         self.options = options or {}
         self._image_vectors: dict[str, np.ndarray | str] = {}
+        self._assets: dict[str, tuple[list[dict[str, Any]], int]] = {}
+
+    def add_asset(self, source: str, views: list[dict[str, Any]], size: int | None) -> None:
+        """Say that ``source`` is a 3D asset with these ``views`` (see the module docstring)."""
+        self._assets[source] = (list(views), size or 512)
+
+    def is_asset(self, source: str) -> bool:
+        return source in self._assets
+
+    def load_views(self, source: str) -> list[Any] | str:
+        """The images the metrics look at for ``source``: its one image, or an asset's views;
+        a str saying why there are none."""
+        if source not in self._assets:
+            [image] = self.load_images([source])
+            return image if isinstance(image, str) else [image]
+        views, size = self._assets[source]
+        files = [v.get("file") for v in views]
+        if files and all(isinstance(f, str) for f in files):
+            images = self.load_images(files)
+            problem = next((im for im in images if isinstance(im, str)), None)
+            return problem if problem else images
+        from factcap.assets.pool import render_asset
+        from factcap.assets.spec import ViewSettings, ViewSpec
+
+        settings = ViewSettings(
+            views=tuple(ViewSpec(float(v["azimuth"]), float(v["elevation"])) for v in views),
+            size=size,
+        )
+        try:
+            return render_asset(source, None, settings).images
+        except ImageError as err:
+            return f"{err.kind}: {err}"
 
     def available(self, role: str) -> bool:
         return role in self._builders
@@ -63,8 +101,24 @@ class Resources:
         return out
 
     def image_embeddings(self, sources: Sequence[str]) -> list[np.ndarray | str]:
-        """Unit image embeddings (embedder role), one per source, each image computed once;
-        a str in place of a vector says why there is none."""
+        """Unit image embeddings (embedder role), one per source, each image computed once
+        (an asset: the mean of its views' unit embeddings); a str in place of a vector says
+        why there is none."""
+        for source in dict.fromkeys(s for s in sources if s in self._assets):
+            if source not in self._image_vectors:
+                views = self.load_views(source)
+                if isinstance(views, str):
+                    self._image_vectors[source] = views
+                    continue
+                rows = np.concatenate(
+                    [
+                        np.asarray(
+                            self.get("embedder").embed_images(views[i : i + self.batch_size])
+                        )
+                        for i in range(0, len(views), self.batch_size)
+                    ]
+                )
+                self._image_vectors[source] = rows.astype(np.float32).mean(axis=0)
         todo = list(dict.fromkeys(s for s in sources if s not in self._image_vectors))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]

@@ -36,27 +36,31 @@ class VQAScore(Metric):
 
     def score(self, samples: Sequence[Sample], resources: Any) -> list[Score]:
         scores: list[Score | None] = [None] * len(samples)
-        images = resources.load_images([s.source for s in samples])
-        todo = []
-        for i, (sample, image) in enumerate(zip(samples, images, strict=True)):
-            if isinstance(image, str):
-                scores[i] = Score.failed(self.value_names, image)
+        vqa = resources.get("vqa")  # KeyError without one: every sample says so
+        views = [resources.load_views(s.source) for s in samples]  # a photo: one image
+        asks: list[tuple[int, Any]] = []
+        for i, (sample, images) in enumerate(zip(samples, views, strict=True)):
+            if isinstance(images, str):
+                scores[i] = Score.failed(self.value_names, images)
             elif not sample.caption.strip():
                 scores[i] = Score.failed(self.value_names, "empty caption")
             else:
-                todo.append(i)
-        vqa = resources.get("vqa")
-        size = resources.batch_size
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
+                asks.extend((i, image) for image in images)
+        answers: dict[int, list[float]] = {}
+        for start in range(0, len(asks), resources.batch_size):
+            chunk = asks[start : start + resources.batch_size]
             probs = vqa.yes_probability(
-                [images[i] for i in chunk], [vqa_question(samples[i].caption) for i in chunk]
+                [image for _, image in chunk], [vqa_question(samples[i].caption) for i, _ in chunk]
             )
-            for i, p in zip(chunk, probs, strict=True):
-                p = float(p)
-                scores[i] = (
-                    Score({"vqa_score": p})
-                    if math.isfinite(p)
-                    else Score.failed(self.value_names, "the VQA model gave no yes/no answer")
-                )
+            for (i, _), p in zip(chunk, probs, strict=True):
+                answers.setdefault(i, []).append(float(p))
+        for i, ps in answers.items():
+            finite = [p for p in ps if math.isfinite(p)]
+            if len(finite) < len(ps):
+                scores[i] = Score.failed(self.value_names, "the VQA model gave no yes/no answer")
+            elif len(ps) == 1:
+                scores[i] = Score({"vqa_score": finite[0]})
+            else:  # a 3D asset: the mean over its views
+                info = {"vqa_score_by_view": [round(p, 4) for p in finite]}
+                scores[i] = Score({"vqa_score": sum(finite) / len(finite)}, info=info)
         return [s for s in scores if s is not None]
