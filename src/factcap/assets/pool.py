@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ def render_asset(
     from factcap.assets.load import load_asset
     from factcap.assets.render import render_views
 
+    start = time.perf_counter()
     file_type = file_type or Path(str(source)).suffix.lstrip(".").lower()
     parts, facts = load_asset(source, file_type, limits)
     images = render_views(parts, settings)
-    return RenderedAsset(images, settings.views, {"format": file_type, **facts})
+    seconds = time.perf_counter() - start
+    return RenderedAsset(images, settings.views, {"format": file_type, **facts}, seconds)
 
 
 class RenderPool:

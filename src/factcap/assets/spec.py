@@ -68,6 +68,8 @@ class RenderedAsset:
     images: list[Any]
     views: tuple[ViewSpec, ...]
     facts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    """How long loading and rendering took (in the worker)."""
 
     def view_records(self) -> list[dict[str, Any]]:
         """The record's ``views``: index, azimuth and elevation of each."""
