@@ -329,3 +329,72 @@ def test_asset_metrics_average_over_the_views(tmp_path, saved):
     assert row["metrics"]["clip_cosine"] == pytest.approx(per_view.mean(), abs=1e-5)
     assert row["metrics"]["vqa_score"] == pytest.approx(0.5)  # mean of 0.25 / 0.75 alternating
     assert len(row["info"]["vqa_score_by_view"]) == 8
+
+
+@pytest.mark.slow
+def test_ray_renders_assets_in_its_decode_tasks_and_matches_the_local_run(tmp_path):
+    pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'factcap[ray]'")
+    import subprocess
+    import sys
+
+    from factcap.engine.records import read_records
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    assets3d.six_colour_box(folder)
+    shutil.copy(example_paths()[0], folder / "photo.jpg")
+    config = _config(tmp_path, views=3)
+    runs = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"{executor}.jsonl"
+        done = subprocess.run(
+            [sys.executable, "-m", "factcap.cli", "caption", str(folder), "-o", str(out),
+             "--config", str(config), "--quiet", "--executor", executor],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs[executor] = {r["id"]: r for r in read_records(out)}
+    assert runs["ray"].keys() == runs["local"].keys()
+    for rid, local in runs["local"].items():
+        ray = runs["ray"][rid]
+        for key in ("kind", "views", "proposals", "captions", "asset"):
+            assert ray.get(key) == local.get(key), key
+
+
+@pytest.mark.parametrize("fmt", ["stl", "off", "ply", "obj"])
+def test_every_mesh_format_loads_and_renders(tmp_path, fmt):
+    import trimesh
+
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.25))
+    path = tmp_path / f"box.{fmt}"
+    data = box.export(file_type=fmt)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    asset = _render(path, ViewSettings(size=48))
+    assert asset.facts["format"] == fmt and asset.facts["faces"] == 12
+    assert all(assets3d.foreground(im).any() for im in asset.images)
+
+
+def test_a_gltf_finds_its_buffers_beside_it(tmp_path):
+    import trimesh
+
+    cube = trimesh.creation.box()
+    cube.visual.face_colors = [*assets3d.RED, 255]
+    for name, data in cube.export(file_type="gltf").items():  # model.gltf + its .bin
+        (tmp_path / name).write_bytes(data)
+    [gltf] = tmp_path.glob("*.gltf")
+    assert list(tmp_path.glob("*.bin")), "the export should keep its buffer in a file"
+    asset = _render(gltf, ViewSettings(size=48))
+    assert asset.facts["faces"] == 12
+    assert assets3d.near(asset.images[0], assets3d.RED) > 50
+
+
+def test_a_render_over_the_time_limit_is_an_error_and_the_pool_goes_on(tmp_path):
+    pool = RenderPool(1, ViewSettings(size=256), AssetLimits(render_timeout_s=0.001))
+    try:
+        with pytest.raises(ImageError) as info:
+            pool.result(pool.submit(str(assets3d.red_cube(tmp_path)), "glb"))
+        assert info.value.kind == "RenderTimeout" and "assets.render_timeout_s" in str(info.value)
+        pool.limits = AssetLimits()  # the next asset gets a fresh worker
+        assert len(pool.result(pool.submit(str(assets3d.red_cube(tmp_path)), "glb")).images) == 8
+    finally:
+        pool.close()
