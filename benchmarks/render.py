@@ -28,12 +28,12 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def textured_sphere(path: Path) -> int:
-    """Write a ~51k-face textured UV sphere as GLB; returns its face count."""
+    """Write a ~49k-face textured UV sphere as GLB; returns its face count."""
     import numpy as np
     import trimesh
     from PIL import Image
 
-    sphere = trimesh.creation.uv_sphere(radius=1.0, count=[128, 200])
+    sphere = trimesh.creation.uv_sphere(radius=1.0, count=[90, 140])
     v = sphere.vertices / np.linalg.norm(sphere.vertices, axis=1, keepdims=True)
     uv = np.c_[0.5 + np.arctan2(v[:, 0], v[:, 2]) / (2 * np.pi), 0.5 + np.arcsin(v[:, 1]) / np.pi]
     cells = (np.indices((256, 256)) // 32).sum(axis=0) % 2
