@@ -29,6 +29,22 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
+def add_image_root(parser: argparse.ArgumentParser) -> None:
+    """``--image-root``: where relative image paths of a results file start."""
+    parser.add_argument(
+        "--image-root",
+        type=Path,
+        help="folder that relative image paths in RESULTS are relative to (default: where the "
+        "captioning ran, then beside RESULTS, then the current folder)",
+    )
+
+
+def check_image_root(args: argparse.Namespace) -> None:
+    """A usage error when ``--image-root`` names no folder."""
+    if args.image_root is not None and not args.image_root.is_dir():
+        raise UsageError(f"--image-root {args.image_root} is not a folder")
+
+
 def load_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
     """The config of ``--preset`` / ``--config`` with ``overrides`` on top."""
     from factcap.config import load_config as load

@@ -10,8 +10,10 @@ from typing import Any
 
 from factcap.cli.common import (
     FORMATTER,
+    add_image_root,
     add_model_source,
     add_overwrite,
+    check_image_root,
     check_new_output,
     load_config,
     positive,
@@ -63,12 +65,7 @@ def add_parser(sub: Any) -> None:
         default="final",
         help="score final captions, proposals, or both side by side",
     )
-    ev.add_argument(
-        "--image-root",
-        type=Path,
-        help="folder that relative image paths in RESULTS are relative to (default: where the "
-        "captioning ran, then beside RESULTS, then the current folder)",
-    )
+    add_image_root(ev)
     add_model_source(ev, "models for scoring come from this preset (default tiny)")
     ev.add_argument(
         "--clip", help="model spec of the CLIP embedder (e.g. hf:openai/clip-vit-large-patch14)"
@@ -115,8 +112,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["evaluate"] = {"batch_size": args.batch_size}
     config = load_config(args, overrides)
     names = _metric_names(args, config)
-    if args.image_root is not None and not args.image_root.is_dir():
-        raise UsageError(f"--image-root {args.image_root} is not a folder")
+    check_image_root(args)
     check_new_output(args.output, [args.results], args.overwrite)
     if args.output.suffix == ".parquet":
         from factcap.errors import require

@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from factcap.cli.common import FORMATTER, add_overwrite, check_new_output
+from factcap.cli.common import (
+    FORMATTER,
+    add_image_root,
+    add_overwrite,
+    check_image_root,
+    check_new_output,
+)
 from factcap.errors import UsageError
 
 EXAMPLES = """examples:
@@ -38,12 +44,7 @@ def add_parser(sub: Any) -> None:
     rep.add_argument(
         "--thumb-px", type=int, default=256, help="longest side of thumbnails (16-4096)"
     )
-    rep.add_argument(
-        "--image-root",
-        type=Path,
-        help="folder that relative image paths in RESULTS are relative to (default: where the "
-        "captioning ran, then beside RESULTS, then the current folder)",
-    )
+    add_image_root(rep)
     rep.set_defaults(handler=run)
 
 
@@ -53,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 16 <= args.thumb_px <= 4096:
         raise UsageError(f"--thumb-px must be from 16 to 4096, not {args.thumb_px}")
-    if args.image_root is not None and not args.image_root.is_dir():
-        raise UsageError(f"--image-root {args.image_root} is not a folder")
+    check_image_root(args)
     inputs = [args.results] + ([args.scores] if args.scores else [])
     check_new_output(args.output, inputs, args.overwrite)
     if args.output.suffix.lower() not in (".html", ".htm"):
