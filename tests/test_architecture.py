@@ -37,6 +37,7 @@ LAYER = {
     "report": 4,
     "bench": 5,
     "serve": 5,
+    "study": 5,  # imports evaluate (layer 4): build_samples for the caption sources
     "cli": 6,
     "__main__": 7,
 }
