@@ -29,6 +29,7 @@ LAYER = {
     "config": 0,
     "examples": 0,
     "plugins": 0,
+    "stats": 0,
     "backends": 1,
     "pipeline": 2,
     "metrics": 2,
@@ -53,6 +54,7 @@ BASE_MAY_IMPORT = {
     "assets": {"errors"},
     "examples": set(),
     "plugins": set(),
+    "stats": set(),
 }
 #: Allowed beyond the layers: metrics may not import the pipeline or the engine.
 FORBIDDEN = {("metrics", "pipeline"), ("metrics", "engine"), ("pipeline", "metrics")}
