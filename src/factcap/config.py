@@ -217,6 +217,7 @@ class Config(_Strict):
     embedder: RoleConfig | None = None
     t2i: RoleConfig | None = None
     text_embedder: RoleConfig | None = None
+    judge: RoleConfig | None = None
     device: str = Field(default="auto", pattern=DEVICE_PATTERN)
     dtype: Literal[DTYPES] = "auto"  # type: ignore[valid-type]
     batch_size: int = Field(default=4, ge=1)

@@ -169,6 +169,37 @@ class OCR(Protocol):
     def read(self, images: Sequence[Image.Image]) -> list[list[TextSpan]]: ...
 
 
+@dataclass(slots=True)
+class TokenLogprobs:
+    """One generated token: its text and its top alternatives ``{token text: logprob}`` (the
+    chosen token among them)."""
+
+    text: str
+    top: dict[str, float]
+
+
+@dataclass(slots=True)
+class Generation:
+    """A generated answer: its text and, when the backend exposes them, its tokens in order
+    (their texts concatenate to ``text``); ``tokens`` is None when it does not."""
+
+    text: str
+    tokens: list[TokenLogprobs] | None = None
+
+
+@runtime_checkable
+class Grader(Protocol):
+    """A vision chat model that answers a prompt about an image with text and, where it can,
+    token probabilities (local logits, a server's ``logprobs``): the ``judge`` role of the
+    ``vlm_judge`` metric and of pairwise comparison. Greedy decoding."""
+
+    name: str
+
+    def generate(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], max_new_tokens: int = 128
+    ) -> list[Generation]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     """One model role: its protocol, the config key that configures it, whether that key
@@ -219,6 +250,12 @@ ROLES: dict[str, Role] = dict(
             "text_embedder",
             Embedder,
             "sentence embeddings for soft matching (text side only)",
+            used_by=_EVALUATE,
+        ),
+        _role(
+            "judge",
+            Grader,
+            "grades captions against the image: rubric scores, pairwise preferences",
             used_by=_EVALUATE,
         ),
     ]
