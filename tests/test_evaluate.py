@@ -240,6 +240,12 @@ def test_evaluate_cli_scores_every_metric_for_every_caption_source(tmp_path, cap
     for name in ("clip_score", "clip_image_score", "vqa_score", "capture", "bleu_1", "cider"):
         assert summary["final:detailed"][name]["n"] == 3, name
         assert name in out
+    # every proposal against the final caption, paired over the 3 images
+    differences = summary["significance"]["differences"]
+    assert summary["significance"]["baseline"] == "final:detailed"
+    assert set(differences) == sources - {"final:detailed"}
+    assert differences["proposal:tiny:blip"]["clip_score"]["n"] == 3
+    assert "difference from final:detailed (paired over images, 95% bootstrap CI" in out
 
 
 def test_rows_are_written_as_each_caption_source_is_done(tmp_path):

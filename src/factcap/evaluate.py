@@ -13,7 +13,8 @@ Output: one row per sample (``{"id", "caption_source", "metrics", "failures"}``)
 Parquet when the path ends in ``.parquet``, written as each caption source is done (a failure
 later keeps what was written); a summary JSON next to it (``<stem>.summary.json``: caption
 source → value → mean, std, n, n_failed, and ``corpus`` where a metric defines a corpus-level
-value); and a table for the terminal.
+value; with several caption sources, ``significance``: each source's paired difference from a
+baseline with a bootstrap interval, :func:`significance`); and tables for the terminal.
 
 >>> rows = [{"id": "a", "source": "a.jpg", "captions": {"detailed": "A cat."},
 ...          "proposals": [{"model": "m", "text": "cat"}], "status": "ok"}]
@@ -36,6 +37,7 @@ from factcap.errors import ConfigError, MissingDependency, OutputError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
 from factcap.schema import json_safe
+from factcap.stats import CONFIDENCE, N_RESAMPLES, paired_difference
 
 SOURCES = ("final", "proposals", "all")
 
@@ -227,6 +229,105 @@ def evaluate(
             done = Evaluation(group, [scores[i] for i in indices], {})
             on_rows(list(done.rows()))
     return Evaluation(list(samples), scores, summary)
+
+
+def significance(
+    evaluation: Evaluation,
+    baseline: str | None = None,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Paired differences of every caption source against ``baseline`` (default: the first
+    ``final:`` source), for every value, with a bootstrap interval over images.
+
+    For each value and source, the images where both the source and the baseline have a
+    finite value are paired; ``diff`` is the mean of ``source - baseline`` over them, ``low``
+    and ``high`` the percentile-bootstrap interval (:func:`factcap.stats.paired_difference`),
+    and ``significant`` says the interval excludes zero. Corpus-level metrics (BLEU, CIDEr)
+    are compared on their per-image values. None when there is nothing to compare.
+
+    >>> ev = Evaluation(
+    ...     [Sample(str(i), "x.jpg", src, "c") for i in range(3) for src in ("final:a", "proposal:m")],
+    ...     [{"m": Score({"v": v})} for v in (0.5, 0.3, 0.6, 0.4, 0.7, 0.5)],
+    ...     {},
+    ... )
+    >>> d = significance(ev)["differences"]["proposal:m"]["v"]
+    >>> round(d["diff"], 4), d["n"], d["significant"]
+    (-0.2, 3, True)
+    """
+    values: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for sample, by_metric in zip(evaluation.samples, evaluation.scores, strict=True):
+        for score in by_metric.values():
+            for name, value in score.values.items():
+                values[sample.caption_source][name][sample.id] = value
+    sources = list(values)
+    baseline = baseline or next((s for s in sources if s.startswith("final:")), None)
+    if baseline is None or baseline not in values or len(sources) < 2:
+        return None
+    differences: dict[str, dict[str, dict[str, Any]]] = {}
+    for source in sources:
+        if source == baseline:
+            continue
+        for name, by_id in values[source].items():
+            base = values[baseline].get(name, {})
+            ids = [i for i in by_id if i in base]
+            if not ids:
+                continue
+            diff = paired_difference(
+                [by_id[i] for i in ids], [base[i] for i in ids], n_resamples, confidence, seed
+            )
+            if diff.n:
+                differences.setdefault(source, {})[name] = diff.as_dict()
+    return {
+        "baseline": baseline,
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "differences": differences,
+    }
+
+
+def significance_table(result: dict[str, Any]) -> str:
+    """The differences of :func:`significance` as a fixed-width table (``*``: the interval
+    excludes zero).
+
+    >>> sig = {"baseline": "final:a", "confidence": 0.95, "differences": {"proposal:m": {
+    ...     "v": {"diff": -0.2, "low": -0.25, "high": -0.1, "n": 3, "significant": True}}}}
+    >>> print(significance_table(sig))
+    difference from final:a (paired over images, 95% bootstrap CI; * excludes 0)
+    value                    proposal:m
+    -----------------------------------
+    v      -0.2000 [-0.2500, -0.1000] *
+    """
+    differences = result["differences"]
+    sources = list(differences)
+    names: list[str] = []
+    for by_name in differences.values():
+        names.extend(k for k in by_name if k not in names)
+
+    def cell(d: dict[str, Any] | None) -> str:
+        if not d:
+            return "-"
+        interval = "" if not math.isfinite(d["low"]) else f" [{d['low']:+.4f}, {d['high']:+.4f}]"
+        return f"{d['diff']:+.4f}{interval}{' *' if d['significant'] else ''}"
+
+    cells = {(n, s): cell(differences[s].get(n)) for n in names for s in sources}
+    first = max([len("value")] + [len(n) for n in names])
+    widths = [max([10, len(s)] + [len(cells[n, s]) for n in names]) for s in sources]
+    header = f"{'value':<{first}}  " + "  ".join(
+        f"{s:>{w}}" for s, w in zip(sources, widths, strict=True)
+    )
+    level = round(100 * float(result.get("confidence", CONFIDENCE)))
+    lines = [
+        f"difference from {result['baseline']} (paired over images, {level}% bootstrap CI; "
+        "* excludes 0)",
+        header,
+        "-" * len(header),
+    ]
+    for name in names:
+        row = "  ".join(f"{cells[name, s]:>{w}}" for s, w in zip(sources, widths, strict=True))
+        lines.append(f"{name:<{first}}  {row}")
+    return "\n".join(lines)
 
 
 def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -> Any:

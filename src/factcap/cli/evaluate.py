@@ -72,6 +72,12 @@ def add_parser(sub: Any) -> None:
     )
     ev.add_argument("--t2i", help="model spec of the text-to-image model for clip_image_score")
     ev.add_argument("--vqa", help="model spec of the VQA model for vqa_score")
+    ev.add_argument(
+        "--baseline",
+        metavar="SOURCE",
+        help="caption source the others are compared with, paired over images with a "
+        "bootstrap 95%% CI (default: the first final:<style>)",
+    )
     ev.add_argument("--batch-size", type=int, help="samples per model batch")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(handler=run)
@@ -127,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
             f"{args.results} holds no captions to score (rows need id, source, captions)"
         )
     _warn_missing_images(samples)
+    known = sorted({s.caption_source for s in samples})
+    if args.baseline and args.baseline not in known:
+        raise UsageError(f"--baseline {args.baseline!r} is not a caption source here: {known}")
     resources = ev.resources_for(config, {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa})
 
     from tqdm import tqdm
@@ -157,8 +166,15 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             summary_path = writer.close()
-    writer.close(result.summary)
+    summary: dict[str, Any] = dict(result.summary)
+    differences = ev.significance(result, args.baseline)
+    if differences is not None:
+        summary["significance"] = differences
+    writer.close(summary)
     print(ev.table(result.summary))
+    if differences is not None and differences["differences"]:
+        print()
+        print(ev.significance_table(differences))
     print(
         f"factcap: {len(samples)} captions of {len({s.id for s in samples})} images, "
         f"{len(names)} metrics in {time.perf_counter() - start:.1f} s -> {args.output}, "
