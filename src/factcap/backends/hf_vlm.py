@@ -2,7 +2,8 @@
 
 Any checkpoint that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load, whose processor
 has a chat template taking ``{"type": "image"}`` / ``{"type": "text"}`` content parts, serves
-as a captioner (:class:`ChatVLMCaptioner`) and as a yes/no judge (:class:`ChatVLMJudge`).
+as a captioner (:class:`ChatVLMCaptioner`), as a yes/no judge (:class:`ChatVLMJudge`) and as
+a grader with token probabilities (:class:`ChatVLMGrader`).
 Imported lazily by the registry.
 """
 
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from factcap.backends.hf_common import HFModel, YesNoJudge, decode_new_tokens, generation_kwargs
-from factcap.backends.options import check_text, check_token_counts, take_options
+from factcap.backends.options import check_int, check_text, check_token_counts, take_options
 from factcap.errors import ConfigError
 from factcap.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
+    Generation,
+    TokenLogprobs,
     check_pairs,
     judge_prompt,
 )
@@ -186,3 +189,79 @@ class ChatVLMJudge(YesNoJudge, _ChatVLM):
         extra = {"logits_to_keep": 1} if self._keep_last else {}
         with torch.inference_mode():
             return self.model(**batch, **extra).logits[:, -1, :]
+
+
+class ChatVLMGrader(_ChatVLM):
+    """A chat VLM as a grader (the ``judge`` role): greedy answers with, per generated token,
+    its top ``top_logprobs`` alternatives (log-softmax of the model's raw logits at that step),
+    from one batched ``generate`` call.
+
+    Token texts are cut from the incremental decoding of the answer, so they concatenate to
+    the answer's text (a token that ends inside a multi-byte character has the text "" and
+    the next one carries the character); each alternative is the text of that one token.
+    Option: ``top_logprobs`` (20).
+
+    >>> from factcap.backends import registry
+    >>> from PIL import Image
+    >>> from factcap.examples import example_paths
+    >>> image = Image.open(example_paths()[0]).convert("RGB")
+    >>> grader = registry.build("judge", "tiny:chat_vlm")
+    >>> [answer] = grader.generate([image], ["Rate the caption 1-5."], max_new_tokens=4)
+    >>> "".join(t.text for t in answer.tokens) == answer.text
+    True
+    """
+
+    defaults: dict[str, Any] = {"top_logprobs": 20}
+
+    def _check(self, options: dict[str, Any]) -> None:
+        check_int(type(self).__name__, "top_logprobs", options["top_logprobs"], 1)
+
+    def generate(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], max_new_tokens: int = 128
+    ) -> list[Generation]:
+        """One :class:`~factcap.roles.Generation` per (image, prompt) pair, with tokens."""
+        if not images:
+            return []
+        batch = self.encode(images, prompts)
+        kwargs = generation_kwargs(max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **batch, **kwargs, output_logits=True, return_dict_in_generate=True
+            )
+            k = min(int(self.options["top_logprobs"]), output.logits[0].shape[-1])
+            steps = [torch.log_softmax(step.float(), -1).topk(k, -1) for step in output.logits]
+        values = torch.stack([s.values for s in steps], 1).cpu().tolist()  # (batch, steps, k)
+        ids = torch.stack([s.indices for s in steps], 1).cpu().tolist()
+        new = output.sequences[:, batch["input_ids"].shape[1] :].cpu().tolist()
+        stop = set(self._stop_ids())
+        texts: dict[int, str] = {}
+
+        def text_of(token_id: int) -> str:
+            if token_id not in texts:
+                texts[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=True)
+            return texts[token_id]
+
+        results = []
+        for row, chosen in enumerate(new):
+            n = next((i for i, t in enumerate(chosen) if t in stop), len(chosen))
+            tokens = []
+            before = ""
+            for i in range(n):
+                upto = self.tokenizer.decode(chosen[: i + 1], skip_special_tokens=True)
+                top = {}
+                for alt, logprob in zip(ids[row][i], values[row][i], strict=True):
+                    top.setdefault(text_of(alt), logprob)  # keep the likeliest spelling
+                # a token that ends inside a character (byte-level BPE) gives "\ufffd":
+                # its text is "" and the next token carries the whole character
+                if (upto.endswith("\ufffd") and i + 1 < n) or not upto.startswith(before):
+                    tokens.append(TokenLogprobs("", top))
+                    continue
+                tokens.append(TokenLogprobs(upto[len(before) :], top))
+                before = upto
+            results.append(Generation(before, tokens))
+        return results
+
+    def _stop_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return [int(i) for i in ids if i is not None] + [int(self.tokenizer.pad_token_id)]

@@ -1,4 +1,4 @@
-"""LLM, captioner and yes/no judge over any OpenAI-compatible chat-completions server.
+"""LLM, captioner, yes/no judge and grader over any OpenAI-compatible chat-completions server.
 
 Works with vLLM, SGLang, Ollama, llama.cpp's server, LM Studio and OpenAI itself: only the
 ``POST {base_url}/chat/completions`` wire format is used, through plain ``httpx`` (no ``openai``
@@ -64,6 +64,8 @@ from factcap.errors import FactcapError
 from factcap.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
+    Generation,
+    TokenLogprobs,
     check_pairs,
     judge_prompt,
     yes_ratio,
@@ -74,7 +76,14 @@ if TYPE_CHECKING:
 
     from factcap.roles import ChatMessage
 
-__all__ = ["OpenAICaptioner", "OpenAIJudge", "OpenAILLM", "RemoteBatchError", "RemoteError"]
+__all__ = [
+    "OpenAICaptioner",
+    "OpenAIGrader",
+    "OpenAIJudge",
+    "OpenAILLM",
+    "RemoteBatchError",
+    "RemoteError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -717,3 +726,76 @@ class OpenAIJudge(_OpenAIClient):
             return self._complete(payload, self._probability)
 
         return self._map(one, list(zip(images, questions, strict=True)))
+
+
+class OpenAIGrader(_OpenAIClient):
+    """A vision chat model as a grader (the ``judge`` role): the answer text and, per
+    generated token, its top logprobs.
+
+    Each (image, prompt) pair is one request (image as a data URL, then the prompt;
+    ``temperature`` 0) with ``logprobs=true, top_logprobs=N``. A server that returns no
+    logprobs still gives the text: the :class:`~factcap.roles.Generation` then has
+    ``tokens=None`` and the caller parses the text alone (``vlm_judge`` says
+    ``"scoring": "parsed"``).
+
+    Options: ``top_logprobs`` (20; OpenAI allows at most 20), ``image_format``,
+    ``jpeg_quality``, ``max_image_side``, ``extra_body``, ``backoff``, ``jitter``,
+    ``max_retry_wait``, ``cache``, ``cache_dir``.
+
+    >>> grader = OpenAIGrader("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
+    >>> grader.tokens_from({"choices": [{"logprobs": {"content": [
+    ...     {"token": "4", "logprob": -0.5, "top_logprobs": [{"token": "5", "logprob": -1.0}]}
+    ... ]}}]})
+    [TokenLogprobs(text='4', top={'5': -1.0, '4': -0.5})]
+    """
+
+    OPTIONS = {"top_logprobs": 20, **_VISION_OPTIONS}
+
+    def _check(self, options: dict[str, Any]) -> None:
+        check_int(type(self).__name__, "top_logprobs", options["top_logprobs"], 1)
+
+    @staticmethod
+    def tokens_from(data: dict[str, Any]) -> list[TokenLogprobs] | None:
+        """Per-token logprobs of a completion (``choices[0].logprobs.content``), the chosen
+        token among each one's alternatives; None when the server sent none."""
+        logprobs = data["choices"][0].get("logprobs")
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        if not isinstance(content, list) or not content:
+            return None
+        tokens = []
+        for entry in content:
+            if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+                return None
+            top: dict[str, float] = {}
+            for alt in entry.get("top_logprobs") or []:
+                if isinstance(alt, dict) and isinstance(alt.get("token"), str):
+                    logprob = alt.get("logprob")
+                    if isinstance(logprob, (int, float)):
+                        top.setdefault(alt["token"], float(logprob))
+            if isinstance(entry.get("logprob"), (int, float)):
+                top.setdefault(entry["token"], float(entry["logprob"]))
+            tokens.append(TokenLogprobs(entry["token"], top))
+        return tokens
+
+    def _generation(self, data: dict[str, Any]) -> Generation:
+        return Generation(self._text(data), self.tokens_from(data))
+
+    def generate(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], max_new_tokens: int = 128
+    ) -> list[Generation]:
+        """One answer per (image, prompt) pair, requested concurrently, in input order."""
+        check_pairs(images, prompts)
+
+        def one(pair: tuple[Image.Image, str]) -> Generation:
+            image, prompt = pair
+            payload = {
+                "model": self.model,
+                "messages": [self._vision_message(image, prompt)],
+                "max_tokens": int(max_new_tokens),
+                "temperature": 0.0,
+                "logprobs": True,
+                "top_logprobs": int(self.options["top_logprobs"]),
+            }
+            return self._complete(payload, self._generation)
+
+        return self._map(one, list(zip(images, prompts, strict=True)))

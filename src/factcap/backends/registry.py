@@ -109,6 +109,20 @@ ENTRIES: list[Entry] = [
         "openai_compat:OpenAIJudge",
         "a vision chat model as yes/no judge, P(yes) from logprobs",
     ),
+    _e(
+        "judge",
+        "hf",
+        (ANY,),
+        "hf_vlm:ChatVLMGrader",
+        "any chat VLM as a caption grader, with token probabilities from its logits",
+    ),
+    _e(
+        "judge",
+        "openai",
+        (ANY,),
+        "openai_compat:OpenAIGrader",
+        "a vision chat model as a caption grader, with token logprobs where the server has them",
+    ),
     _e("llm", "hf", (ANY,), "hf_llm:CausalLM", "a causal LM with its chat template"),
     _e("llm", "openai", (ANY,), "openai_compat:OpenAILLM", "any OpenAI-compatible chat server"),
     _e(

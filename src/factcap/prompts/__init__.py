@@ -3,9 +3,11 @@
 ``templates/`` holds the pipeline's own prompts (``claims``, ``repair``, ``compose``);
 ``styles/`` holds one file per caption style (:mod:`factcap.prompts.style`). A config's
 ``prompts:`` mapping replaces any of them by name (``claims``, ``style_detailed``, ...).
+``templates/`` also holds evaluation's judge prompts (:data:`EVALUATE_TEMPLATES`, used by
+:mod:`factcap.metrics.vlm_judge`; its ``template`` options replace them).
 
-Templates hold the placeholders ``{proposals}``, ``{verdicts}``, ``{style}`` and
-``{instruction}``; :func:`render` fills those and nothing else, so other braces (a JSON
+Templates hold the placeholders ``{proposals}``, ``{verdicts}``, ``{style}``,
+``{instruction}`` and ``{captions}`` (the judge's); :func:`render` fills those and nothing else, so other braces (a JSON
 example) are literal. Text from images or other models is inserted only through
 :func:`quote_data`: one JSON string literal per text, with ``<`` and ``>`` escaped, so no text
 can close the ``<data>`` block or pass for an instruction.
@@ -32,15 +34,19 @@ from factcap.errors import ConfigError
 
 #: The pipeline's own templates (styles are named ``style_<name>``).
 TEMPLATES = ("claims", "repair", "compose")
-PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction")
+#: Evaluation's judge prompts (``factcap evaluate --metrics vlm_judge``, ``--pairwise``).
+EVALUATE_TEMPLATES = ("judge_rubric", "judge_pairwise")
+PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction", "captions")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
 @cache
 def shipped_template(name: str) -> str:
-    """The text of the shipped template ``name`` (one of :data:`TEMPLATES`)."""
-    if name not in TEMPLATES:
-        raise ConfigError(f"unknown prompt {name!r}; known: {', '.join(TEMPLATES)}")
+    """The text of the shipped template ``name`` (in :data:`TEMPLATES` or
+    :data:`EVALUATE_TEMPLATES`)."""
+    known = TEMPLATES + EVALUATE_TEMPLATES
+    if name not in known:
+        raise ConfigError(f"unknown prompt {name!r}; known: {', '.join(known)}")
     return (resources.files(__name__) / "templates" / f"{name}.txt").read_text("utf-8")
 
 
