@@ -38,6 +38,7 @@ METRICS: dict[str, str | type[Metric]] = {
     "ref_clip_score": "factcap.metrics.clip_score:RefClipScore",
     "clip_image_score": "factcap.metrics.clip_image:ClipImageScore",
     "vqa_score": "factcap.metrics.vqa_score:VQAScore",
+    "vlm_judge": "factcap.metrics.vlm_judge:VLMJudge",
     "capture": "factcap.metrics.capture:Capture",
     "chair": "factcap.metrics.chair:Chair",
     "self_retrieval": "factcap.metrics.retrieval:SelfRetrieval",
