@@ -477,3 +477,50 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
         row = "  ".join(f"{cells[name, s]:>{w}}" for s, w in zip(sources, widths, strict=True))
         lines.append(f"{name:<{first}}  {row}")
     return "\n".join(lines)
+
+
+def pairwise_path(out: Path) -> Path:
+    """Where ``--pairwise`` rows go beside the scores ``out``: ``<stem>.pairwise.jsonl``.
+
+    >>> pairwise_path(Path("runs/scores.parquet")).as_posix()
+    'runs/scores.pairwise.jsonl'
+    """
+    out = Path(out)
+    return out.with_name(out.stem + ".pairwise.jsonl")
+
+
+def parse_pairs(specs: Sequence[str], known: Sequence[str]) -> list[tuple[str, str]]:
+    """``--pairwise A,B`` values as (A, B) caption-source pairs, each source one of
+    ``known``; :class:`~factcap.errors.ConfigError` naming the known ones otherwise.
+
+    >>> parse_pairs(["final:detailed,proposal:m"], ["final:detailed", "proposal:m"])
+    [('final:detailed', 'proposal:m')]
+    """
+    pairs = []
+    for spec in specs:
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+            raise ConfigError(
+                f"--pairwise {spec!r}: expected two different caption sources, A,B "
+                "(e.g. final:detailed,proposal:tiny:blip)"
+            )
+        unknown = [p for p in parts if p not in known]
+        if unknown:
+            raise ConfigError(
+                f"--pairwise {spec!r}: no caption source {', '.join(map(repr, unknown))}; "
+                f"the results have: {', '.join(known)}"
+            )
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def write_pairwise(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """The pairwise rows (:func:`factcap.metrics.pairwise.compare`) as JSONL at ``path``."""
+    try:
+        with Path(path).open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False))
+                handle.write("\n")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+    return Path(path)
