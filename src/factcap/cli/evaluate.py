@@ -27,10 +27,14 @@ EXAMPLES = """examples:
   factcap evaluate out.jsonl -o scores.jsonl --source all --references refs.jsonl \\
       --metrics clip_score,vqa_score,capture,chair,self_retrieval,bleu,rouge_l,cider
   factcap evaluate other_tool.jsonl -o s.parquet --preset small --clip hf:openai/clip-vit-large-patch14
+  factcap evaluate out.jsonl -o s.jsonl --metrics vlm_judge --judge openai:Qwen/Qwen2.5-VL-7B-Instruct
+  factcap evaluate out.jsonl -o s.jsonl --judge tiny:chat_vlm \
+      --pairwise final:detailed,proposal:tiny:blip          # A vs B, asked in both orders
 
 Default metrics: clip_score, vqa_score, chair and self_retrieval, which need no reference
 captions (chair then reports only chair_ov_i, against the pipeline's own detector verdicts);
-with --references, capture, bleu, rouge_l and cider too."""
+with --references, capture, bleu, rouge_l and cider too. vlm_judge (rubric scores 1-5 from
+a vision chat model) and --pairwise need a judge model: --judge SPEC, or judge: in the config."""
 
 
 def add_parser(sub: Any) -> None:
@@ -73,6 +77,19 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--t2i", help="model spec of the text-to-image model for clip_image_score")
     ev.add_argument("--vqa", help="model spec of the VQA model for vqa_score")
     ev.add_argument(
+        "--judge",
+        help="model spec of the judge for vlm_judge and --pairwise: a chat VLM "
+        "(hf:<id>, tiny:chat_vlm) or openai:<model> (a vision chat server)",
+    )
+    ev.add_argument(
+        "--pairwise",
+        action="append",
+        default=[],
+        metavar="A,B",
+        help="compare two caption sources (e.g. final:detailed,proposal:tiny:blip) with the "
+        "judge, in both orders; repeatable. Rows go to <stem>.pairwise.jsonl",
+    )
+    ev.add_argument(
         "--baseline",
         metavar="SOURCE",
         help="caption source the others are compared with, paired over images with a "
@@ -107,6 +124,55 @@ def _warn_missing_images(samples: list[Any]) -> None:
         )
 
 
+def _pairs(
+    args: argparse.Namespace, config: Any, names: list[str], rows: list, refs: Any, images: Any
+) -> tuple[list[Any], list[tuple[str, str]]]:
+    """Check the judge and ``--pairwise`` before any model loads: the samples of every caption
+    source (pairs need not be in --source) and the (A, B) pairs."""
+    from factcap import evaluate as ev
+    from factcap.errors import ConfigError
+
+    judged = "vlm_judge" in names or args.pairwise
+    if judged and not (args.judge or config.judge):
+        what = "--pairwise" if args.pairwise else "the vlm_judge metric"
+        raise UsageError(
+            f"{what} needs a judge model: --judge SPEC (e.g. tiny:chat_vlm, "
+            "openai:<vision model>) or judge: in the config"
+        )
+    if args.judge:
+        from factcap.backends.registry import parse_spec
+
+        parse_spec(args.judge)
+    if not args.pairwise:
+        return [], []
+    samples = ev.build_samples(rows, "all", refs, {}, images)
+    known = list(dict.fromkeys(s.caption_source for s in samples))
+    try:
+        pairs = ev.parse_pairs(args.pairwise, known)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    check_new_output(ev.pairwise_path(args.output), [args.results], args.overwrite)
+    return samples, pairs
+
+
+def _run_pairs(
+    args: argparse.Namespace, samples: list[Any], pairs: list[tuple[str, str]], resources: Any
+) -> dict[str, Any] | None:
+    """Ask the judge about every pair, write the rows, return the summary per pair."""
+    if not pairs:
+        return None
+    from factcap import evaluate as ev
+    from factcap.metrics.pairwise import compare, summarise_pairs
+
+    rows: list[dict[str, Any]] = []
+    for a, b in pairs:
+        if not args.quiet:
+            print(f"factcap: comparing {a} with {b}", file=sys.stderr)
+        rows.extend(compare(samples, a, b, resources))
+    ev.write_pairwise(rows, ev.pairwise_path(args.output))
+    return summarise_pairs(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     """The handler: check, read, score while writing, print the table."""
     quiet_libraries()
@@ -136,7 +202,11 @@ def run(args: argparse.Namespace) -> int:
     known = sorted({s.caption_source for s in samples})
     if args.baseline and args.baseline not in known:
         raise UsageError(f"--baseline {args.baseline!r} is not a caption source here: {known}")
-    resources = ev.resources_for(config, {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa})
+    pair_samples, pairs = _pairs(args, config, names, rows, refs, images)
+    resources = ev.resources_for(
+        config,
+        {"embedder": args.clip, "t2i": args.t2i, "vqa": args.vqa, "judge": args.judge},
+    )
 
     from tqdm import tqdm
 
@@ -170,15 +240,24 @@ def run(args: argparse.Namespace) -> int:
     differences = ev.significance(result, args.baseline)
     if differences is not None:
         summary["significance"] = differences
+    pair_summary = _run_pairs(args, pair_samples, pairs, resources)
+    if pair_summary is not None:
+        summary["pairwise"] = pair_summary
     writer.close(summary)
     print(ev.table(result.summary))
     if differences is not None and differences["differences"]:
         print()
         print(ev.significance_table(differences))
+    if pair_summary is not None:
+        from factcap.metrics.pairwise import pairwise_table
+
+        print()
+        print(pairwise_table(pair_summary))
     print(
         f"factcap: {len(samples)} captions of {len({s.id for s in samples})} images, "
         f"{len(names)} metrics in {time.perf_counter() - start:.1f} s -> {args.output}, "
-        f"{summary_path}",
+        f"{summary_path}"
+        + (f", {ev.pairwise_path(args.output)}" if pair_summary is not None else ""),
         file=sys.stderr,
     )
     return 0
