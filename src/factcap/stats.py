@@ -126,3 +126,118 @@ def paired_difference(
     means = deltas[resample_indices(n, n_resamples, seed)].mean(axis=1)
     low, high = percentile_interval(means, confidence)
     return PairedDifference(diff, low, high, n, bool(low > 0.0 or high < 0.0))
+
+
+def bradley_terry(
+    wins: Sequence[Sequence[float]] | np.ndarray, tol: float = 1e-10, max_iter: int = 100_000
+) -> np.ndarray:
+    """Bradley–Terry strengths from a matrix of wins: ``wins[i][j]`` is how often ``i`` beat
+    ``j`` (a tie counted as half a win to each side is the caller's choice).
+
+    The model says ``P(i beats j) = p_i / (p_i + p_j)``; the strengths are its maximum
+    likelihood estimate, found with the MM algorithm of Hunter (2004), "MM algorithms for
+    generalized Bradley–Terry models", Ann. Statist. 32(1): iterate
+    ``p_i <- W_i / sum_j n_ij / (p_i + p_j)`` (``W_i`` the wins of ``i``, ``n_ij`` the
+    comparisons of ``i`` and ``j``), normalised to **sum 1** after each step. A player with
+    no win gets strength 0 (its estimate goes to 0); players in parts of the comparison
+    graph that never meet are not comparable and get NaN.
+
+    Two players: the estimate is the observed share, ``p_0 = w / (w + l)``.
+
+    >>> [round(float(p), 4) for p in bradley_terry([[0, 7], [3, 0]])]
+    [0.7, 0.3]
+    >>> [round(float(p), 3) for p in bradley_terry([[0, 2, 1], [1, 0, 2], [2, 1, 0]])]
+    [0.333, 0.333, 0.333]
+    """
+    w = np.asarray(wins, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"wins must be a square matrix, got shape {w.shape}")
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("wins must be finite and not negative")
+    k = w.shape[0]
+    w = w.copy()
+    np.fill_diagonal(w, 0.0)
+    games = w + w.T
+    if k == 0:
+        return np.zeros(0)
+    if not _connected(games > 0):
+        return np.full(k, math.nan)
+    total = w.sum(axis=1)
+    p = np.full(k, 1.0 / k)
+    for _ in range(max_iter):
+        denom = (games / (p[:, None] + p[None, :] + 1e-300)).sum(axis=1)
+        new = np.where(denom > 0, total / np.where(denom > 0, denom, 1.0), 0.0)
+        new /= new.sum()
+        if np.max(np.abs(new - p)) < tol:
+            p = new
+            break
+        p = new
+    return p
+
+
+def _connected(adjacent: np.ndarray) -> bool:
+    """Whether every node is reachable from node 0 along ``adjacent`` (either direction)."""
+    k = adjacent.shape[0]
+    seen = {0}
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        for j in np.flatnonzero(adjacent[i] | adjacent[:, i]):
+            if int(j) not in seen:
+                seen.add(int(j))
+                todo.append(int(j))
+    return len(seen) == k
+
+
+#: Krippendorff's alpha: the difference functions per level of measurement.
+_ALPHA_DELTA: dict[str, Callable[[Any, Any], float]] = {
+    "nominal": lambda c, k: 0.0 if c == k else 1.0,
+    "interval": lambda c, k: (float(c) - float(k)) ** 2,
+}
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Any]], level: str = "nominal") -> float:
+    """Krippendorff's alpha reliability of ``units``: each unit the values its coders gave
+    (None for a coder who gave none; the order of coders does not matter).
+
+    Computed from the coincidence matrix as in Krippendorff (2011), "Computing
+    Krippendorff's alpha-reliability": only units with at least two values count; each
+    pair of values of one unit adds ``1 / (m_u - 1)`` to ``o[c, k]``, and
+    ``alpha = 1 - (n - 1) * sum o[c, k] d(c, k) / sum n_c n_k d(c, k)``. ``level`` is
+    ``nominal`` (any difference counts 1) or ``interval`` (squared difference). NaN when
+    there are no pairable values or no variation at all (nothing to agree about).
+
+    The paper's example C (4 coders, 12 units, missing values), nominal:
+
+    >>> data = [[1, 1, None, 1], [2, 2, 3, 2], [3, 3, 3, 3], [3, 3, 3, 3], [2, 2, 2, 2],
+    ...         [1, 2, 3, 4], [4, 4, 4, 4], [1, 1, 2, 1], [2, 2, 2, 2], [None, 5, 5, 5],
+    ...         [None, None, 1, 1], [None, 3, None, None]]
+    >>> round(krippendorff_alpha(data), 3)
+    0.743
+    """
+    if level not in _ALPHA_DELTA:
+        raise ValueError(f"level must be one of {', '.join(_ALPHA_DELTA)}, not {level!r}")
+    delta = _ALPHA_DELTA[level]
+    coincidences: dict[tuple[Any, Any], float] = {}
+    for unit in units:
+        values = [v for v in unit if v is not None]
+        m = len(values)
+        if m < 2:
+            continue
+        for i, c in enumerate(values):
+            for j, k in enumerate(values):
+                if i != j:
+                    coincidences[c, k] = coincidences.get((c, k), 0.0) + 1.0 / (m - 1)
+    marginals: dict[Any, float] = {}
+    for (c, _), count in coincidences.items():
+        marginals[c] = marginals.get(c, 0.0) + count
+    n = sum(marginals.values())
+    if n <= 1:
+        return math.nan
+    observed = sum(count * delta(c, k) for (c, k), count in coincidences.items())
+    expected = sum(
+        nc * nk * delta(c, k) for c, nc in marginals.items() for k, nk in marginals.items()
+    )
+    if expected == 0:
+        return math.nan
+    return 1.0 - (n - 1) * observed / expected
