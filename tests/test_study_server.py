@@ -1,0 +1,454 @@
+"""``factcap study serve``: the rater web app over HTTP, and the whole study in real Chromium.
+
+The server runs with uvicorn on 127.0.0.1 (a port the OS picks); the study directory is a
+real one (images copied from factcap's example photos) with one caption that holds
+``<script>`` and HTML.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import shutil
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from factcap.errors import UsageError
+from factcap.examples import example_paths
+from factcap.serve.app import serve_in_thread
+from factcap.study import server as server_module
+from factcap.study.server import create_app, run
+from factcap.study.store import StudyStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+KEY = "study-admin-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+XSS = "<script>alert(1)</script> <b>bold</b>"
+CODE = "C0MPLETE42"
+#: What each rater answers, by position (rater 1 with the mouse, rater 2 with keys 1/2/3).
+PLAN = {
+    "rater-1": ["left", "right", "same", "left"],
+    "rater-2": ["right", "same", "left", "right"],
+}
+KEYS = {"left": "1", "right": "2", "same": "3"}
+
+
+def _photo(name: str) -> Path:
+    return next(p for p in example_paths() if p.name == name)
+
+
+def make_study(root: Path, raters: int = 2) -> Path:
+    """A study folder of 3 photos and 2 caption sources, 4 comparisons per rater; the
+    ``coffee`` item's ``sys-b`` caption holds :data:`XSS`."""
+    d = root / "study"
+    (d / "images").mkdir(parents=True)
+    captions = {
+        "astronaut": {"sys-a": "An astronaut in a white suit.", "sys-b": "A woman smiling."},
+        "chelsea": {"sys-a": "A tabby cat.", "sys-b": "A cat lying on a rug."},
+        "coffee": {"sys-a": "A cup of coffee on a saucer.", "sys-b": XSS},
+    }
+    for item in captions:
+        shutil.copy(_photo(f"{item}.jpg"), d / "images" / f"{item}.jpg")
+    items = list(captions)
+
+    def assignment(i: int, r: int) -> dict:
+        item = items[(i + r) % len(items)]
+        left, right = ("sys-a", "sys-b") if (i + r) % 2 == 0 else ("sys-b", "sys-a")
+        if item == "coffee":
+            left, right = "sys-a", "sys-b"  # the XSS caption on the right, "B"
+        return {
+            "item_id": item,
+            "pair": "sys-a|sys-b",
+            "left_source": left,
+            "right_source": right,
+            "left_caption": captions[item][left],
+            "right_caption": captions[item][right],
+            "image": f"images/{item}.jpg",
+        }
+
+    info = {
+        "version": 1,
+        "seed": 0,
+        "sources": ["sys-a", "sys-b"],
+        "pairs": [["sys-a", "sys-b"]],
+        "raters_per_item": 2,
+        "gold_fraction": 0.0,
+        "question": "Which caption describes the image more accurately and in more detail?",
+        "items": [
+            {"item_id": k, "image": f"images/{k}.jpg", "captions": v} for k, v in captions.items()
+        ],
+        "completion_code": CODE,
+    }
+    StudyStore.create(
+        d, info, [(f"rater-{r + 1}", [assignment(i, r) for i in range(4)]) for r in range(raters)]
+    )
+    return d
+
+
+@pytest.fixture
+def study(tmp_path) -> Path:
+    return make_study(tmp_path)
+
+
+@pytest.fixture
+def served(study):
+    """(base URL, store) of the study served with an API key."""
+    with serve_in_thread(create_app(study, KEY)) as base:
+        yield base, StudyStore.open(study)
+
+
+def _tokens(store: StudyStore) -> dict[str, str]:
+    return {r.label: r.token for r in store.raters()}
+
+
+# ---- HTTP ----------------------------------------------------------------------------------
+
+
+def test_unknown_token_is_404_and_every_answer_has_the_security_headers(served):
+    base, _ = served
+    page = httpx.get(f"{base}/r/not-a-token")
+    assert page.status_code == 404 and "text/html" in page.headers["content-type"]
+    assert "not valid" in page.text
+    api = httpx.get(f"{base}/api/r/not-a-token/next")
+    assert api.status_code == 404 and isinstance(api.json()["detail"], str)
+    vote = httpx.post(f"{base}/api/r/x/vote", json={"assignment_id": 1, "choice": "left"})
+    assert vote.status_code == 404
+    for r in (page, api, vote, httpx.get(f"{base}/static/rater.js")):
+        assert r.headers["content-security-policy"].startswith("default-src 'self'")
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+    assert httpx.get(f"{base}/static/../store.py").status_code == 404
+    assert httpx.get(f"{base}/static/server.py").status_code == 404
+    assert httpx.get(f"{base}/docs").status_code == 404  # no API docs on a public study
+
+
+def test_next_sends_captions_but_never_sources(served):
+    base, store = served
+    token = _tokens(store)["rater-1"]
+    body = httpx.get(f"{base}/api/r/{token}/next").json()
+    first = store.assignments(token)[0]
+    assert body["done"] == 0 and body["total"] == 4
+    assert body["assignment"] == {
+        "id": first.id,
+        "image_url": f"/api/r/{token}/image/{first.id}",
+        "left": first.left_caption,
+        "right": first.right_caption,
+        "position": first.position,
+    }
+    assert "sys-a" not in json.dumps(body) and "sys-b" not in json.dumps(body)
+
+
+def test_images_only_for_the_raters_own_assignments(served, study):
+    base, store = served
+    tokens = _tokens(store)
+    own = store.assignments(tokens["rater-1"])[0]
+    other = store.assignments(tokens["rater-2"])[0]
+    r = httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/{own.id}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.content == (study / own.image).read_bytes()
+    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/{other.id}").status_code == 404
+    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/999").status_code == 404
+    assert httpx.get(f"{base}/api/r/nobody/image/{own.id}").status_code == 404
+    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/..%2Fstudy.json").status_code in (
+        404,
+        422,
+    )
+
+
+def test_an_image_path_outside_the_study_folder_is_refused(tmp_path):
+    d = make_study(tmp_path)
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(_photo("rocket.jpg"), secret)
+    (d / "images" / "link.jpg").symlink_to(secret)
+    with sqlite3.connect(d / "study.sqlite") as db:  # a database tampered with by hand
+        db.execute("UPDATE assignments SET image = '../secret.jpg' WHERE position = 0")
+        db.execute("UPDATE assignments SET image = 'images/link.jpg' WHERE position = 1")
+        db.execute("UPDATE assignments SET image = 'study.sqlite' WHERE position = 2")
+    store = StudyStore.open(d)
+    token = _tokens(store)["rater-1"]
+    with serve_in_thread(create_app(d, KEY)) as base:
+        for a in store.assignments(token)[:3]:
+            r = httpx.get(f"{base}/api/r/{token}/image/{a.id}")
+            assert r.status_code == 404, a.image
+            assert "missing from the study folder" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"assignment_id": "ID", "choice": "better"}, "choice"),
+        ({"assignment_id": "ID"}, "choice: Field required"),
+        ({"choice": "left"}, "assignment_id"),
+        ({"assignment_id": "ID", "choice": "left", "elapsed_ms": -5}, "elapsed_ms"),
+        ({"assignment_id": "ID", "choice": "left", "source": "sys-a"}, "source"),
+        ({"assignment_id": "x", "choice": "left"}, "assignment_id"),
+    ],
+)
+def test_bad_vote_bodies_are_422_with_one_line(served, body, needle):
+    base, store = served
+    token = _tokens(store)["rater-1"]
+    first = store.assignments(token)[0].id
+    body = {k: first if v == "ID" else v for k, v in body.items()}
+    r = httpx.post(f"{base}/api/r/{token}/vote", json=body)
+    assert r.status_code == 422
+    assert isinstance(r.json()["detail"], str) and needle in r.json()["detail"]
+    assert store.progress(token) == (0, 4)
+
+
+def test_votes_for_another_raters_item_or_twice_are_refused(served):
+    base, store = served
+    tokens = _tokens(store)
+    mine = store.assignments(tokens["rater-1"])[0].id
+    theirs = store.assignments(tokens["rater-2"])[0].id
+    url = f"{base}/api/r/{tokens['rater-1']}/vote"
+    ok = httpx.post(url, json={"assignment_id": mine, "choice": "left", "elapsed_ms": 1200})
+    assert ok.status_code == 200 and ok.json() == {"ok": True, "done": 1, "total": 4}
+    again = httpx.post(url, json={"assignment_id": mine, "choice": "right"})
+    assert again.status_code == 409 and "already" in again.json()["detail"]
+    forged = httpx.post(url, json={"assignment_id": theirs, "choice": "left"})
+    assert forged.status_code == 403 and "not assigned" in forged.json()["detail"]
+    assert httpx.post(url, json={"assignment_id": 999, "choice": "left"}).status_code == 403
+    [vote] = store.votes()
+    assert (vote["assignment_id"], vote["choice"], vote["origin"], vote["elapsed_ms"]) == (
+        mine,
+        "left",
+        "web",
+        1200,
+    )
+    assert store.progress(tokens["rater-2"]) == (0, 4)
+
+
+def test_done_answers_the_completion_code(served):
+    base, store = served
+    token = _tokens(store)["rater-2"]
+    for a in store.assignments(token):
+        store.vote(token, a.id, "same")
+    assert httpx.get(f"{base}/api/r/{token}/next").json() == {
+        "assignment": None,
+        "done": 4,
+        "total": 4,
+        "completion_code": CODE,
+    }
+
+
+def test_admin_needs_the_key(served):
+    base, store = served
+    for url, headers in [
+        ("/api/admin/progress", {}),
+        ("/api/admin/progress", {"Authorization": "Bearer wrong"}),
+        ("/api/admin/progress?key=wrong", {}),
+        ("/admin", {}),
+    ]:
+        r = httpx.get(base + url, headers=headers)
+        assert r.status_code == 401, url
+    assert "tbody" not in httpx.get(f"{base}/admin").text
+    for url, headers in [
+        ("/api/admin/progress", AUTH),
+        ("/api/admin/progress", {"X-API-Key": KEY}),
+        (f"/api/admin/progress?key={KEY}", {}),
+    ]:
+        body = httpx.get(base + url, headers=headers).json()
+        assert [(r["label"], r["done"], r["total"]) for r in body["raters"]] == [
+            ("rater-1", 0, 4),
+            ("rater-2", 0, 4),
+        ]
+    assert httpx.get(f"{base}/admin?key={KEY}").status_code == 200
+
+
+def test_without_a_key_only_loopback_host_names_are_answered(study):
+    with serve_in_thread(create_app(study, None)) as base:
+        assert httpx.get(f"{base}/api/admin/progress").status_code == 200
+        port = base.rsplit(":", 1)[1]
+        assert httpx.get(f"http://localhost:{port}/api/admin/progress").status_code == 200
+        rebound = httpx.get(f"{base}/api/admin/progress", headers={"Host": "evil.example"})
+        assert rebound.status_code == 421 and "loopback" in rebound.json()["detail"]
+
+
+def test_start_binds_a_crowd_participant_to_one_rater_slot(tmp_path):
+    d = make_study(tmp_path, raters=1)
+    store = StudyStore.open(d)
+    with serve_in_thread(create_app(d, KEY)) as base:
+        r = httpx.get(f"{base}/start?PROLIFIC_PID=5f1a2b3c4d&STUDY_ID=s&SESSION_ID=x")
+        assert r.status_code == 303
+        [rater] = store.raters()
+        assert r.headers["location"] == f"/r/{rater.token}" and rater.external_id == "5f1a2b3c4d"
+        again = httpx.get(f"{base}/start?PROLIFIC_PID=5f1a2b3c4d")
+        assert again.headers["location"] == f"/r/{rater.token}"  # comes back to the same slot
+        full = httpx.get(f"{base}/start?PROLIFIC_PID=someone-else")
+        assert full.status_code == 409 and "no free place" in full.text
+        for bad in ("", "?PROLIFIC_PID=", "?PROLIFIC_PID=%3Cscript%3E"):
+            r = httpx.get(f"{base}/start{bad}")
+            assert r.status_code == 400 and "<script>" not in r.text
+        first = store.assignments(rater.token)[0].id
+        httpx.post(
+            f"{base}/api/r/{rater.token}/vote", json={"assignment_id": first, "choice": "same"}
+        )
+    [vote] = store.votes()
+    assert (vote["origin"], vote["worker_id"]) == ("crowd", "5f1a2b3c4d")
+
+
+def test_run_refuses_to_expose_without_a_key_and_checks_its_options(study, tmp_path):
+    with pytest.raises(UsageError, match="without an API key"):
+        run(study, host="0.0.0.0")
+    with pytest.raises(UsageError, match="--port"):
+        run(study, port=70000)
+    with pytest.raises(Exception, match="not a study folder"):
+        run(tmp_path / "study" / "images")
+
+
+def test_doctests():
+    assert doctest.testmod(server_module).failed == 0
+
+
+# ---- the study in Chromium -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def _open(browser, url: str, base: str):
+    """A new page at ``url``; ``problems`` collects console errors, page errors, dialogs
+    (a script that should not run) and any request that leaves the study server."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("request", lambda r: r.url.startswith(base) or problems.append(f"request {r.url}"))
+    page.goto(url)
+    return page, problems
+
+
+def _wait_ready(page, done: int, total: int) -> int:
+    """Wait until the page shows ``done / total`` with an item ready to answer; its id."""
+    page.wait_for_function(
+        "t => document.getElementById('progress').textContent === t", arg=f"{done} / {total}"
+    )
+    page.wait_for_selector("body[data-busy='0']", timeout=20_000)
+    return int(page.get_attribute("body", "data-assignment"))
+
+
+def _check_screen(page, assignment) -> None:
+    """The page shows this assignment's captions as text, and its image decoded."""
+    assert page.text_content("#caption-left") == assignment.left_caption
+    assert page.text_content("#caption-right") == assignment.right_caption
+    assert page.locator("#caption-left *, #caption-right *").count() == 0  # no HTML parsed
+    assert page.evaluate("() => document.getElementById('image').naturalWidth") > 0
+
+
+def _forge(page, path: str, body: dict) -> tuple[int, dict]:
+    return tuple(
+        page.evaluate(
+            "async ([p, b]) => { const r = await fetch(p, {method: 'POST',"
+            " headers: {'Content-Type': 'application/json'}, body: JSON.stringify(b)});"
+            " return [r.status, await r.json()]; }",
+            [path, body],
+        )
+    )
+
+
+def test_study_end_to_end_in_chromium(browser, study):
+    store = StudyStore.open(study)
+    tokens = _tokens(store)
+    own = {label: {a.id: a for a in store.assignments(t)} for label, t in tokens.items()}
+    clicked: dict[int, str] = {}
+    with serve_in_thread(create_app(study, KEY)) as base:
+        # rater 1: the mouse, and a double click that must not vote twice
+        page, problems = _open(browser, f"{base}/r/{tokens['rater-1']}", base)
+        assert page.get_by_role("button", name="About the same").count() == 1
+        for i, choice in enumerate(PLAN["rater-1"]):
+            aid = _wait_ready(page, i, 4)
+            assert aid in own["rater-1"] and aid not in clicked
+            _check_screen(page, own["rater-1"][aid])
+            if i == 0:
+                page.dblclick(f"#choose-{choice}")
+            else:
+                page.click(f"#choose-{choice}")
+            clicked[aid] = choice
+        page.wait_for_selector("body[data-state='done']")
+        assert page.text_content("#progress") == "4 / 4"
+        assert page.text_content("#completion-code") == CODE
+        assert store.progress(tokens["rater-1"]) == (4, 4)
+        assert problems == [], problems
+
+        # forged votes from rater 1's page: rater 2's item (403), a repeat (409)
+        theirs = next(iter(own["rater-2"]))
+        vote_path = f"/api/r/{tokens['rater-1']}/vote"
+        status, body = _forge(page, vote_path, {"assignment_id": theirs, "choice": "left"})
+        assert status == 403 and "not assigned" in body["detail"]
+        status, body = _forge(page, vote_path, {"assignment_id": aid, "choice": "right"})
+        assert status == 409 and "already" in body["detail"]
+        assert [p[-10:] for p in problems] == ["Forbidden)", "(Conflict)"]
+
+        # rater 2: keys 1/2/3, a reload half-way, then on where it stopped
+        page, problems = _open(browser, f"{base}/r/{tokens['rater-2']}", base)
+        for i, choice in enumerate(PLAN["rater-2"]):
+            if i == 2:
+                page.reload()
+            aid = _wait_ready(page, i, 4)
+            assignment = own["rater-2"][aid]
+            assert assignment.position == i  # the reload came back where it stopped
+            _check_screen(page, assignment)
+            if XSS in (assignment.left_caption, assignment.right_caption):
+                assert XSS in page.inner_text("#task")  # shown as literal text
+            page.keyboard.press(KEYS[choice])
+            clicked[aid] = choice
+        page.wait_for_selector("body[data-state='done']")
+        assert problems == [], problems  # in particular, no alert() dialog
+
+        # the admin page: the key is needed, then per-rater progress
+        admin, problems = _open(browser, f"{base}/admin", base)
+        assert "API key needed" in admin.text_content("h1")
+        admin.goto(f"{base}/admin?key={KEY}")
+        admin.wait_for_selector("body[data-ready='1']")
+        rows = admin.locator("#raters tbody tr").evaluate_all(
+            "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert [(r[0], r[3]) for r in rows] == [("rater-1", "4 / 4"), ("rater-2", "4 / 4")]
+        assert rows[0][1].endswith(f"/r/{tokens['rater-1']}")
+        assert admin.text_content("#overall").startswith("8 / 8 answered")
+        assert [p for p in problems if "401" not in p] == []
+
+    # the SQLite file holds exactly what was clicked, and the tallies match a hand count
+    with sqlite3.connect(study / "study.sqlite") as db:
+        stored = dict(db.execute("SELECT assignment_id, choice FROM votes"))
+        wins = Counter(
+            row[0]
+            for row in db.execute(
+                "SELECT CASE v.choice WHEN 'left' THEN a.left_source"
+                " WHEN 'right' THEN a.right_source ELSE 'same' END"
+                " FROM votes v JOIN assignments a ON a.id = v.assignment_id"
+            )
+        )
+    assert stored == clicked
+    everyone = {aid: a for per in own.values() for aid, a in per.items()}
+    by_hand = Counter(
+        {"left": everyone[aid].left_source, "right": everyone[aid].right_source}.get(c, c)
+        for aid, c in clicked.items()
+    )
+    assert wins == by_hand and sum(by_hand.values()) == 8
