@@ -64,12 +64,18 @@ class Reply:
     ``top_logprobs`` maps token -> logprob; when given, the completion carries an OpenAI
     ``logprobs.content`` entry for the first token (the chosen token is ``token`` if set,
     else ``text``) — but only if the request asked for ``logprobs``.
+
+    ``tokens`` gives logprobs for every token of the reply instead: a list of
+    ``(token text, {alternative: logprob})`` whose texts should concatenate to ``text``; the
+    chosen token's own logprob is its entry among the alternatives (0.0 if absent), and the
+    request's ``top_logprobs`` cuts each list, as a server does.
     """
 
     text: str
     top_logprobs: dict[str, float] | None = None
     token: str | None = None
     finish_reason: str = "stop"
+    tokens: list[tuple[str, dict[str, float]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +289,10 @@ class FakeOpenAIServer:
             "finish_reason": reply.finish_reason,
             "logprobs": None,
         }
-        if request.get("logprobs") and reply.top_logprobs is not None:
+        if request.get("logprobs") and reply.tokens is not None:
+            k = int(request.get("top_logprobs") or 0)
+            choice["logprobs"] = {"content": [_token_entry(t, top, k) for t, top in reply.tokens]}
+        elif request.get("logprobs") and reply.top_logprobs is not None:
             token = reply.token if reply.token is not None else reply.text
             k = int(request.get("top_logprobs") or 0)
             top = sorted(reply.top_logprobs.items(), key=lambda kv: -kv[1])[:k]
@@ -308,6 +317,16 @@ class FakeOpenAIServer:
             "choices": [choice],
             "usage": {"prompt_tokens": 1, "completion_tokens": words, "total_tokens": words + 1},
         }
+
+
+def _token_entry(token: str, top: dict[str, float], k: int) -> dict[str, Any]:
+    best = sorted(top.items(), key=lambda kv: -kv[1])[:k]
+    return {
+        "token": token,
+        "logprob": top.get(token, 0.0),
+        "bytes": list(token.encode()),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in best],
+    }
 
 
 def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:

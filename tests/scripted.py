@@ -123,3 +123,19 @@ def scripted_pipeline(config, caption: str = "A grey cat sits on a sofa."):
         "vqa": (ScriptedVQA(lambda q: 0.9), 4),
     }
     return Pipeline(config, models=Models(config, built=built))
+
+
+class ScriptedGrader:
+    """The ``judge`` role: answers each prompt with ``answer(prompt)`` (text only, no token
+    probabilities, like a server without logprobs) and records the prompts."""
+
+    name = "scripted-grader"
+
+    def __init__(self, answer: Callable[[str], str]):
+        self.answer, self.calls = answer, []
+
+    def generate(self, images, prompts, max_new_tokens=128):
+        from factcap.roles import Generation
+
+        self.calls.append(list(prompts))
+        return [Generation(self.answer(p)) for p in prompts]

@@ -35,8 +35,8 @@ TIE = "tie"
 _TIE_WORDS = re.compile(r"\b(tie|tied|same|equal|equally|neither|both)\b", re.I)
 _KEYS = ("better", "winner", "answer", "choice", "preferred", "preference", "best")
 _KEYWORD = re.compile(
-    r"\b(?:better|winner|answer|choice|preferred|preference|prefer)\b[\s*\"':=\-]*(?:is\s+)?"
-    r"(?:caption\s+)?[\"'*]*([AB])\b"
+    r"(?i:\b(?:better|winner|answer|choice|preferred|preference|prefer)\b[\s*\"':=\-]*"
+    r"(?:is\s+)?(?:caption\s+)?)[\"'*]*([AB])\b"
 )
 _IS_BETTER = re.compile(
     r"\b(?:[Cc]aption\s+)?([AB])\b[\"'*]*\s+(?:is|was)\s+(?:the\s+)?(?:better|more|preferred)"
