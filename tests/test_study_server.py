@@ -20,7 +20,9 @@ import pytest
 from factcap.errors import UsageError
 from factcap.examples import example_paths
 from factcap.serve.app import serve_in_thread
+from factcap.study import results as study_results
 from factcap.study import server as server_module
+from factcap.study.build import create_study
 from factcap.study.server import create_app, run
 from factcap.study.store import StudyStore
 
@@ -28,13 +30,9 @@ CHROMIUM = Path("/usr/bin/chromium")
 KEY = "study-admin-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 XSS = "<script>alert(1)</script> <b>bold</b>"
-CODE = "C0MPLETE42"
-#: What each rater answers, by position (rater 1 with the mouse, rater 2 with keys 1/2/3).
-PLAN = {
-    "rater-1": ["left", "right", "same", "left"],
-    "rater-2": ["right", "same", "left", "right"],
-}
+SOURCES = ["final:detailed", "proposal:tiny:blip"]
 KEYS = {"left": "1", "right": "2", "same": "3"}
+OTHER = {"left": "right", "right": "left"}
 
 
 def _photo(name: str) -> Path:
@@ -42,51 +40,37 @@ def _photo(name: str) -> Path:
 
 
 def make_study(root: Path, raters: int = 2) -> Path:
-    """A study folder of 3 photos and 2 caption sources, 4 comparisons per rater; the
-    ``coffee`` item's ``sys-b`` caption holds :data:`XSS`."""
-    d = root / "study"
-    (d / "images").mkdir(parents=True)
+    """A study made by ``create_study`` from a results file of 3 real photos, comparing the
+    final caption with a proposal (the ``coffee`` proposal holds :data:`XSS`); with 2 raters
+    each of them judges every comparison, and one attention check: 4 assignments each."""
     captions = {
-        "astronaut": {"sys-a": "An astronaut in a white suit.", "sys-b": "A woman smiling."},
-        "chelsea": {"sys-a": "A tabby cat.", "sys-b": "A cat lying on a rug."},
-        "coffee": {"sys-a": "A cup of coffee on a saucer.", "sys-b": XSS},
+        "astronaut": ("An astronaut in a white suit before a flag.", "A woman smiling."),
+        "chelsea": ("A tabby cat lying on a rug.", "A cat."),
+        "coffee": ("A cup of coffee on a saucer.", XSS),
     }
-    for item in captions:
-        shutil.copy(_photo(f"{item}.jpg"), d / "images" / f"{item}.jpg")
-    items = list(captions)
-
-    def assignment(i: int, r: int) -> dict:
-        item = items[(i + r) % len(items)]
-        left, right = ("sys-a", "sys-b") if (i + r) % 2 == 0 else ("sys-b", "sys-a")
-        if item == "coffee":
-            left, right = "sys-a", "sys-b"  # the XSS caption on the right, "B"
-        return {
-            "item_id": item,
-            "pair": "sys-a|sys-b",
-            "left_source": left,
-            "right_source": right,
-            "left_caption": captions[item][left],
-            "right_caption": captions[item][right],
-            "image": f"images/{item}.jpg",
+    results = root / "results.jsonl"
+    rows = [
+        {
+            "id": name,
+            "source": str(_photo(f"{name}.jpg")),
+            "status": "ok",
+            "captions": {"detailed": final},
+            "proposals": [{"model": "tiny:blip", "text": proposal}],
         }
-
-    info = {
-        "version": 1,
-        "seed": 0,
-        "sources": ["sys-a", "sys-b"],
-        "pairs": [["sys-a", "sys-b"]],
-        "raters_per_item": 2,
-        "gold_fraction": 0.0,
-        "question": "Which caption describes the image more accurately and in more detail?",
-        "items": [
-            {"item_id": k, "image": f"images/{k}.jpg", "captions": v} for k, v in captions.items()
-        ],
-        "completion_code": CODE,
-    }
-    StudyStore.create(
-        d, info, [(f"rater-{r + 1}", [assignment(i, r) for i in range(4)]) for r in range(raters)]
+        for name, (final, proposal) in captions.items()
+    ]
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    study = root / "study"
+    create_study(
+        [results],
+        SOURCES,
+        study,
+        n_raters=raters,
+        raters_per_item=raters,
+        gold_fraction=0.25,
+        seed=3,
     )
-    return d
+    return study
 
 
 @pytest.fixture
@@ -128,7 +112,7 @@ def test_unknown_token_is_404_and_every_answer_has_the_security_headers(served):
 
 def test_next_sends_captions_but_never_sources(served):
     base, store = served
-    token = _tokens(store)["rater-1"]
+    token = _tokens(store)["rater-01"]
     body = httpx.get(f"{base}/api/r/{token}/next").json()
     first = store.assignments(token)[0]
     assert body["done"] == 0 and body["total"] == 4
@@ -139,21 +123,21 @@ def test_next_sends_captions_but_never_sources(served):
         "right": first.right_caption,
         "position": first.position,
     }
-    assert "sys-a" not in json.dumps(body) and "sys-b" not in json.dumps(body)
+    assert "final:" not in json.dumps(body) and "proposal" not in json.dumps(body)
 
 
 def test_images_only_for_the_raters_own_assignments(served, study):
     base, store = served
     tokens = _tokens(store)
-    own = store.assignments(tokens["rater-1"])[0]
-    other = store.assignments(tokens["rater-2"])[0]
-    r = httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/{own.id}")
+    own = store.assignments(tokens["rater-01"])[0]
+    other = store.assignments(tokens["rater-02"])[0]
+    r = httpx.get(f"{base}/api/r/{tokens['rater-01']}/image/{own.id}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert r.content == (study / own.image).read_bytes()
-    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/{other.id}").status_code == 404
-    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/999").status_code == 404
+    assert httpx.get(f"{base}/api/r/{tokens['rater-01']}/image/{other.id}").status_code == 404
+    assert httpx.get(f"{base}/api/r/{tokens['rater-01']}/image/999").status_code == 404
     assert httpx.get(f"{base}/api/r/nobody/image/{own.id}").status_code == 404
-    assert httpx.get(f"{base}/api/r/{tokens['rater-1']}/image/..%2Fstudy.json").status_code in (
+    assert httpx.get(f"{base}/api/r/{tokens['rater-01']}/image/..%2Fstudy.json").status_code in (
         404,
         422,
     )
@@ -169,7 +153,7 @@ def test_an_image_path_outside_the_study_folder_is_refused(tmp_path):
         db.execute("UPDATE assignments SET image = 'images/link.jpg' WHERE position = 1")
         db.execute("UPDATE assignments SET image = 'study.sqlite' WHERE position = 2")
     store = StudyStore.open(d)
-    token = _tokens(store)["rater-1"]
+    token = _tokens(store)["rater-01"]
     with serve_in_thread(create_app(d, KEY)) as base:
         for a in store.assignments(token)[:3]:
             r = httpx.get(f"{base}/api/r/{token}/image/{a.id}")
@@ -190,7 +174,7 @@ def test_an_image_path_outside_the_study_folder_is_refused(tmp_path):
 )
 def test_bad_vote_bodies_are_422_with_one_line(served, body, needle):
     base, store = served
-    token = _tokens(store)["rater-1"]
+    token = _tokens(store)["rater-01"]
     first = store.assignments(token)[0].id
     body = {k: first if v == "ID" else v for k, v in body.items()}
     r = httpx.post(f"{base}/api/r/{token}/vote", json=body)
@@ -202,9 +186,9 @@ def test_bad_vote_bodies_are_422_with_one_line(served, body, needle):
 def test_votes_for_another_raters_item_or_twice_are_refused(served):
     base, store = served
     tokens = _tokens(store)
-    mine = store.assignments(tokens["rater-1"])[0].id
-    theirs = store.assignments(tokens["rater-2"])[0].id
-    url = f"{base}/api/r/{tokens['rater-1']}/vote"
+    mine = store.assignments(tokens["rater-01"])[0].id
+    theirs = store.assignments(tokens["rater-02"])[0].id
+    url = f"{base}/api/r/{tokens['rater-01']}/vote"
     ok = httpx.post(url, json={"assignment_id": mine, "choice": "left", "elapsed_ms": 1200})
     assert ok.status_code == 200 and ok.json() == {"ok": True, "done": 1, "total": 4}
     again = httpx.post(url, json={"assignment_id": mine, "choice": "right"})
@@ -219,19 +203,19 @@ def test_votes_for_another_raters_item_or_twice_are_refused(served):
         "web",
         1200,
     )
-    assert store.progress(tokens["rater-2"]) == (0, 4)
+    assert store.progress(tokens["rater-02"]) == (0, 4)
 
 
 def test_done_answers_the_completion_code(served):
     base, store = served
-    token = _tokens(store)["rater-2"]
+    token = _tokens(store)["rater-02"]
     for a in store.assignments(token):
         store.vote(token, a.id, "same")
     assert httpx.get(f"{base}/api/r/{token}/next").json() == {
         "assignment": None,
         "done": 4,
         "total": 4,
-        "completion_code": CODE,
+        "completion_code": store.info["completion_code"],
     }
 
 
@@ -253,8 +237,8 @@ def test_admin_needs_the_key(served):
     ]:
         body = httpx.get(base + url, headers=headers).json()
         assert [(r["label"], r["done"], r["total"]) for r in body["raters"]] == [
-            ("rater-1", 0, 4),
-            ("rater-2", 0, 4),
+            ("rater-01", 0, 4),
+            ("rater-02", 0, 4),
         ]
     assert httpx.get(f"{base}/admin?key={KEY}").status_code == 200
 
@@ -372,19 +356,31 @@ def _forge(page, path: str, body: dict) -> tuple[int, dict]:
     )
 
 
+def _choice(assignment, i: int, rater: str) -> str:
+    """What the test answers: rater 1 gets the attention check right, rater 2 wrong."""
+    if assignment.gold:
+        return assignment.gold_answer if rater == "rater-01" else OTHER[assignment.gold_answer]
+    return (["left", "right", "same"] if rater == "rater-01" else ["right", "same", "left"])[i % 3]
+
+
 def test_study_end_to_end_in_chromium(browser, study):
     store = StudyStore.open(study)
     tokens = _tokens(store)
     own = {label: {a.id: a for a in store.assignments(t)} for label, t in tokens.items()}
+    assert [len(a) for a in own.values()] == [4, 4]
+    assert all(sum(a.gold for a in per.values()) == 1 for per in own.values())
+    code = store.info["completion_code"]
     clicked: dict[int, str] = {}
     with serve_in_thread(create_app(study, KEY)) as base:
         # rater 1: the mouse, and a double click that must not vote twice
-        page, problems = _open(browser, f"{base}/r/{tokens['rater-1']}", base)
+        page, problems = _open(browser, f"{base}/r/{tokens['rater-01']}", base)
         assert page.get_by_role("button", name="About the same").count() == 1
-        for i, choice in enumerate(PLAN["rater-1"]):
+        for i in range(4):
             aid = _wait_ready(page, i, 4)
-            assert aid in own["rater-1"] and aid not in clicked
-            _check_screen(page, own["rater-1"][aid])
+            assert aid in own["rater-01"] and aid not in clicked
+            assignment = own["rater-01"][aid]
+            _check_screen(page, assignment)
+            choice = _choice(assignment, i, "rater-01")
             if i == 0:
                 page.dblclick(f"#choose-{choice}")
             else:
@@ -392,13 +388,13 @@ def test_study_end_to_end_in_chromium(browser, study):
             clicked[aid] = choice
         page.wait_for_selector("body[data-state='done']")
         assert page.text_content("#progress") == "4 / 4"
-        assert page.text_content("#completion-code") == CODE
-        assert store.progress(tokens["rater-1"]) == (4, 4)
+        assert page.text_content("#completion-code") == code
+        assert store.progress(tokens["rater-01"]) == (4, 4)
         assert problems == [], problems
 
         # forged votes from rater 1's page: rater 2's item (403), a repeat (409)
-        theirs = next(iter(own["rater-2"]))
-        vote_path = f"/api/r/{tokens['rater-1']}/vote"
+        theirs = next(iter(own["rater-02"]))
+        vote_path = f"/api/r/{tokens['rater-01']}/vote"
         status, body = _forge(page, vote_path, {"assignment_id": theirs, "choice": "left"})
         assert status == 403 and "not assigned" in body["detail"]
         status, body = _forge(page, vote_path, {"assignment_id": aid, "choice": "right"})
@@ -406,19 +402,23 @@ def test_study_end_to_end_in_chromium(browser, study):
         assert [p[-10:] for p in problems] == ["Forbidden)", "(Conflict)"]
 
         # rater 2: keys 1/2/3, a reload half-way, then on where it stopped
-        page, problems = _open(browser, f"{base}/r/{tokens['rater-2']}", base)
-        for i, choice in enumerate(PLAN["rater-2"]):
+        page, problems = _open(browser, f"{base}/r/{tokens['rater-02']}", base)
+        saw_xss = False
+        for i in range(4):
             if i == 2:
                 page.reload()
             aid = _wait_ready(page, i, 4)
-            assignment = own["rater-2"][aid]
+            assignment = own["rater-02"][aid]
             assert assignment.position == i  # the reload came back where it stopped
             _check_screen(page, assignment)
             if XSS in (assignment.left_caption, assignment.right_caption):
                 assert XSS in page.inner_text("#task")  # shown as literal text
+                saw_xss = True
+            choice = _choice(assignment, i, "rater-02")
             page.keyboard.press(KEYS[choice])
             clicked[aid] = choice
         page.wait_for_selector("body[data-state='done']")
+        assert saw_xss
         assert problems == [], problems  # in particular, no alert() dialog
 
         # the admin page: the key is needed, then per-rater progress
@@ -429,26 +429,38 @@ def test_study_end_to_end_in_chromium(browser, study):
         rows = admin.locator("#raters tbody tr").evaluate_all(
             "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
         )
-        assert [(r[0], r[3]) for r in rows] == [("rater-1", "4 / 4"), ("rater-2", "4 / 4")]
-        assert rows[0][1].endswith(f"/r/{tokens['rater-1']}")
+        assert [(r[0], r[3], r[4], r[5]) for r in rows] == [
+            ("rater-01", "4 / 4", "1", "0"),
+            ("rater-02", "4 / 4", "1", "1"),
+        ]
+        assert rows[0][1].endswith(f"/r/{tokens['rater-01']}")
         assert admin.text_content("#overall").startswith("8 / 8 answered")
         assert [p for p in problems if "401" not in p] == []
 
-    # the SQLite file holds exactly what was clicked, and the tallies match a hand count
+    # the SQLite file holds exactly what was clicked
     with sqlite3.connect(study / "study.sqlite") as db:
         stored = dict(db.execute("SELECT assignment_id, choice FROM votes"))
-        wins = Counter(
-            row[0]
-            for row in db.execute(
-                "SELECT CASE v.choice WHEN 'left' THEN a.left_source"
-                " WHEN 'right' THEN a.right_source ELSE 'same' END"
-                " FROM votes v JOIN assignments a ON a.id = v.assignment_id"
-            )
-        )
     assert stored == clicked
+
+    # the results against a hand count: rater 2 failed the attention check and is left out;
+    # rater 1's three real comparisons give the final caption's wins, ties and losses
     everyone = {aid: a for per in own.values() for aid, a in per.items()}
-    by_hand = Counter(
-        {"left": everyone[aid].left_source, "right": everyone[aid].right_source}.get(c, c)
-        for aid, c in clicked.items()
-    )
-    assert wins == by_hand and sum(by_hand.values()) == 8
+    final, proposal = SOURCES
+    tally = Counter()
+    for aid, choice in clicked.items():
+        a = everyone[aid]
+        if a.token == tokens["rater-01"] and not a.gold:
+            chosen = {"left": a.left_source, "right": a.right_source}.get(choice, choice)
+            tally[{final: "wins", "same": "ties", proposal: "losses"}[chosen]] += 1
+    results = study_results.compute(store, n_resamples=200)
+    assert [(r["label"], r["status"]) for r in results["raters"]] == [
+        ("rater-01", "kept"),
+        ("rater-02", "failed gold"),
+    ]
+    [pair] = results["pairs"]
+    assert (pair["a"], pair["b"]) == (final, proposal)
+    assert {k: pair[k] for k in ("wins", "ties", "losses")} == {
+        k: tally[k] for k in ("wins", "ties", "losses")
+    }
+    assert pair["votes"] == 3 and pair["win_rate"] == pytest.approx(tally["wins"] / 3)
+    assert results["votes"]["total"] == 8 and results["votes"]["used"] == 3
