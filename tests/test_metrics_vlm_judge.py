@@ -288,3 +288,16 @@ def test_chat_vlm_grader_tokens_spell_the_answer_with_greedy_alternatives(photos
         for token in answer.tokens:
             if token.text and token.text in token.top:
                 assert token.top[token.text] == max(token.top.values())
+
+
+def test_judge_is_an_evaluation_role_set_in_the_config():
+    from factcap.config import load_config
+    from factcap.evaluate import resources_for
+    from factcap.roles import ROLES, Grader
+
+    assert ROLES["judge"].protocol is Grader and ROLES["judge"].used_by == {"evaluate"}
+    config = load_config(preset="tiny", overrides={"judge": {"model": "openai:m"}})
+    assert config.judge.model == "openai:m" and load_config(preset="tiny").judge is None
+    assert resources_for(config).available("judge")
+    assert not resources_for(load_config(preset="tiny")).available("judge")
+    assert resources_for(load_config(preset="tiny"), {"judge": "tiny:chat_vlm"}).available("judge")
