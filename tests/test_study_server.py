@@ -12,6 +12,7 @@ import json
 import shutil
 import sqlite3
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -206,6 +207,34 @@ def test_votes_for_another_raters_item_or_twice_are_refused(served):
     assert store.progress(tokens["rater-02"]) == (0, 4)
 
 
+def test_racing_votes_for_one_assignment_record_one(served):
+    base, store = served
+    token = _tokens(store)["rater-01"]
+    first = store.assignments(token)[0].id
+    url = f"{base}/api/r/{token}/vote"
+
+    def post(choice: str) -> int:
+        return httpx.post(url, json={"assignment_id": first, "choice": choice}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, ["left", "right", "same"] * 4))
+    assert sorted(codes) == [200] + [409] * 11
+    assert [v["assignment_id"] for v in store.votes()] == [first]
+
+
+def test_oversized_or_unsized_bodies_are_refused(served):
+    base, store = served
+    token = _tokens(store)["rater-01"]
+    url = f"{base}/api/r/{token}/vote"
+    first = store.assignments(token)[0].id
+    big = httpx.post(url, json={"assignment_id": first, "choice": "left", "pad": "x" * 5000})
+    assert big.status_code == 413 and "body over" in big.json()["detail"]
+    chunks = iter([json.dumps({"assignment_id": first, "choice": "left"}).encode()])
+    unsized = httpx.post(url, content=chunks, headers={"Content-Type": "application/json"})
+    assert unsized.status_code == 411
+    assert store.progress(token) == (0, 4)
+
+
 def test_done_answers_the_completion_code(served):
     base, store = served
     token = _tokens(store)["rater-02"]
@@ -241,6 +270,9 @@ def test_admin_needs_the_key(served):
             ("rater-02", 0, 4),
         ]
     assert httpx.get(f"{base}/admin?key={KEY}").status_code == 200
+    store.exclude(_tokens(store)["rater-02"], "returned")
+    body = httpx.get(f"{base}/api/admin/progress", headers=AUTH).json()
+    assert [r["excluded"] for r in body["raters"]] == [None, "returned"]
 
 
 def test_without_a_key_only_loopback_host_names_are_answered(study):

@@ -84,6 +84,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+#: The largest request body taken (a vote is about 80 bytes).
+MAX_BODY_BYTES = 4096
 #: A crowd participant id as platforms send them (Prolific: 24 hex digits).
 _PARTICIPANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -110,6 +112,18 @@ def _loopback_host(header: str) -> bool:
     """
     host = header[1 : header.find("]")] if header.startswith("[") else header.rsplit(":", 1)[0]
     return is_loopback(host)
+
+
+def _small_body(length: str | None) -> bool:
+    """Whether a request's ``Content-Length`` is at most :data:`MAX_BODY_BYTES` (a POST
+    without one is refused before this: 411).
+
+    >>> _small_body(None), _small_body("80"), _small_body("5000"), _small_body("-1")
+    (True, True, False, False)
+    """
+    if length is None:
+        return True
+    return length.isdigit() and int(length) <= MAX_BODY_BYTES
 
 
 class VoteBody(BaseModel):
@@ -197,6 +211,12 @@ def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
             response: Response = JSONResponse(
                 {"detail": "without an API key this server answers loopback host names only"},
                 status_code=421,
+            )
+        elif request.method == "POST" and "content-length" not in request.headers:
+            response = JSONResponse({"detail": "send the body with a Content-Length"}, 411)
+        elif not _small_body(request.headers.get("content-length")):
+            response = JSONResponse(
+                {"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413
             )
         else:
             response = await call_next(request)

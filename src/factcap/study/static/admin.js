@@ -28,6 +28,8 @@
       cell(tr, r.done + " / " + r.total, "num done");
       cell(tr, r.gold_done, "num");
       cell(tr, r.gold_failed, "num");
+      cell(tr, r.excluded ? "excluded: " + r.excluded : "");
+      if (r.excluded) tr.className = "excluded";
       body.appendChild(tr);
     });
     $("overall").textContent = data.done + " / " + data.total + " answered, " +

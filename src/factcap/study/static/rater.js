@@ -82,7 +82,7 @@
     var body = {
       assignment_id: current.id,
       choice: choice,
-      elapsed_ms: Math.max(0, Math.round(performance.now() - shownAt))
+      elapsed_ms: Math.min(86400000, Math.max(0, Math.round(performance.now() - shownAt)))
     };
     fetch(api + "/vote", {
       method: "POST",
