@@ -284,10 +284,12 @@ def test_chat_vlm_grader_tokens_spell_the_answer_with_greedy_alternatives(photos
     for answer in answers:
         assert "".join(t.text for t in answer.tokens) == answer.text
         assert answer.tokens and all(len(t.top) <= 5 for t in answer.tokens)
-        # greedy: where a token has its own text, it is the likeliest alternative
+        # greedy: where a token has its own text, it is the likeliest alternative (but for
+        # partial characters, "\ufffd", whose several ids are summed into one entry)
         for token in answer.tokens:
             if token.text and token.text in token.top:
-                assert token.top[token.text] == max(token.top.values())
+                whole = [v for k, v in token.top.items() if "\ufffd" not in k]
+                assert token.top[token.text] == max(whole)
 
 
 def test_judge_is_an_evaluation_role_set_in_the_config():

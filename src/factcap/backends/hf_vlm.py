@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from factcap.backends.hf_common import HFModel, YesNoJudge, decode_new_tokens, generation_kwargs
@@ -198,7 +199,8 @@ class ChatVLMGrader(_ChatVLM):
 
     Token texts are cut from the incremental decoding of the answer, so they concatenate to
     the answer's text (a token that ends inside a multi-byte character has the text "" and
-    the next one carries the character); each alternative is the text of that one token.
+    the next one carries the character); each alternative is the text of that one token
+    (alternatives decoding to the same text are summed).
     Option: ``top_logprobs`` (20).
 
     >>> from factcap.backends import registry
@@ -248,9 +250,10 @@ class ChatVLMGrader(_ChatVLM):
             before = ""
             for i in range(n):
                 upto = self.tokenizer.decode(chosen[: i + 1], skip_special_tokens=True)
-                top = {}
+                top: dict[str, float] = {}
                 for alt, logprob in zip(ids[row][i], values[row][i], strict=True):
-                    top.setdefault(text_of(alt), logprob)  # keep the likeliest spelling
+                    text = text_of(alt)  # two ids of one text: their probabilities add up
+                    top[text] = float(np.logaddexp(top[text], logprob)) if text in top else logprob
                 # a token that ends inside a character (byte-level BPE) gives "\ufffd":
                 # its text is "" and the next token carries the whole character
                 if (upto.endswith("\ufffd") and i + 1 < n) or not upto.startswith(before):
