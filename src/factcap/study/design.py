@@ -100,23 +100,35 @@ def check(
 def _gold_units(
     items: Sequence[Item], sources: Sequence[str], count: int, rng: random.Random
 ) -> list[Unit]:
-    """``count`` attention checks, spread over the items (each item at most once while
-    there are items left)."""
+    """``count`` distinct attention checks, spread over the items (each item once before
+    any item twice)."""
     units: list[Unit] = []
+    seen: set[tuple[str, str, str]] = set()
     order: list[Item] = []
+    misses = 0
     while len(units) < count:
+        if misses > 50 * (count + len(items)):
+            raise UsageError(
+                f"too few different captions for {count} attention checks; lower --gold-fraction"
+            )
         if not order:
             order = list(items)
             rng.shuffle(order)
         item = order.pop()
         source = rng.choice(list(sources))
         own = item.captions[source]
-        others = [o for o in items if o.item_id != item.item_id and o.captions[source] != own]
+        others = [
+            o
+            for o in items
+            if o.item_id != item.item_id
+            and o.captions[source] != own
+            and (item.item_id, source, o.captions[source]) not in seen
+        ]
         if not others:
-            if all(o.captions[s] == i.captions[s] for o in items for i in items for s in sources):
-                raise UsageError("every image has the same captions: no attention checks")
+            misses += 1
             continue
         other = rng.choice(others)
+        seen.add((item.item_id, source, other.captions[source]))
         units.append(
             Unit(item, GOLD_PAIR, (source, own), (source, other.captions[source]), gold=True)
         )
