@@ -9,7 +9,8 @@ of the returned caption, as the models write it ("a photo of a cat on a sofa").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -216,6 +217,63 @@ def _mask_padded_questions(decoder: torch.nn.Module) -> None:
             cross.self.register_forward_pre_hook(restore_mask, with_kwargs=True)
 
 
+def distinct_images(images: Sequence[Image.Image]) -> tuple[list[Image.Image], list[int]]:
+    """The distinct images of a batch, and for each pair the index of its image among them.
+
+    Two entries are the same image when they are the same object (``id``; the pipeline
+    passes one object for every claim about an item), checked against its size and mode;
+    pixels are never compared or hashed.
+
+    >>> from PIL import Image
+    >>> a, b = Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4))
+    >>> kept, index = distinct_images([a, b, a, a])
+    >>> len(kept), index
+    (2, [0, 1, 0, 0])
+    """
+    seen: dict[tuple[int, tuple[int, int], str], int] = {}
+    kept: list[Image.Image] = []
+    index: list[int] = []
+    for image in images:
+        key = (id(image), tuple(image.size), image.mode)
+        if key not in seen:
+            seen[key] = len(kept)
+            kept.append(image)
+        index.append(seen[key])
+    return kept, index
+
+
+@contextmanager
+def _cross_projections_once(
+    encoder: torch.nn.Module, expanded: torch.Tensor, distinct: torch.Tensor, index: torch.Tensor
+) -> Iterator[None]:
+    """While active, the cross-attention key and value projections of ``encoder`` (a BLIP
+    text model) run on the ``distinct`` image embeddings only and give every question the
+    rows of its image (``index``), instead of projecting ``expanded`` (``distinct[index]``)
+    once per question. Rows are independent in a linear layer, so the result is the same.
+    Only calls given exactly ``expanded`` are changed; the hooks are removed on exit.
+    """
+
+    def project_distinct(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
+        return (distinct, *args[1:]) if args and args[0] is expanded else None
+
+    def expand_rows(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        return output[index] if args and args[0] is distinct else None
+
+    handles = []
+    for layer in encoder.encoder.layer:
+        cross = getattr(layer, "crossattention", None)
+        if cross is None:
+            continue
+        for projection in (cross.self.key, cross.self.value):
+            handles.append(projection.register_forward_pre_hook(project_distinct))
+            handles.append(projection.register_forward_hook(expand_rows))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class BlipVQA(YesNoJudge, HFModel):
     """BLIP visual question answering as a yes/no judge (``BlipForQuestionAnswering``).
 
@@ -228,6 +286,13 @@ class BlipVQA(YesNoJudge, HFModel):
     i.e. the model's answer distribution renormalised over the two answers, ignoring the mass
     it puts on any other first token. The batch goes through one forward pass; padded
     questions are masked, so a pair gets the same probability alone or in a batch.
+
+    Option ``encode_once`` (default true): the vision encoder runs once per DISTINCT image of
+    a batch (:func:`distinct_images`), and so do the question encoder's cross-attention
+    key/value projections of the image; each question reads its image's rows. Sixteen
+    questions about one photo then cost little more than one. ``encode_once=False`` (also
+    settable on the instance) encodes the image again for every pair, as before; both give
+    the same probabilities (to float rounding).
 
     >>> from PIL import Image
     >>> from factcap.backends import registry
@@ -249,8 +314,13 @@ class BlipVQA(YesNoJudge, HFModel):
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
-        take_options(type(self).__name__, options, {})
+        owner = type(self).__name__
+        opts = take_options(owner, options, {"encode_once": True})
+        if not isinstance(opts["encode_once"], bool):
+            raise ValueError(f"{owner}: encode_once must be true or false")
         super().__init__(location, device=device, dtype=dtype)
+        self.options = opts
+        self.encode_once: bool = opts["encode_once"]
         tokenizer = self.processor.tokenizer
         self.yes_id = self._answer_id(tokenizer, "yes")
         self.no_id = self._answer_id(tokenizer, "no")
@@ -273,10 +343,11 @@ class BlipVQA(YesNoJudge, HFModel):
 
         Questions longer than the text encoder's positions are truncated to fit (by the
         tokenizer, from the end)."""
+        distinct, index = distinct_images(images) if self.encode_once else (list(images), None)
         limit = self.model.config.text_config.max_position_embeddings
         inputs = self.to_device(
             self.processor(
-                images=list(images),
+                images=distinct,
                 text=list(questions),
                 padding=True,
                 truncation=True,
@@ -287,13 +358,13 @@ class BlipVQA(YesNoJudge, HFModel):
         model = self.model
         with torch.inference_mode():
             image_embeds = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
-            image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
-            question_embeds = model.text_encoder(
-                input_ids=inputs["input_ids"],
-                attention_mask=inputs["attention_mask"],
-                encoder_hidden_states=image_embeds,
-                encoder_attention_mask=image_mask,
-            ).last_hidden_state
+            if index is None:
+                question_embeds = self._encode_questions(inputs, image_embeds)
+            else:
+                rows = torch.tensor(index, device=image_embeds.device)
+                expanded = image_embeds[rows]
+                with _cross_projections_once(model.text_encoder, expanded, image_embeds, rows):
+                    question_embeds = self._encode_questions(inputs, expanded)
             start = torch.full(
                 (len(questions), 1), model.decoder_start_token_id, device=self.device
             )
@@ -302,3 +373,13 @@ class BlipVQA(YesNoJudge, HFModel):
                 encoder_hidden_states=question_embeds,
                 encoder_attention_mask=inputs["attention_mask"],
             ).logits[:, -1, :]
+
+    def _encode_questions(self, inputs: dict[str, Any], image_embeds: torch.Tensor) -> torch.Tensor:
+        """The question encoder's output, each question attending to its row of images."""
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        return self.model.text_encoder(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+        ).last_hidden_state
