@@ -31,35 +31,44 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     detect_claims(batch, model)
 
 
+def object_queries(work: Work) -> list[str]:
+    """The distinct subjects of an item's object and count claims: its detector queries."""
+    return list(
+        dict.fromkeys(
+            c.subject
+            for c in work.record.claims
+            if c.kind in (ClaimKind.OBJECT, ClaimKind.COUNT) and c.subject
+        )
+    )
+
+
 def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
     """All object subjects of each live item with claims go to the detector in one call per
     image (a 3D asset: per view, batched); ``extra["detections"]`` gets a list with one
-    {query: [Detection]} per image. Without a detector nothing happens (and the verdicts are
-    left to VQA)."""
+    {query: [Detection]} per image. An item without object or count claims is not sent (its
+    list holds one empty mapping per image, as the detector would answer). Without a
+    detector nothing happens (and the verdicts are left to VQA)."""
     items = [w for w in live(batch) if w.record.claims]
     if not items or detector is None:
         return
     model, size = detector
-    queries = [
-        list(
-            dict.fromkeys(
-                c.subject
-                for c in w.record.claims
-                if c.kind in (ClaimKind.OBJECT, ClaimKind.COUNT) and c.subject
-            )
-        )
-        for w in items
-    ]
-    pairs = [(w, image, q) for w, q in zip(items, queries, strict=True) for image in w.images]
-    with timed(items, "detect"):
+    queries = [object_queries(w) for w in items]
+    for w in items:
+        # an item with no object claims never reaches the detector: it found nothing
+        w.extra[DETECTIONS] = [{} for _ in w.images]
+    asking = [w for w, q in zip(items, queries, strict=True) if q]
+    pairs = [(w, image, q) for w, q in zip(items, queries, strict=True) if q for image in w.images]
+    if not pairs:
+        return
+    with timed(asking, "detect"):
         try:
             found = call_batched(
                 model.detect, size, [image for _, image, _ in pairs], [q for _, _, q in pairs]
             )
         except Exception as err:
-            fail_all(items, err, f"detector {model.name} failed")
+            fail_all(asking, err, f"detector {model.name} failed")
             return
-    for w in items:
+    for w in asking:
         w.extra[DETECTIONS] = []
     for (w, _, _), detections in zip(pairs, found, strict=False):  # as many as it gave
         per_query: dict[str, list[Any]] = {}

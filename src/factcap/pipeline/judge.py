@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from factcap.config import Config, VerifyConfig
@@ -100,7 +100,8 @@ def judge_claims(
     batch: Sequence[Work], vqa: tuple[Any, int | None] | None, cfg: VerifyConfig
 ) -> None:
     """Verdicts from the detections (taken off the items), OCR and the VQA model's answers
-    (module docstring); all questions of the batch go to the VQA model together."""
+    (module docstring); all questions of the batch go to the VQA model together, each
+    distinct (image, question) pair once (:func:`ask_once`)."""
     items = [w for w in live(batch) if w.record.claims]
     if not items:
         return
@@ -117,13 +118,11 @@ def judge_claims(
         asks = [(items[i].images[v], vqa_question(c)) for i, c, views in pending for v in views]
         with timed(items, "vqa"):
             try:
-                probs = call_batched(
-                    model.yes_probability, size, [a[0] for a in asks], [a[1] for a in asks]
-                )
+                probs = ask_once(model.yes_probability, size, asks)
             except Exception as err:
                 fail_all(items, err, f"VQA {model.name} failed")
                 return
-        answers = iter(float(p) for p in probs)
+        answers = iter(probs)
         for i, claim, views in pending:
             by_view = {v: next(answers) for v in views}
             _apply_vqa(claim, by_view, cfg, items[i].views is not None)
@@ -131,6 +130,38 @@ def judge_claims(
     for w in items:
         _propagate_refuted_subjects(w.record.claims)
         w.record.removed = [c.text for c in w.record.claims if c.verdict == Verdict.REFUTED]
+
+
+def ask_once(
+    yes_probability: Callable[[list[Any], list[str]], Sequence[float]],
+    size: int | None,
+    asks: Sequence[tuple[Any, str]],
+) -> list[float]:
+    """P(yes) for each (image, question) of ``asks``, asking each distinct pair once (in
+    batches of ``size``) and copying its answer to every ask that repeats it. Images are the
+    same when they are the same object (an item passes one object for all its claims).
+
+    >>> calls = []
+    >>> def vqa(images, questions):
+    ...     calls.append(list(questions))
+    ...     return [0.5 + 0.1 * len(q) for q in questions]
+    >>> photo = object()
+    >>> ask_once(vqa, 8, [(photo, "a?"), (photo, "bb?"), (photo, "a?")]), calls
+    ([0.7, 0.8, 0.7], [['a?', 'bb?']])
+    """
+    first: dict[tuple[int, str], int] = {}
+    images: list[Any] = []
+    questions: list[str] = []
+    order = []
+    for image, question in asks:
+        key = (id(image), question)
+        if key not in first:
+            first[key] = len(images)
+            images.append(image)
+            questions.append(question)
+        order.append(first[key])
+    answers = call_batched(yes_probability, size, images, questions)
+    return [float(answers[at]) for at in order]
 
 
 def _box(det: Any, view: int | None) -> dict[str, Any]:
