@@ -452,3 +452,25 @@ def test_serve_checks_the_study_folder_first(tmp_path, capsys):
     assert main(["study", "serve", str(tmp_path)]) == 2
     assert "not a study folder" in capsys.readouterr().err
     assert main(["study", "serve", str(tmp_path), "--port", "0"]) == 2
+
+
+def test_the_html_report_shows_the_study(tmp_path, capsys):
+    study_dir = _create(tmp_path)
+    store = StudyStore.open(study_dir)
+    simulate(store, {"|".join(SOURCES): (0.7, 0.1)}, seed=1)
+    page = tmp_path / "report.html"
+    argv = ["report", str(tmp_path / "out.jsonl"), "-o", str(page), "--study", str(study_dir)]
+    assert main(argv) == 0
+    text = page.read_text()
+    found = results.compute(store)
+    win = found["pairs"][0]["win_rate"]
+    assert '<section id="study">' in text and f"{win:.3f} [" in text
+    saved = tmp_path / "study.json"
+    assert main(["study", "results", str(study_dir), "-o", str(saved)]) == 0
+    assert main([*argv[:3], str(tmp_path / "r2.html"), "--study", str(saved)]) == 0
+    assert f"{win:.3f} [" in (tmp_path / "r2.html").read_text()
+    bad = tmp_path / "nope.json"
+    bad.write_text("[]")
+    capsys.readouterr()
+    assert main([*argv[:3], str(tmp_path / "r3.html"), "--study", str(bad)]) == 2
+    assert "not a study results JSON" in capsys.readouterr().err

@@ -19,7 +19,8 @@ from factcap.errors import UsageError
 EXAMPLES = """examples:
   factcap report captions.jsonl -o report.html
   factcap report out.parquet --scores scores.jsonl -o report.html --thumb-px 320
-  factcap report /mnt/results/captions.jsonl -o report.html --image-root /mnt/photos"""
+  factcap report /mnt/results/captions.jsonl -o report.html --image-root /mnt/photos
+  factcap report captions.jsonl -o report.html --study study1      # with the human study"""
 
 
 def add_parser(sub: Any) -> None:
@@ -39,6 +40,11 @@ def add_parser(sub: Any) -> None:
     rep.add_argument(
         "--scores", type=Path, help="per-caption scores of factcap evaluate (JSONL or .parquet)"
     )
+    rep.add_argument(
+        "--study",
+        type=Path,
+        help="a human study's folder (factcap study create) or its results JSON: show its table",
+    )
     rep.add_argument("-o", "--output", required=True, type=Path, help="HTML file to write")
     add_overwrite(rep)
     rep.add_argument(
@@ -46,6 +52,28 @@ def add_parser(sub: Any) -> None:
     )
     add_image_root(rep)
     rep.set_defaults(handler=run)
+
+
+def _study_results(path: Path) -> dict[str, Any]:
+    """The results of a study folder (computed now), or of a ``study results -o`` JSON."""
+    if path.is_dir():
+        from factcap.study import results
+        from factcap.study.store import StudyStore
+
+        return results.compute(StudyStore.open(path))
+    import json
+
+    from factcap.errors import DataError, NotFound
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFound(f"--study {path}: no such folder or file") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"--study {path} is not a study results JSON ({err})") from None
+    if not isinstance(value, dict) or "pairs" not in value:
+        raise DataError(f"--study {path} is not a study results JSON (no 'pairs')")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +87,16 @@ def run(args: argparse.Namespace) -> int:
     check_new_output(args.output, inputs, args.overwrite)
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"-o {args.output}: the report is an HTML file; name it .html")
+    study_path = getattr(args, "study", None)  # None when called with a hand-made Namespace
+    study = _study_results(study_path) if study_path else None
     out, stats = write_report(
-        args.results, args.scores, args.output, args.thumb_px, args.image_root, confine=False
+        args.results,
+        args.scores,
+        args.output,
+        args.thumb_px,
+        args.image_root,
+        confine=False,
+        study=study,
     )
     print(
         f"factcap: report of {stats.records} records ({stats.errors} errors, "

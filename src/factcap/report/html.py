@@ -117,8 +117,10 @@ def write_report(
     image_root: str | Path | None = None,
     title: str | None = None,
     confine: bool = True,
+    study: dict[str, Any] | None = None,
 ) -> tuple[Path, ReportStats]:
-    """:func:`build_report`, also returning the :class:`ReportStats` the CLI prints."""
+    """:func:`build_report`, also returning the :class:`ReportStats` the CLI prints; with
+    ``study`` (the dict of ``factcap study results``), the page shows its table too."""
     if not isinstance(thumb_px, int) or not 16 <= thumb_px <= 4096:
         raise ConfigError(f"thumb_px must be an integer from 16 to 4096, not {thumb_px!r}")
     results_path, out_path = Path(results_path), Path(out_path)
@@ -156,7 +158,7 @@ def write_report(
         "score_sources": sources,
         "items": items,
     }
-    page = render_page(data)
+    page = render_page(data, study_section(study) if study else "")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     try:
@@ -169,6 +171,66 @@ def write_report(
         raise
     stats.bytes = out_path.stat().st_size
     return out_path, stats
+
+
+def _rate(value: Any, ci: Any) -> str:
+    def f(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+    low, high = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return f"{f(value)} [{f(low)}, {f(high)}]"
+
+
+def study_section(study: dict[str, Any]) -> str:
+    """The human study's results (``factcap study results``' dict) as a static HTML table:
+    per source pair wins / ties / losses with 95 % intervals, Bradley–Terry strengths,
+    agreement and the raters excluded.
+
+    >>> page = study_section({"pairs": [{"a": "A", "b": "B", "items": 2, "votes": 4,
+    ...     "win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25, "ci95": {}}]})
+    >>> "<td>A</td><td>B</td>" in page and "0.500 [n/a, n/a]" in page
+    True
+    """
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(str(p['a']))}</td><td>{esc(str(p['b']))}</td><td>{p['items']}</td>"
+        f"<td>{p['votes']}</td>"
+        + "".join(
+            f"<td>{_rate(p.get(k), p.get('ci95', {}).get(k))}</td>"
+            for k in ("win_rate", "tie_rate", "loss_rate")
+        )
+        + "</tr>"
+        for p in study.get("pairs", [])
+    )
+    parts = [
+        '<section id="study"><h2>Human study</h2>',
+        "<table><tr><th>A</th><th>B</th><th>items</th><th>votes</th><th>A wins [95% CI]</th>"
+        "<th>ties [95% CI]</th><th>A loses [95% CI]</th></tr>",
+        rows,
+        "</table>",
+    ]
+    bt = study.get("bradley_terry")
+    if bt:
+        strengths = ", ".join(
+            f"{esc(str(s))} {v:.3f}"
+            for s, v in sorted(bt["strengths"].items(), key=lambda kv: -(kv[1] or 0))
+            if isinstance(v, (int, float))
+        )
+        parts.append(f"<p>Bradley–Terry strength ({esc(bt['normalisation'])}): {strengths}</p>")
+    agreement = study.get("agreement") or {}
+    alpha = agreement.get("krippendorff_alpha")
+    if agreement:
+        shown = f"{alpha:.3f}" if isinstance(alpha, (int, float)) else "n/a"
+        parts.append(
+            f"<p>Krippendorff's alpha (nominal): {shown} over {agreement.get('units', 0)} "
+            "items × pairs with 2+ votes</p>"
+        )
+    if study.get("raters_excluded"):
+        names = ", ".join(esc(str(r)) for r in study["raters_excluded"])
+        parts.append(
+            f"<p>Raters excluded (gold threshold {study.get('gold_threshold')}): {names}</p>"
+        )
+    return "".join(parts) + "</section>"
 
 
 def _umask() -> int:
@@ -184,9 +246,10 @@ def _umask() -> int:
     return 0o022
 
 
-def render_page(data: dict[str, Any]) -> str:
+def render_page(data: dict[str, Any], study_html: str = "") -> str:
     """The HTML text for report data (``title``, ``summary``, ``metrics``,
-    ``score_sources``, ``items``); scripts and styles are allowed by hash only."""
+    ``score_sources``, ``items``) and an optional static ``study_html`` section; scripts
+    and styles are allowed by hash only."""
     static = resources.files("factcap.report") / "static"
     css = (static / "report.css").read_text(encoding="utf-8")
     js = (static / "report.js").read_text(encoding="utf-8")
@@ -220,6 +283,7 @@ def render_page(data: dict[str, Any]) -> str:
 <span id="shown"></span>
 </div>
 <section id="histograms"></section>
+{study_html}
 </header>
 <main id="grid"></main>
 <noscript>This report is drawn by JavaScript: enable it to see the records.</noscript>
