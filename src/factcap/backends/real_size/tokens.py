@@ -26,6 +26,21 @@ from factcap.backends.tiny import vocab
 
 #: How many tokens byte-level BPE learns from factcap's text before filler takes over.
 LEARNT_BPE = 3000
+_CONSONANTS = "bdfgklmnprstvz"
+_VOWELS = "aeiou"
+_SYLLABLES = [c + v for c in _CONSONANTS for v in _VOWELS]
+
+
+def filler_word(i: int) -> str:
+    """The ``i``-th made-up word (three syllables, distinct for i < 343,000), so that text a
+    random model writes reads as words: the pipeline's fallback then finds content words in
+    it and the checking stages get work, as with a real model.
+
+    >>> filler_word(0), filler_word(1), filler_word(70)
+    ('bababa', 'bebaba', 'babeba')
+    """
+    n = len(_SYLLABLES)
+    return _SYLLABLES[i % n] + _SYLLABLES[(i // n) % n] + _SYLLABLES[(i // n // n) % n]
 
 
 @cache
@@ -43,8 +58,8 @@ def english_text() -> tuple[str, ...]:
 
 def byte_bpe(base_size: int, specials: list[str] | None = None) -> Any:
     """A byte-level BPE :class:`tokenizers.Tokenizer` of ``base_size`` ordinary tokens
-    (learnt, then filler ``Ġw<i>`` tokens that decode to `` w<i>``), then ``specials`` at the
-    ids right after them, in order."""
+    (learnt, then made-up filler words, :func:`filler_word`, each with its leading space),
+    then ``specials`` at the ids right after them, in order."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -58,7 +73,7 @@ def byte_bpe(base_size: int, specials: list[str] | None = None) -> Any:
     tok.train_from_iterator(list(english_text()) * 2, trainer=trainer)
     data = json.loads(tok.to_str())
     table: dict[str, int] = data["model"]["vocab"]
-    filler = (f"Ġw{i}" for i in range(base_size * 2))
+    filler = (f"Ġ{filler_word(i)}" for i in range(base_size * 2))
     while len(table) < base_size:
         token = next(filler)
         if token not in table:
@@ -125,6 +140,6 @@ def unigram_pieces(size: int) -> list[tuple[str, float]]:
         seen.setdefault(piece, score)
     i = 0
     while len(seen) < size - 1:
-        seen.setdefault(f"▁w{i}", -20.0)
+        seen.setdefault(f"▁{filler_word(i)}", -20.0)
         i += 1
     return [*seen.items(), ("<mask>", 0.0)]
