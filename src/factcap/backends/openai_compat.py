@@ -500,10 +500,17 @@ class _OpenAIClient:
             raise RemoteBatchError(results, errors)
         return results
 
-    def _vision_message(self, image: Image.Image, text: str) -> dict[str, Any]:
-        url = image_data_url(
+    def _image_url(self, image: Image.Image) -> str:
+        """``image`` (resized as configured) as a data URL in the configured format."""
+        return image_data_url(
             self._resize(image), self.options["image_format"], self.options["jpeg_quality"]
         )
+
+    def _vision_message(
+        self, image: Image.Image, text: str, url: str | None = None
+    ) -> dict[str, Any]:
+        """One user turn: the image (``url`` when already encoded), then ``text``."""
+        url = url or self._image_url(image)
         return {
             "role": "user",
             "content": [
@@ -708,15 +715,30 @@ class OpenAIJudge(_OpenAIClient):
     def yes_probability(
         self, images: Sequence[Image.Image], questions: Sequence[str]
     ) -> list[float]:
-        """P(yes) for each (image, question) pair, requested concurrently, in input order."""
+        """P(yes) for each (image, question) pair, requested concurrently, answered in input
+        order.
+
+        The requests go out image by image (:func:`image_order`), each distinct image encoded
+        once into one data URL string, so the questions about an image arrive one after
+        another with the same bytes before the question (the image, then the question and
+        instruction): a server with prefix caching (vLLM's ``--enable-prefix-caching``)
+        computes that image's prefix once. A :class:`RemoteBatchError` indexes the inputs.
+        """
         check_pairs(images, questions)
+        urls: dict[int, str] = {}
+        for image in images:
+            if id(image) not in urls:
+                urls[id(image)] = self._image_url(image)
+        instruction = self.options["instruction"]
 
         def one(pair: tuple[Image.Image, str]) -> float:
             image, question = pair
             payload = {
                 "model": self.model,
                 "messages": [
-                    self._vision_message(image, judge_prompt(question, self.options["instruction"]))
+                    self._vision_message(
+                        image, judge_prompt(question, instruction), urls[id(image)]
+                    )
                 ],
                 "max_tokens": 1,
                 "temperature": 0.0,
@@ -725,7 +747,34 @@ class OpenAIJudge(_OpenAIClient):
             }
             return self._complete(payload, self._probability)
 
-        return self._map(one, list(zip(images, questions, strict=True)))
+        order = image_order(images)
+        try:
+            answers = self._map(one, [(images[i], questions[i]) for i in order])
+        except RemoteBatchError as err:
+            results: list[Any] = [None] * len(order)
+            for sent, i in enumerate(order):
+                results[i] = err.results[sent]
+            raise RemoteBatchError(
+                results, {order[sent]: e for sent, e in err.errors.items()}
+            ) from err
+        out = [0.0] * len(order)
+        for sent, i in enumerate(order):
+            out[i] = answers[sent]
+        return out
+
+
+def image_order(images: Sequence[object]) -> list[int]:
+    """The order to send (image, question) pairs in: grouped by image (the same object), the
+    groups in order of each image's first use, input order within a group.
+
+    >>> a, b = object(), object()
+    >>> image_order([a, b, a, b, a])
+    [0, 2, 4, 1, 3]
+    """
+    groups: dict[int, list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(id(image), []).append(i)
+    return [i for group in groups.values() for i in group]
 
 
 class OpenAIGrader(_OpenAIClient):
