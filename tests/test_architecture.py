@@ -30,6 +30,7 @@ LAYER = {
     "examples": 0,
     "plugins": 0,
     "stats": 0,
+    "access": 0,
     "backends": 1,
     "pipeline": 2,
     "metrics": 2,
@@ -55,6 +56,7 @@ BASE_MAY_IMPORT = {
     "examples": set(),
     "plugins": set(),
     "stats": set(),
+    "access": {"errors"},
 }
 #: Allowed beyond the layers: metrics may not import the pipeline or the engine.
 FORBIDDEN = {("metrics", "pipeline"), ("metrics", "engine"), ("pipeline", "metrics")}

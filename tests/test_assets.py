@@ -195,7 +195,7 @@ def test_render_talk_is_cut_from_asset_captions():
 
 # --- the report: a strip of views, boxes on the view they came from ---------------------------
 
-from test_report import _open, browser  # noqa: E402, F401 - the Chromium fixture
+from test_report import _open  # noqa: E402 - opens the report in the Chromium fixture
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def asset_report(tmp_path):
     return html, json.loads(out.read_text()), stats
 
 
-def test_the_report_shows_an_asset_as_its_views_in_chromium(asset_report, browser):  # noqa: F811
+def test_the_report_shows_an_asset_as_its_views_in_chromium(asset_report, browser):
     html, record, stats = asset_report
     assert stats.thumbnails == 1
     boxes = record["claims"][0]["evidence"]["detector_boxes"]

@@ -20,7 +20,6 @@ from factcap.images import decode
 from factcap.report import build_report, write_report
 from factcap.report.html import _csp_hash
 
-CHROMIUM = Path("/usr/bin/chromium")
 XSS_CAPTION = 'A cat. <script>alert(1)</script> </script><img src=x onerror="alert(2)">'
 XSS_SOURCE = "<img src=y onerror=alert(3)>.jpg"
 ASTRONAUT_BOX = [120.0, 40.0, 380.0, 500.0]
@@ -335,30 +334,6 @@ def test_cmd_report(report, tmp_path, capsys):
 
 
 # ---- the page in Chromium --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
 
 
 def _visible_ids(page) -> list[str]:

@@ -27,7 +27,6 @@ from factcap.study.build import create_study
 from factcap.study.server import create_app, run
 from factcap.study.store import StudyStore
 
-CHROMIUM = Path("/usr/bin/chromium")
 KEY = "study-admin-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 XSS = "<script>alert(1)</script> <b>bold</b>"
@@ -321,30 +320,6 @@ def test_doctests():
 
 
 # ---- the study in Chromium -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)"
-        )
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
 
 
 def _open(browser, url: str, base: str):

@@ -38,12 +38,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from factcap.access import check_exposure, is_loopback
 from factcap.config import Config
 from factcap.errors import FactcapError
 from factcap.images import DecodeLimits
 from factcap.serve.batcher import Batcher
 from factcap.serve.jobs import Jobs
-from factcap.serve.options import ServeOptions, check_exposure, is_loopback
+from factcap.serve.options import ServeOptions
 from factcap.serve.routes import captions, health, jobs, scores
 from factcap.serve.security import key_checker
 from factcap.serve.state import Service

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from factcap.errors import FactcapError, UsageError
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``).
-
-    >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
-    (True, False)
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(host: str, api_key: str | None) -> None:
-    """Refuse to serve beyond loopback without an API key."""
-    if not api_key and not is_loopback(host):
-        raise FactcapError(
-            f"refusing to listen on {host!r} without an API key: set FACTCAP_API_KEY, "
-            "or listen on 127.0.0.1"
-        )
+from factcap.access import check_exposure
+from factcap.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,13 @@ Example:
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import mimetypes
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from factcap.access import check_exposure, is_loopback, key_checker
 from factcap.errors import FactcapError, NotFound, UsageError, require
 
 require("fastapi", "serve")
@@ -88,20 +87,6 @@ SECURITY_HEADERS = {
 MAX_BODY_BYTES = 4096
 #: A crowd participant id as platforms send them (Prolific: 24 hex digits).
 _PARTICIPANT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only listens on this machine (``localhost``, 127.0.0.0/8, ``::1``).
-
-    >>> is_loopback("localhost"), is_loopback("192.168.1.4")
-    (True, False)
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _loopback_host(header: str) -> bool:
@@ -154,29 +139,6 @@ def _page(title: str, message: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def _key_checker(api_key: str | None) -> Any:
-    """The admin routes' check: ``Authorization: Bearer KEY``, ``X-API-Key: KEY`` or
-    ``?key=KEY`` compared in constant time (as :mod:`factcap.serve.security`, which this
-    layer may not import, plus the query form an admin's browser link needs)."""
-    expected = api_key.encode() if api_key else None
-
-    def authorize(request: Request) -> None:
-        if expected is None:
-            return
-        auth = request.headers.get("authorization", "")
-        given = request.headers.get("x-api-key") or request.query_params.get("key")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        if not given or not hmac.compare_digest(given.encode(), expected):
-            raise HTTPException(
-                401,
-                "missing or wrong API key: send 'Authorization: Bearer KEY' or open /admin?key=KEY",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return authorize
-
-
 def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
     """The rater web app of the study in ``study_dir`` (``factcap study create`` wrote it).
 
@@ -200,7 +162,9 @@ def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
     completion_code = store.info.get("completion_code") or None
     pages = {name: _static(name) for name in ("rater.html", "admin.html")}
     statics = {name: (_static(name), kind) for name, kind in STATIC_FILES.items()}
-    authorize = _key_checker(api_key)
+    authorize = key_checker(
+        api_key, allow_query=True, hint="send 'Authorization: Bearer KEY' or open /admin?key=KEY"
+    )
 
     app = FastAPI(title="factcap study", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
@@ -365,11 +329,7 @@ def run(
         Traceback (most recent call last):
         factcap.errors.UsageError: refusing to listen on '0.0.0.0' without an API key: set FACTCAP_API_KEY, or listen on 127.0.0.1
     """
-    if not api_key and not is_loopback(host):
-        raise UsageError(
-            f"refusing to listen on {host!r} without an API key: set FACTCAP_API_KEY, "
-            "or listen on 127.0.0.1"
-        )
+    check_exposure(host, api_key)
     if not 1 <= port <= 65535:
         raise UsageError(f"--port must be from 1 to 65535, not {port}")
     import uvicorn
