@@ -5,7 +5,7 @@
     python benchmarks/vqa_claims.py --model tiny:blip_vqa --repeats 1   # any checkpoint
 
 Builds a ``BlipForQuestionAnswering`` with blip-vqa-base's published sizes and random weights
-(``factcap.backends.real_size.blip``; cached under ``--cache``, default
+(``factcap.backends.real_size.build_arch``; cached under ``--cache``, default
 ``$FACTCAP_CACHE/real_size`` or ``~/.cache/factcap/real_size``, so reruns skip the build),
 loads it through factcap's registry and times ``BlipVQA.yes_probability`` for one photo with
 1 question and with 16 distinct questions, with ``encode_once`` on (each distinct image
@@ -58,14 +58,14 @@ def default_cache() -> Path:
 
 def ensure_checkpoint(cache: Path, layers: int | None) -> tuple[Path, dict]:
     """The cached random checkpoint (built on first use) and its build summary."""
-    from factcap.backends.real_size.blip import build_blip
+    from factcap.backends.real_size import build_arch
 
     out = cache / (ARCH if layers is None else f"{ARCH}-layers{layers}")
     summary_path = out / "build.json"
     if not summary_path.is_file():
         staging = out.with_name(out.name + ".building")
         shutil.rmtree(staging, ignore_errors=True)
-        summary = build_blip(ARCH, staging, layers=layers)
+        summary = build_arch(ARCH, staging, layers=layers)
         (staging / "build.json").write_text(json.dumps(summary), encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
