@@ -9,8 +9,9 @@ from typing import Any
 
 from factcap.backends.real_size import common, tokens
 
-#: Tokens Kosmos2Processor adds besides the patch-index tokens (its grounding tags).
-_TAGS = 8
+#: Tokens Kosmos2Processor adds besides the patch-index tokens (its grounding tags and
+#: markers: 11 in transformers 5); checked after the build.
+_TAGS = 11
 
 
 def build_kosmos2(arch: str, out: Path, layers: int | None = None) -> dict[str, Any]:
@@ -24,14 +25,19 @@ def build_kosmos2(arch: str, out: Path, layers: int | None = None) -> dict[str, 
     proc = spec["processor"]
     text = config["text_config"]
     base = text["vocab_size"] - proc["num_patch_index_tokens"] - _TAGS
-    tokenizer = XLMRobertaTokenizer(vocab=tokens.unigram_pieces(base))
     size = proc["image_size"]
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    processor = Kosmos2Processor(
-        image_processor, tokenizer, num_patch_index_tokens=proc["num_patch_index_tokens"]
-    )
+    for _ in range(2):  # a second try if this transformers adds more tags than _TAGS
+        tokenizer = XLMRobertaTokenizer(vocab=tokens.unigram_pieces(base))
+        processor = Kosmos2Processor(
+            image_processor, tokenizer, num_patch_index_tokens=proc["num_patch_index_tokens"]
+        )
+        excess = len(processor.tokenizer) - text["vocab_size"]
+        if excess <= 0:
+            break
+        base -= excess
     if len(processor.tokenizer) > text["vocab_size"]:
         raise RuntimeError(f"{arch}: {len(processor.tokenizer)} tokens > {text['vocab_size']}")
     text.update(
