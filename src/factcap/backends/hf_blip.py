@@ -243,30 +243,59 @@ def distinct_images(images: Sequence[Image.Image]) -> tuple[list[Image.Image], l
 
 
 @contextmanager
-def _cross_projections_once(
-    encoder: torch.nn.Module, expanded: torch.Tensor, distinct: torch.Tensor, index: torch.Tensor
+def _cross_attention_per_image(
+    encoder: torch.nn.Module, expanded: torch.Tensor, distinct: torch.Tensor, index: list[int]
 ) -> Iterator[None]:
-    """While active, the cross-attention key and value projections of ``encoder`` (a BLIP
-    text model) run on the ``distinct`` image embeddings only and give every question the
-    rows of its image (``index``), instead of projecting ``expanded`` (``distinct[index]``)
-    once per question. Rows are independent in a linear layer, so the result is the same.
-    Only calls given exactly ``expanded`` are changed; the hooks are removed on exit.
+    """While active, the question encoder's cross-attention to the image runs once per
+    DISTINCT image: the query tokens of all questions about an image are laid side by side
+    in one sequence and attend to that image's keys and values, projected once.
+
+    ``encoder`` is a BLIP text model called with ``encoder_hidden_states=expanded``
+    (``distinct[index]``: one row per question) and an all-ones image mask. Each query token's
+    attention is a softmax over the image's positions alone, independent of the other query
+    tokens, so regrouping gives every question the same context as before (to float
+    rounding) without projecting or copying the image's 577 positions per question. Only calls
+    given exactly ``expanded`` are regrouped; the hooks are removed on exit.
     """
+    n_images = distinct.shape[0]
+    slots: list[int] = []
+    filled = [0] * n_images
+    for image in index:
+        slots.append(filled[image])
+        filled[image] += 1
+    group = torch.tensor(index, device=distinct.device)
+    slot = torch.tensor(slots, device=distinct.device)
+    width = max(filled)
+    length: list[int] = []
 
-    def project_distinct(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
-        return (distinct, *args[1:]) if args and args[0] is expanded else None
+    def regroup(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("encoder_hidden_states") is not expanded:
+            return None
+        (hidden, *rest) = args
+        _, tokens, dim = hidden.shape
+        length[:] = [tokens]
+        grouped = hidden.new_zeros(n_images, width, tokens, dim)
+        grouped[group, slot] = hidden
+        # the image mask is all ones: nothing to mask among the image's positions
+        kwargs = {**kwargs, "encoder_hidden_states": distinct, "attention_mask": None}
+        kwargs.pop("encoder_attention_mask", None)
+        return (grouped.view(n_images, width * tokens, dim), *rest), kwargs
 
-    def expand_rows(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        return output[index] if args and args[0] is distinct else None
+    def ungroup(
+        module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> Any:
+        if kwargs.get("encoder_hidden_states") is not distinct:
+            return None
+        context, *rest = output
+        context = context.view(n_images, width, length[0], context.shape[-1])[group, slot]
+        return (context, *rest)
 
     handles = []
     for layer in encoder.encoder.layer:
         cross = getattr(layer, "crossattention", None)
-        if cross is None:
-            continue
-        for projection in (cross.self.key, cross.self.value):
-            handles.append(projection.register_forward_pre_hook(project_distinct))
-            handles.append(projection.register_forward_hook(expand_rows))
+        if cross is not None:
+            handles.append(cross.self.register_forward_pre_hook(regroup, with_kwargs=True))
+            handles.append(cross.self.register_forward_hook(ungroup, with_kwargs=True))
     try:
         yield
     finally:
@@ -288,9 +317,9 @@ class BlipVQA(YesNoJudge, HFModel):
     questions are masked, so a pair gets the same probability alone or in a batch.
 
     Option ``encode_once`` (default true): the vision encoder runs once per DISTINCT image of
-    a batch (:func:`distinct_images`), and so do the question encoder's cross-attention
-    key/value projections of the image; each question reads its image's rows. Sixteen
-    questions about one photo then cost little more than one. ``encode_once=False`` (also
+    a batch (:func:`distinct_images`), and the question encoder's cross-attention to an image
+    runs once for all questions about it (their tokens side by side, the image's keys and
+    values projected once). Sixteen questions about one photo then cost little more than one. ``encode_once=False`` (also
     settable on the instance) encodes the image again for every pair, as before; both give
     the same probabilities (to float rounding).
 
@@ -361,9 +390,8 @@ class BlipVQA(YesNoJudge, HFModel):
             if index is None:
                 question_embeds = self._encode_questions(inputs, image_embeds)
             else:
-                rows = torch.tensor(index, device=image_embeds.device)
-                expanded = image_embeds[rows]
-                with _cross_projections_once(model.text_encoder, expanded, image_embeds, rows):
+                expanded = image_embeds[torch.tensor(index, device=image_embeds.device)]
+                with _cross_attention_per_image(model.text_encoder, expanded, image_embeds, index):
                     question_embeds = self._encode_questions(inputs, expanded)
             start = torch.full(
                 (len(questions), 1), model.decoder_start_token_id, device=self.device
