@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,7 +185,10 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
 
     records = []
-    result = job.run(pipeline, on_record=records.append)
+    try:
+        result = job.run(pipeline, on_record=records.append)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the generated images and the records
 
     captioners = {f"caption:{rc.model}": f"caption:{i}" for i, rc in enumerate(config.captioners)}
     stages: dict[str, float] = defaultdict(float)
