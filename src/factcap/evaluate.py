@@ -312,18 +312,23 @@ def significance_table(result: dict[str, Any]) -> str:
         return f"{d['diff']:+.4f}{interval}{' *' if d['significant'] else ''}"
 
     cells = {(n, s): cell(differences[s].get(n)) for n in names for s in sources}
+    level = round(100 * float(result.get("confidence", CONFIDENCE)))
+    title = (
+        f"difference from {result['baseline']} (paired over images, {level}% bootstrap CI; "
+        "* excludes 0)"
+    )
+    return title + "\n" + _grid(names, sources, cells)
+
+
+def _grid(names: Sequence[str], sources: Sequence[str], cells: dict[tuple[str, str], str]) -> str:
+    """One row per value name, one right-aligned column per caption source, a rule under
+    the header."""
     first = max([len("value")] + [len(n) for n in names])
     widths = [max([10, len(s)] + [len(cells[n, s]) for n in names]) for s in sources]
     header = f"{'value':<{first}}  " + "  ".join(
         f"{s:>{w}}" for s, w in zip(sources, widths, strict=True)
     )
-    level = round(100 * float(result.get("confidence", CONFIDENCE)))
-    lines = [
-        f"difference from {result['baseline']} (paired over images, {level}% bootstrap CI; "
-        "* excludes 0)",
-        header,
-        "-" * len(header),
-    ]
+    lines = [header, "-" * len(header)]
     for name in names:
         row = "  ".join(f"{cells[name, s]:>{w}}" for s, w in zip(sources, widths, strict=True))
         lines.append(f"{name:<{first}}  {row}")
@@ -467,16 +472,7 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     for stats in summary.values():
         names.extend(k for k in stats if k not in names)
     cells = {(n, s): _cell(summary[s].get(n, {})) for n in names for s in sources}
-    first = max([len("value")] + [len(n) for n in names])
-    widths = [max([10, len(s)] + [len(cells[n, s]) for n in names]) for s in sources]
-    header = f"{'value':<{first}}  " + "  ".join(
-        f"{s:>{w}}" for s, w in zip(sources, widths, strict=True)
-    )
-    lines = [header, "-" * len(header)]
-    for name in names:
-        row = "  ".join(f"{cells[name, s]:>{w}}" for s, w in zip(sources, widths, strict=True))
-        lines.append(f"{name:<{first}}  {row}")
-    return "\n".join(lines)
+    return _grid(names, sources, cells)
 
 
 def pairwise_path(out: Path) -> Path:
