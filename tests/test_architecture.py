@@ -37,6 +37,7 @@ LAYER = {
     "engine": 3,
     "evaluate": 4,
     "report": 4,
+    "curation": 4,  # filter and export: read records and scores, write datasets
     "bench": 5,
     "serve": 5,
     "study": 5,  # imports evaluate (layer 4): build_samples for the caption sources
