@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from factcap.metrics.base import Metric, Sample, Score
+from factcap.prompts import CAPTION_QUESTION, caption_question
 
-TEMPLATE = 'Does this figure show "{caption}"?'
-
-
-def vqa_question(caption: str) -> str:
-    """The question asked for ``caption`` (its double quotes become single quotes)."""
-    return TEMPLATE.format(caption=" ".join(caption.replace('"', "'").split()))
+TEMPLATE = CAPTION_QUESTION
+vqa_question = caption_question  # the question asked for a caption
 
 
 class VQAScore(Metric):

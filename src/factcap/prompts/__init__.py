@@ -40,6 +40,19 @@ PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction", "captions")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
+#: VQAScore's question (Lin et al., 2024): the evaluation metric and the proposal ranker ask it.
+CAPTION_QUESTION = 'Does this figure show "{caption}"?'
+
+
+def caption_question(caption: str) -> str:
+    """The VQAScore question for ``caption`` (its double quotes become single quotes).
+
+    >>> caption_question('A cat "on" a mat.')
+    'Does this figure show "A cat \\'on\\' a mat."?'
+    """
+    return CAPTION_QUESTION.format(caption=" ".join(caption.replace('"', "'").split()))
+
+
 @cache
 def shipped_template(name: str) -> str:
     """The text of the shipped template ``name`` (in :data:`TEMPLATES` or
