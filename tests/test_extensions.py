@@ -250,7 +250,12 @@ def test_a_new_stage_is_one_module_and_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(plan_module, "STAGE_MODULES", tuple(modules))
     config = load_config(preset="tiny", overrides={"ocr": None})
     pipe = scripted_pipeline(config)
-    assert [s.name for s in pipe.stages][:3] == ["caption:0", "caption:1", "count_words"]
+    assert [s.name for s in pipe.stages][:4] == [
+        "caption:0",
+        "caption:1",
+        "alt_text",
+        "count_words",
+    ]
     [record] = pipe.run(expand(example_paths()[:1]))
     assert record.extra["proposal_words"] == 9 and record.captions["detailed"]
     assert "count_words" in [s.name for s in plan(config)]  # Ray runs it as a task stage

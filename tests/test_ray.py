@@ -61,7 +61,9 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
         },
     )
     stages = {s.name: s for s in plan(config, cluster_cpus=16)}
-    assert list(stages) == ["caption:0", "caption:1", "ocr", "claims", "detect", "judge", "compose"]
+    assert list(stages) == [
+        *("caption:0", "caption:1", "alt_text", "ocr", "claims", "detect", "judge", "compose")
+    ]
     assert (stages["detect"].num_gpus, stages["detect"].num_cpus) == (0.5, 2)
     assert stages["judge"].replicas == 3 and stages["caption:0"].replicas == 1
     assert stages["claims"].num_gpus == stages["compose"].num_gpus == 0.25  # two LLM pools

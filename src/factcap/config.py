@@ -184,6 +184,50 @@ class OpenAIConfig(_Strict):
     cache_dir: str | None = None
 
 
+class AltTextConfig(_Strict):
+    """The input's web alt-text as one more proposal (``model: alt_text``).
+
+    ``field`` names where it is read: a manifest or Parquet column, a tar member's extension
+    (``txt``), or a key of a tar sample's ``.json`` member; ``null`` switches alt-text off.
+    An item without the field is captioned as before. ``unconfirmed_names``: what the caption
+    does with a name, place, brand or date that only the alt-text gives and nothing in the
+    image confirms: ``label`` keeps it as the alt-text's label ("labelled as ..."), ``drop``
+    leaves it out.
+
+    >>> AltTextConfig().field, AltTextConfig().unconfirmed_names
+    ('alt_text', 'label')
+    """
+
+    field: str | None = Field(default="alt_text", min_length=1)
+    unconfirmed_names: Literal["label", "drop"] = "label"
+    max_chars: int = Field(default=1000, ge=1)
+
+
+#: How a proposal can be ranked, and the role that scores it.
+RANKERS = {"clip_score": "embedder", "vqa_score": "vqa"}
+
+
+class ProposalsConfig(_Strict):
+    """Rank the captioners' proposals before claims are extracted: every proposal gets a
+    score against its image (``clip_score``: the embedder's cosine, long text split into
+    pieces that fit; ``vqa_score``: the VQA model's P(yes) that the image shows it); only the
+    ``keep_top`` best with a score of at least ``min_score`` go on. The record keeps every
+    proposal with its score and ``kept``. OCR text and alt-text are scored but always kept
+    (their claims are checked one by one). ``rank_by: null`` (the default) ranks nothing.
+
+    >>> ProposalsConfig(rank_by="clip_score", keep_top=2).ranker_role()
+    'embedder'
+    """
+
+    rank_by: Literal["clip_score", "vqa_score"] | None = None
+    keep_top: int | None = Field(default=None, ge=1)
+    min_score: float | None = None
+
+    def ranker_role(self) -> str | None:
+        """The role whose model scores the proposals, or None when nothing is ranked."""
+        return RANKERS[self.rank_by] if self.rank_by else None
+
+
 class EvaluateConfig(_Strict):
     """``factcap evaluate``: which metrics, and options per metric (e.g. ``clip_image_score:
     {samples: 2, seed: 0}``).
@@ -233,6 +277,18 @@ class Config(_Strict):
     assets: AssetsConfig = Field(default_factory=AssetsConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    alt_text: AltTextConfig = Field(default_factory=AltTextConfig)
+    proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
+
+    @model_validator(mode="after")
+    def _ranker_configured(self) -> Config:
+        role = self.proposals.ranker_role()
+        if role is not None and getattr(self, ROLES[role].config_key) is None:
+            raise ValueError(
+                f"proposals.rank_by: {self.proposals.rank_by} scores with the {role} model; "
+                f"configure {ROLES[role].config_key}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_styles_and_prompts(self) -> Config:
@@ -256,11 +312,14 @@ class Config(_Strict):
         return style_registry(self.custom_styles, self.prompts)
 
     def pipeline_models(self) -> dict[str, Any]:
-        """The spec of each pipeline role's model(s), as records list them (``models``)."""
+        """The spec of each pipeline role's model(s) and of the proposal ranker, as records
+        list them (``models``)."""
         names: dict[str, Any] = {}
+        ranker = self.proposals.ranker_role()
         for role in ROLES.values():
             value = getattr(self, role.config_key)
-            if "caption" in role.used_by and value is not None:
+            used = "caption" in role.used_by or role.name == ranker
+            if used and value is not None:
                 names[role.config_key] = [rc.model for rc in value] if role.many else value.model
         return names
 

@@ -47,6 +47,9 @@ class ClaimKind(StrEnum):
     ATTRIBUTE = "attribute"
     COUNT = "count"
     TEXT = "text"
+    NAME = "name"
+    """A proper name, place, brand or date (real-world knowledge, typically from alt-text):
+    only OCR reading it in the image can confirm it; otherwise it stays ``uncertain``."""
 
 
 class Verdict(StrEnum):
@@ -70,18 +73,25 @@ VERDICTS: tuple[str, ...] = tuple(Verdict)
 
 @dataclass(slots=True)
 class Proposal:
-    """One candidate caption: which model (or OCR) wrote it, and the text; for a 3D asset,
-    the index of the view it describes."""
+    """One candidate caption: which model (or OCR, or the input's alt-text: ``alt_text``)
+    wrote it, and the text; for a 3D asset, the index of the view it describes. With proposal
+    ranking on, ``score`` is its ranking score and ``kept`` whether it went on to the claims."""
 
     model: str
     text: str
     view: int | None = None
+    score: float | None = None
+    kept: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form (``view`` only for an asset's view)."""
+        """The JSON-ready form (``view`` only for an asset's view; ``score`` and ``kept`` only
+        when ranked)."""
         out: dict[str, Any] = {"model": self.model, "text": self.text}
         if self.view is not None:
             out["view"] = self.view
+        if self.score is not None or not self.kept:
+            out["score"] = self.score
+            out["kept"] = self.kept
         return out
 
 
@@ -93,6 +103,8 @@ class Claim:
     ``question`` is the yes/no question put to the VQA model for attributes and counts.
     ``evidence`` holds what the checkers saw: detector boxes in pixel coordinates of the
     original image (``[x0, y0, x1, y1]``), VQA probabilities and answers, OCR matches.
+    ``origin`` is ``alt_text`` for a claim that only the input's alt-text makes (none of the
+    captioners), else None.
     """
 
     kind: ClaimKind
@@ -103,14 +115,18 @@ class Claim:
     verdict: Verdict = Verdict.UNCERTAIN
     score: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    origin: str | None = None
 
     def __post_init__(self) -> None:
         self.kind = ClaimKind(self.kind)
         self.verdict = Verdict(self.verdict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form (kinds and verdicts as plain strings)."""
-        return {**asdict(self), "kind": self.kind.value, "verdict": self.verdict.value}
+        """The JSON-ready form (kinds and verdicts as plain strings; ``origin`` when set)."""
+        out = {**asdict(self), "kind": self.kind.value, "verdict": self.verdict.value}
+        if self.origin is None:
+            del out["origin"]
+        return out
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   factcap caption "data/**/*.jpg" --preset small -o out.jsonl --style detailed --style alt
   factcap caption list.txt --config my.yaml -o out.jsonl --instruction "One line, no colours."
   factcap caption assets/ -o assets.jsonl --save-views views/  # 3D assets: 8 views each
+  factcap caption pages.jsonl -o out.jsonl --style detailed --style fused  # + the alt_text column
+  factcap caption photos/ -o out.jsonl --rank-by clip_score --keep-top 2   # fuse the 2 best drafts
 
 inputs (any mix, streamed): image files; 3D assets (.glb, .gltf, .obj, .ply, .stl, .off;
 pip install 'factcap[3d]'), captioned through rendered views; directories (recursive, with
@@ -126,6 +128,29 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="processes that render 3D assets (default 1; 0 renders in the reading thread)",
     )
+    cap.add_argument(
+        "--alt-text-field",
+        metavar="NAME",
+        help="where the input's web alt-text is: a manifest / Parquet column, a tar member's "
+        "extension (txt) or a key of its .json member; it becomes one more proposal whose "
+        "claims are checked (default: alt_text, when present)",
+    )
+    cap.add_argument(
+        "--no-alt-text", action="store_true", help="ignore alt-text even when the input has it"
+    )
+    cap.add_argument(
+        "--rank-by",
+        choices=("clip_score", "vqa_score"),
+        help="score every proposal against the image (embedder or VQA model) before claims "
+        "are extracted; only the best go on (with --keep-top / --min-score)",
+    )
+    cap.add_argument("--keep-top", type=int, metavar="K", help="with --rank-by: keep the K best")
+    cap.add_argument(
+        "--min-score",
+        type=float,
+        metavar="X",
+        help="with --rank-by: keep proposals scoring at least X (the best one always stays)",
+    )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=run)
 
@@ -157,6 +182,23 @@ def run(args: argparse.Namespace) -> int:
         assets["render_workers"] = args.render_workers
     if assets:
         overrides["assets"] = assets
+    if args.no_alt_text and args.alt_text_field:
+        raise UsageError("--no-alt-text and --alt-text-field exclude each other")
+    if args.no_alt_text or args.alt_text_field:
+        overrides["alt_text"] = {"field": None if args.no_alt_text else args.alt_text_field}
+    ranking = {
+        key: value
+        for key, value in (
+            ("rank_by", args.rank_by),
+            ("keep_top", positive("--keep-top", args.keep_top)),
+            ("min_score", args.min_score),
+        )
+        if value is not None
+    }
+    if ranking and "rank_by" not in ranking:
+        raise UsageError("--keep-top and --min-score need --rank-by clip_score|vqa_score")
+    if ranking:
+        overrides["proposals"] = ranking
     config = load_config(args, overrides)
     spec = JobSpec(
         inputs=args.inputs,

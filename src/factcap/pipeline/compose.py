@@ -16,6 +16,16 @@ Guarantees on the result, whatever the LLM answers:
   the style (the first sentence for ``fallback: first`` styles such as ``short`` and ``alt``,
   comma-joined phrases for ``phrases`` styles). The record's ``notes`` say when text was cut
   and when the fallback was used.
+
+Alt-text (:mod:`factcap.pipeline.alt_text`): a name, place, brand or date that only the
+alt-text gives (``origin: alt_text``) and OCR did not confirm is *unconfirmed*. With
+``alt_text.unconfirmed_names: label`` (the default) it is listed among the checked facts as
+``ALT-TEXT LABEL`` and may appear only as the alt-text's label: a piece that names it without
+a labelling word ("labelled", "captioned", "titled", "tagged", "described as") is cut. With
+``drop``, or when the alt-text looks unrelated to the image (of the objects it names, some
+were refuted and none supported; the record's notes say so), its names are not listed, the
+alt-text is left out of the drafts, and any piece naming them is cut. The fallback caption
+never uses the alt-text, nor proposals that ranking did not keep.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from factcap.config import Config
-from factcap.pipeline.claims import proposals_block
+from factcap.config import AltTextConfig, Config
+from factcap.pipeline.alt_text import ALT_TEXT
+from factcap.pipeline.claims import alt_text_words, proposals_block, words_within
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, fail_all, live, timed
@@ -56,14 +67,54 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
         temperature=cfg.llm.temperature,
         prompts=cfg.prompts,
         styles_known=cfg.style_registry(),
+        alt_text=cfg.alt_text,
     )
 
 
-def verdicts_block(claims: Sequence[Claim]) -> str:
-    """The checked facts as delimited data, one ``[i] SUPPORTED: "..."`` line per claim."""
-    if not claims:
+#: The label of an unconfirmed alt-text name among the checked facts.
+ALT_TEXT_LABEL = "ALT-TEXT LABEL"
+#: Added after the checked facts when some are alt-text labels.
+ALT_TEXT_RULE = (
+    "\nFacts marked ALT-TEXT LABEL come from the image's web alt-text and could not be "
+    'checked: mention such a name only as what the image is labelled as ("labelled as ..."), '
+    "never as something seen.\n"
+)
+
+
+def verdicts_block(claims: Sequence[Claim], hidden: Sequence[Claim] = ()) -> str:
+    """The checked facts as delimited data, one ``[i] SUPPORTED: "..."`` line per claim
+    (``ALT-TEXT LABEL`` for an unconfirmed alt-text name); ``hidden`` claims are left out."""
+    shown = [c for c in claims if not any(c is h for h in hidden)]
+    if not shown:
         return "<data>\n(no facts could be checked)\n</data>"
-    return quote_data([c.text for c in claims], [c.verdict.upper() for c in claims], "{}")
+    labels = [ALT_TEXT_LABEL if is_unconfirmed_name(c) else c.verdict.upper() for c in shown]
+    block = quote_data([c.text for c in shown], labels, "{}")
+    return block + ALT_TEXT_RULE if ALT_TEXT_LABEL in labels else block
+
+
+def is_unconfirmed_name(claim: Claim) -> bool:
+    """Whether ``claim`` is a name only the alt-text gives that nothing confirmed."""
+    return (
+        claim.kind == ClaimKind.NAME
+        and claim.origin == ALT_TEXT
+        and claim.verdict != Verdict.SUPPORTED
+        and bool(claim.subject)
+    )
+
+
+def alt_text_unrelated(work: Work) -> bool:
+    """Whether the alt-text looks unrelated to the image: of the object claims it names
+    (alone or with a captioner), some were refuted and none supported."""
+    words = alt_text_words(work.record.proposals)
+    named = [c for c in work.record.claims if c.kind == ClaimKind.OBJECT and words_within(c, words)]
+    return any(c.verdict == Verdict.REFUTED for c in named) and not any(
+        c.verdict == Verdict.SUPPORTED for c in named
+    )
+
+
+def names_to_drop(work: Work, cfg: AltTextConfig) -> bool:
+    """Whether this item's unconfirmed alt-text names are left out (``drop``, or unrelated)."""
+    return cfg.unconfirmed_names == "drop" or alt_text_unrelated(work)
 
 
 def style_text(style: Style, instruction: str | None) -> str:
@@ -80,6 +131,25 @@ def _words(*words: str) -> re.Pattern[str]:
 
 def _noun(subject: str) -> re.Pattern[str]:
     return re.compile(rf"\b{re.escape(subject)}(e?s)?\b", re.I)
+
+
+_LABELLING = _words("labelled", "labeled", "captioned", "titled", "tagged", "described as")
+
+
+def name_matchers(claims: Sequence[Claim], drop: bool) -> list[Matcher]:
+    """One test per unconfirmed alt-text name: does a piece name it (``drop``), or name it
+    without a labelling word (module docstring)?"""
+    matchers: list[Matcher] = []
+    for c in claims:
+        if is_unconfirmed_name(c):
+            name = re.compile(rf"\b{re.escape(c.subject)}\b", re.I)
+            if drop:
+                matchers.append(lambda t, name=name: bool(name.search(t)))
+            else:
+                matchers.append(
+                    lambda t, name=name: bool(name.search(t)) and not _LABELLING.search(t)
+                )
+    return matchers
 
 
 def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
@@ -128,10 +198,12 @@ def drop_refuted(text: str, matchers: Sequence[Matcher], pieces: str = "sentence
 
 def fallback_caption(work: Work, style: Style) -> str:
     """The documented fallback caption for ``style`` (see module docstring)."""
-    banned = refuted_matchers(work.record.claims)
+    banned = refuted_matchers(work.record.claims) + name_matchers(work.record.claims, drop=True)
     sentences: list[str] = []
     seen: set[str] = set()
     for proposal in work.record.proposals:
+        if proposal.model == ALT_TEXT or not proposal.kept:
+            continue
         for sentence in _SENTENCE.split(proposal.text.strip()):
             sentence = drop_refuted(sentence.strip(), banned)
             key = sentence.lower().rstrip(".")
@@ -166,16 +238,25 @@ def compose(
     temperature: float,
     prompts: Mapping[str, str] | None = None,
     styles_known: Mapping[str, Style] | None = None,
+    alt_text: AltTextConfig | None = None,
 ) -> None:
     """Fill ``record.captions`` (style name → text) for the live items of ``batch``.
 
     ``styles`` name styles of ``styles_known`` (default: the shipped styles); with an
-    ``instruction`` the instruction's style is added."""
+    ``instruction`` the instruction's style is added. ``alt_text`` decides what happens to
+    unconfirmed alt-text names (module docstring; default: labelled)."""
     known = styles_known if styles_known is not None else shipped_styles()
     wanted = [known[name] for name in styles]
     if instruction:
         wanted.append(known[INSTRUCTION])
     template = load_prompt("compose", prompts)
+    alt_cfg = alt_text or AltTextConfig()
+    for w in live(batch):
+        if alt_text_unrelated(w):
+            w.record.notes.append(
+                "alt_text: objects it names were refuted and none supported, so it looks "
+                "unrelated to the image; its names were left out"
+            )
     for style in wanted:
         items = live(batch)
         if not items:
@@ -187,8 +268,7 @@ def compose(
                     "role": "user",
                     "content": render(
                         template,
-                        proposals=proposals_block(w),
-                        verdicts=verdicts_block(w.record.claims),
+                        **_facts(w, names_to_drop(w, alt_cfg)),
                         style=style_prompt + (ASSET_RULE if w.views is not None else ""),
                     ),
                 }
@@ -204,7 +284,20 @@ def compose(
                 fail_all(items, err, f"LLM {llm.name} failed while composing ({style.name})")
                 return
         for w, answer in zip(items, answers, strict=True):
-            w.record.captions[style.name] = _final_text(w, style, answer)
+            drop = names_to_drop(w, alt_cfg)
+            w.record.captions[style.name] = _final_text(w, style, answer, drop)
+
+
+def _facts(work: Work, drop_names: bool) -> dict[str, str]:
+    """The drafts and checked facts of the compose prompt (without the alt-text and its
+    unconfirmed names when they are dropped)."""
+    if not drop_names:
+        return {"proposals": proposals_block(work), "verdicts": verdicts_block(work.record.claims)}
+    hidden = [c for c in work.record.claims if is_unconfirmed_name(c)]
+    return {
+        "proposals": proposals_block(work, without={ALT_TEXT}),
+        "verdicts": verdicts_block(work.record.claims, hidden),
+    }
 
 
 #: Added to the style paragraph for a 3D asset: the caption is of the object, not the render.
@@ -243,16 +336,23 @@ def drop_render_talk(text: str, pieces: str = "sentences") -> str:
     return (", " if pieces == "phrases" else " ").join(kept).strip()
 
 
-def _final_text(work: Work, style: Style, answer: str) -> str:
+def _final_text(work: Work, style: Style, answer: str, drop_names: bool = False) -> str:
     written = clean_caption(answer)
     if work.views is not None:
         written = drop_render_talk(written, style.pieces)
     text = drop_refuted(written, refuted_matchers(work.record.claims), style.pieces)
-    usable = len(text) >= 3 and any(ch.isalpha() for ch in text)
     if text != written and written:
         work.record.notes.append(
             f"captions.{style.name}: cut what the LLM wrote about refuted claims"
         )
+    before = text
+    text = drop_refuted(text, name_matchers(work.record.claims, drop_names), style.pieces)
+    if text != before:
+        work.record.notes.append(
+            f"captions.{style.name}: cut unconfirmed alt-text names"
+            + ("" if drop_names else " not given as labels")
+        )
+    usable = len(text) >= 3 and any(ch.isalpha() for ch in text)
     if usable:
         return text
     work.record.notes.append(

@@ -20,6 +20,11 @@ Verdict rules (``p`` is the VQA model's P(yes); thresholds from :class:`VerifyCo
   occurring as whole words, or a ``difflib`` similarity ``>= text_match_threshold`` →
   ``supported``; otherwise the VQA question decides. With no checker available a claim stays
   ``uncertain`` with score ``None``.
+- **name** (a proper name, place, brand or date, typically from alt-text): pixels cannot tell
+  who or where, so only OCR can confirm one: the name read in the image (as for text claims)
+  → ``supported``; otherwise ``uncertain`` with score ``None`` and the reason in evidence. The
+  VQA model is never asked (it would guess). Compose keeps an unconfirmed name only as the
+  alt-text's label, or drops it (``alt_text.unconfirmed_names``).
 """
 
 from __future__ import annotations
@@ -201,6 +206,8 @@ def _decide_without_vqa(
         claim.verdict, claim.score = Verdict.SUPPORTED, claim.evidence["ocr_score"]
         claim.evidence["ocr_match"] = claim.subject
         return []  # read by OCR itself: its confidence is the score
+    if claim.kind == ClaimKind.NAME:
+        return _decide_name(claim, work, cfg)
     if claim.kind == ClaimKind.TEXT and work.ocr_spans is not None:
         similarity, matched = _text_similarity(claim, work.ocr_spans)
         claim.evidence["ocr_match"] = matched
@@ -212,6 +219,25 @@ def _decide_without_vqa(
         seen = [v for v, d in enumerate(detections) if d.get(claim.subject)]
         return seen or every  # asked where its object was found, else on every view
     return every
+
+
+#: Why an unconfirmed name stays uncertain (in its evidence).
+NAME_UNCHECKED = "no checker can confirm a name, place, brand or date from the pixels"
+
+
+def _decide_name(claim: Claim, work: Work, cfg: VerifyConfig) -> list[int]:
+    """A name is supported only when OCR reads it; otherwise it stays uncertain."""
+    if work.ocr_spans:
+        similarity, matched = _text_similarity(claim, work.ocr_spans)
+        claim.evidence["ocr_match"] = matched
+        claim.evidence["ocr_similarity"] = round(similarity, 4)
+        if similarity >= cfg.text_match_threshold:
+            claim.verdict, claim.score = Verdict.SUPPORTED, similarity
+            return []
+    claim.evidence["checker"] = NAME_UNCHECKED + (
+        "; OCR did not read it in the image" if work.ocr_spans is not None else ""
+    )
+    return []
 
 
 def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, asset: bool) -> None:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from factcap.schema import Claim
+from factcap.schema import CLAIM_KINDS, Claim
 from factcap.text.english import (
     NUMBER_WORDS,
     clean_text,
@@ -45,7 +45,7 @@ CLAIMS_JSON_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "kind": {"type": "string", "enum": ["object", "attribute", "count", "text"]},
+                    "kind": {"type": "string", "enum": list(CLAIM_KINDS)},
                     "text": {"type": "string"},
                     "subject": {"type": "string"},
                     "question": {"type": "string"},
@@ -81,6 +81,17 @@ _KIND_ALIASES = {
     "text": "text",
     "ocr": "text",
     "words": "text",
+    "name": "name",
+    "names": "name",
+    "named entity": "name",
+    "named_entity": "name",
+    "proper name": "name",
+    "proper noun": "name",
+    "knowledge": "name",
+    "brand": "name",
+    "place": "name",
+    "location": "name",
+    "date": "name",
 }
 
 

@@ -6,9 +6,12 @@ is a new module with a ``stages`` function, and its line here.
 
 >>> from factcap.config import load_config
 >>> [s.name for s in stage_list(load_config(preset="tiny"))]
-['caption:0', 'caption:1', 'ocr', 'claims', 'detect', 'judge', 'compose']
+['caption:0', 'caption:1', 'alt_text', 'ocr', 'claims', 'detect', 'judge', 'compose']
 >>> [s.name for s in stage_list(load_config(preset="tiny", overrides={"verify": {"enabled": False}}))]
-['caption:0', 'caption:1', 'ocr', 'claims', 'unverified', 'compose']
+['caption:0', 'caption:1', 'alt_text', 'ocr', 'claims', 'unverified', 'compose']
+>>> ranked = {"proposals": {"rank_by": "clip_score", "keep_top": 1}}
+>>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny", overrides=ranked))][2:4]
+[('alt_text', None), ('rank', 'embedder')]
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from factcap.pipeline.stage import Stage
 #: The stage modules, in pipeline order (each has ``stages(config) -> list[Stage]``).
 STAGE_MODULES: tuple[str, ...] = (
     "factcap.pipeline.propose",  # one caption stage per captioner
+    "factcap.pipeline.alt_text",  # the input's alt-text as one more proposal
+    "factcap.pipeline.rank",  # score the proposals, keep the best (when configured)
     "factcap.pipeline.ocr",  # OCR text as one more proposal
     "factcap.pipeline.claims",  # the LLM turns proposals into claims
     "factcap.pipeline.detect",  # the detector looks for every object claim

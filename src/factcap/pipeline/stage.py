@@ -7,8 +7,8 @@ one, Ray, the service's batcher) only loop over that list, so none of them names
 
 >>> from factcap.config import load_config
 >>> from factcap.pipeline.plan import stage_list
->>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny"))][:3]
-[('caption:0', 'captioner:0'), ('caption:1', 'captioner:1'), ('ocr', 'ocr')]
+>>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny"))][:4]
+[('caption:0', 'captioner:0'), ('caption:1', 'captioner:1'), ('alt_text', None), ('ocr', 'ocr')]
 """
 
 from __future__ import annotations

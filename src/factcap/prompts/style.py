@@ -18,7 +18,7 @@ file}`` and replaces a shipped style's prompt with ``prompts: {style_<name>: fil
 
 >>> styles = style_registry()
 >>> sorted(selectable(styles))
-['alt', 'detailed', 'short', 't2i']
+['alt', 'detailed', 'fused', 'short', 't2i']
 >>> styles["t2i"].pieces, styles["short"].fallback
 ('phrases', 'first')
 >>> parse_style("mine", "---\\npieces: phrases\\n---\\nList the objects.\\n").prompt
