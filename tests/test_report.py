@@ -509,3 +509,36 @@ def test_tiny_run_over_photos_and_odd_images(browser, tmp_path):
     page.screenshot(path=str(tmp_path / "tiny.png"), full_page=True)
     assert problems == []
     page.close()
+
+
+def test_ranked_proposals_and_alt_text_names_are_labelled(tmp_path):
+    photo = _photo("coffee.jpg")
+    record = _record(
+        "cup",
+        str(photo),
+        photo,
+        [("tiny:blip", "A cup."), ("tiny:chat_vlm", "A bowl."), ("alt_text", "Caffe Nero mug")],
+        [
+            {
+                **_claim("name", "It is Caffe Nero.", "caffe nero", "uncertain", None),
+                "origin": "alt_text",
+            }
+        ],
+        {"detailed": "A cup, labelled as Caffe Nero."},
+    )
+    record["proposals"][0].update(score=2.25, kept=True)
+    record["proposals"][1].update(score=1.5, kept=False)
+    record["claims"][0]["evidence"]["checker"] = "no checker can confirm a name"
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    out, _ = write_report(results, None, tmp_path / "report.html")
+    [item] = _data(out.read_text(encoding="utf-8"))["items"]
+    assert [p["model"] for p in item["proposals"]] == [
+        "tiny:blip · score 2.250",
+        "tiny:chat_vlm · score 1.500 · not kept",
+        "alt_text",
+    ]
+    assert item["claims"][0]["detail"] == [
+        "checker: no checker can confirm a name",
+        "origin: alt_text",
+    ]

@@ -53,6 +53,7 @@ from factcap.schema import CLAIM_KINDS, VERDICTS, Claim
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
 _EVIDENCE_SHOWN = (
+    "checker",
     "refuted_because",
     "detector",
     "detected_count",
@@ -440,7 +441,7 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         "box_space": list(box_space) if box_space else None,
         "captions": [[str(k), str(v)] for k, v in captions.items() if v is not None],
         "proposals": [
-            {"model": str(p.get("model", "")), "segments": _segments(str(p.get("text", "")), views)}
+            {"model": _proposal_label(p), "segments": _segments(str(p.get("text", "")), views)}
             for p in row.get("proposals") or []
             if isinstance(p, dict)
         ],
@@ -479,9 +480,21 @@ def _claim(c: dict[str, Any]) -> dict[str, Any]:
         "score": _finite(c.get("score")),
         "boxes": boxes,
         "_views": box_views,
-        "detail": [f"{k}: {evidence[k]}" for k in _EVIDENCE_SHOWN if evidence.get(k) is not None],
+        "detail": [f"{k}: {evidence[k]}" for k in _EVIDENCE_SHOWN if evidence.get(k) is not None]
+        + ([f"origin: {c['origin']}"] if c.get("origin") else []),
         "_claim": claim,
     }
+
+
+def _proposal_label(p: dict[str, Any]) -> str:
+    """A proposal's model, with its ranking score and whether it was kept when ranked."""
+    label = str(p.get("model", ""))
+    score = _finite(p.get("score"))
+    if score is not None:
+        label += f" · score {score:.3f}"
+    if p.get("kept") is False:
+        label += " · not kept"
+    return label
 
 
 def _segments(text: str, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
