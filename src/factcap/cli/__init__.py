@@ -19,7 +19,17 @@ from factcap.cli.common import FORMATTER, quiet_libraries
 __all__ = ["main", "quiet_libraries"]
 
 #: The command modules, in the order ``factcap --help`` lists them (each has ``add_parser``).
-COMMANDS = ("caption", "evaluate", "report", "filter", "serve", "models", "bench", "study")
+COMMANDS = (
+    "caption",
+    "evaluate",
+    "report",
+    "filter",
+    "export",
+    "serve",
+    "models",
+    "bench",
+    "study",
+)
 
 EPILOG = """Run 'factcap COMMAND --help' for a command's options and examples.
 

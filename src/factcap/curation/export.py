@@ -1,0 +1,609 @@
+"""``factcap export``: captioned records as training data, in the layouts other tools read.
+
+:data:`EXPORTERS` holds one :class:`Exporter` per format: a writer function and what it
+takes. Adding a format is a writer (``def write_x(items, context)``) and its line in the
+table; :class:`ExportJob` does the rest (reading, choosing records and styles, finding and
+placing images, temporary output renamed into place, the counts).
+
+``coco`` (``-o captions.json``)
+    COCO captions: ``{"info", "licenses", "images": [{"id", "file_name", "width", "height",
+    "factcap_id"}], "annotations": [{"id", "image_id", "caption", "style"}]}``, one annotation
+    per chosen style. ``file_name`` is the image's file name, which is how ``factcap evaluate
+    --references captions.json`` matches results to it (and pycocotools reads it).
+``llava`` (``-o train.json``)
+    LLaVA conversations: ``[{"id", "image", "conversations": [{"from": "human", "value":
+    "<image>\\n" + prompt}, {"from": "gpt", "value": caption}]}]``, one entry per image and
+    style (``id`` is the record id, with ``-<style>`` added when several styles are chosen).
+    ``image`` is relative to the image folder (``--image_folder`` of LLaVA's training) when
+    images are copied or linked, else the found file's absolute path.
+``hf`` (``-o DIR``)
+    A Hugging Face dataset written with ``datasets.Dataset.save_to_disk``: ``image`` (an
+    ``Image`` feature, bytes embedded), ``id``, ``source``, ``status``, and one string column
+    per style (null where a record lacks it). ``datasets.load_from_disk`` reads it without
+    factcap, and ``factcap caption DIR`` captions it again (same ids).
+``folder`` (``-o DIR``)
+    One image and one ``.txt`` caption beside it (same name) per record, the layout LoRA
+    trainers read; one style (the first chosen). ``--prefix`` (e.g. a trigger word) starts
+    every caption.
+``csv`` (``-o captions.csv``)
+    ``id, file_name, source, status`` and one column per style. ``file_name`` is relative to
+    the CSV's folder when images are copied or linked (so ``factcap caption captions.csv``
+    reads it as a manifest), else the found file's path.
+
+Which records: those whose status is chosen (``ok`` by default). Which captions: the chosen
+styles (default: every style the chosen records have, in order of first appearance); ``prefix``
+is put before each caption as given. Images are located like ``factcap evaluate`` does
+(:class:`~factcap.engine.records.ImageFinder`: ``--image-root``, where the captioning ran,
+beside the results); with ``copy`` or ``link`` (a symbolic link to the found file) they go into
+the output folder (``folder``) or ``<stem>_images/`` beside the output file (``coco``,
+``llava``, ``csv``), named after the image file (``-<id>`` added to a name already taken).
+A record whose image is needed but not found is left out and counted.
+
+Nothing is overwritten without ``overwrite``, and an existing folder only when it is empty
+or an earlier export (it holds ``.factcap-export.json``, which every exported folder gets).
+The output is written under a temporary name beside it and renamed when complete.
+
+>>> import tempfile
+>>> d = Path(tempfile.mkdtemp())
+>>> _ = (d / "out.jsonl").write_text(
+...     '{"id": "a", "source": "cat.jpg", "captions": {"short": "A cat."}}\\n')
+>>> stats = ExportJob(d / "out.jsonl", "coco", d / "captions.json").run()
+>>> json.loads((d / "captions.json").read_text())["annotations"]
+[{'id': 1, 'image_id': 1, 'caption': 'A cat.', 'style': 'short'}]
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from factcap import __version__
+from factcap.engine.records import ImageFinder, read_records
+from factcap.errors import OutputError, UsageError, require
+
+#: The file every exported folder holds (what made it); ``overwrite`` replaces only such
+#: folders (or empty ones).
+MARKER = ".factcap-export.json"
+DEFAULT_PROMPT = "Describe this image in detail."
+IMAGE_MODES = ("copy", "link", "none")
+
+
+@dataclass
+class Item:
+    """One record on its way out."""
+
+    record: dict[str, Any]
+    id: str
+    source: str
+    status: str
+    captions: dict[str, str]
+    """Chosen style → caption (``prefix`` added), for the styles the record has."""
+    image: Path | None
+    """The image file found (None: not found, or not looked for)."""
+    name: str
+    """The exported image's file name (unique within the export when images are placed)."""
+    placed: Path | None
+    """Where the copy or link will be once the export is complete (None: not placed)."""
+    size: tuple[int, int] | None
+    """(width, height) from the record, else from the image file's header."""
+
+
+@dataclass
+class ExportStats:
+    """What an export did."""
+
+    format: str
+    output: Path
+    styles: list[str] = field(default_factory=list)
+    records: int = 0
+    exported: int = 0
+    """Records written (an image, a row, or entries)."""
+    captions: int = 0
+    """Captions written (annotations, conversations, .txt files, cells)."""
+    skipped_status: int = 0
+    no_image: int = 0
+    """Left out: the image was needed but not found."""
+    no_caption: int = 0
+    """Records without any chosen style (left out by llava and folder)."""
+    images: Path | None = None
+    """The folder the images went to (None: not copied or linked)."""
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        parts = [f"{self.exported} of {self.records} records, {self.captions} captions"]
+        parts.append(f"({', '.join(self.styles) or 'no styles'})")
+        if self.skipped_status:
+            parts.append(f"{self.skipped_status} skipped by status")
+        if self.no_caption:
+            parts.append(f"{self.no_caption} without a chosen caption")
+        if self.no_image:
+            parts.append(f"{self.no_image} without an image file")
+        where = f"{self.output}" + (f" (images in {self.images})" if self.images else "")
+        return f"{self.format}: " + ", ".join(parts) + f" -> {where}"
+
+
+@dataclass
+class Context:
+    """What a writer needs besides the items."""
+
+    path: Path
+    """Where to write: the output file, or the output folder (already made), under a
+    temporary name renamed into place when the export is complete."""
+    final: Path
+    """The output's final path."""
+    styles: list[str]
+    images: str
+    """``copy``, ``link`` or ``none``."""
+    image_dir: Path | None
+    """The final folder of placed images (None when not placed)."""
+    prompt: str
+    scratch: Path
+    """A temporary folder the writer may use (removed afterwards)."""
+    stats: ExportStats
+
+
+Writer = Callable[[Iterator[Item], Context], None]
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """A format: its writer and what it takes."""
+
+    write: Writer
+    target: str
+    """``file`` or ``folder``."""
+    suffix: str | None
+    """The file ending ``-o`` must have (file targets)."""
+    images: tuple[str, ...]
+    """The ``--images`` modes it takes; the first is its default. An empty tuple: the images
+    are embedded (``hf``)."""
+    description: str
+    one_style: bool = False
+    """Whether it takes one style only (the first chosen)."""
+
+
+# --- the writers ------------------------------------------------------------------------------
+
+
+def _image_ref(item: Item, context: Context, relative_to: Path | None) -> str:
+    """How an output names its item's image: the placed file (relative to ``relative_to``,
+    else its name), else the found file, else the source as written."""
+    if item.placed is not None:
+        if relative_to is None:
+            return item.name
+        return os.path.relpath(item.placed, relative_to)
+    return str(item.image) if item.image is not None else item.source
+
+
+def write_coco(items: Iterator[Item], context: Context) -> None:
+    """COCO captions JSON (see the module docstring); annotations are spooled to a scratch
+    file so the images list streams too."""
+    spool_path = context.scratch / "annotations.jsonl"
+    annotation = 0
+    with (
+        context.path.open("w", encoding="utf-8") as out,
+        spool_path.open("w+", encoding="utf-8") as spool,
+    ):
+        info = {
+            "description": "captions written and fact-checked by factcap",
+            "version": __version__,
+            "date_created": _dt.date.today().isoformat(),
+            "styles": context.styles,
+        }
+        out.write('{"info": ' + json.dumps(info) + ', "licenses": [], "images": [')
+        for number, item in enumerate(items, 1):
+            image: dict[str, Any] = {"id": number, "file_name": item.name}
+            if item.size is not None:
+                image["width"], image["height"] = item.size
+            image["factcap_id"] = item.id
+            out.write(("\n" if number == 1 else ",\n") + json.dumps(image, ensure_ascii=False))
+            for style, text in item.captions.items():
+                annotation += 1
+                row = {"id": annotation, "image_id": number, "caption": text, "style": style}
+                spool.write(json.dumps(row, ensure_ascii=False) + "\n")
+        context.stats.captions += annotation
+        out.write('\n], "annotations": [')
+        spool.seek(0)
+        for index, line in enumerate(spool):
+            out.write(("\n" if index == 0 else ",\n") + line.rstrip("\n"))
+        out.write("\n]}\n")
+
+
+def write_llava(items: Iterator[Item], context: Context) -> None:
+    """LLaVA conversation JSON (see the module docstring)."""
+    prompt = context.prompt if "<image>" in context.prompt else "<image>\n" + context.prompt
+    several = len(context.styles) > 1
+    first = True
+    with context.path.open("w", encoding="utf-8") as out:
+        out.write("[")
+        for item in items:
+            if not item.captions:
+                continue
+            for style, text in item.captions.items():
+                entry = {
+                    "id": f"{item.id}-{style}" if several else item.id,
+                    "image": _image_ref(item, context, None),
+                    "conversations": [
+                        {"from": "human", "value": prompt},
+                        {"from": "gpt", "value": text},
+                    ],
+                }
+                out.write(("\n" if first else ",\n") + json.dumps(entry, ensure_ascii=False))
+                first = False
+                context.stats.captions += 1
+        out.write("\n]\n")
+
+
+def write_csv(items: Iterator[Item], context: Context) -> None:
+    """CSV: id, file_name, source, status, one column per style (see the module docstring)."""
+    with context.path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "file_name", "source", "status", *context.styles])
+        for item in items:
+            ref = _image_ref(item, context, context.final.parent)
+            writer.writerow(
+                [item.id, ref, item.source, item.status]
+                + [item.captions.get(s, "") for s in context.styles]
+            )
+            context.stats.captions += len(item.captions)
+
+
+def write_folder(items: Iterator[Item], context: Context) -> None:
+    """Images with a ``.txt`` caption beside each (the images are placed by the job)."""
+    style = context.styles[0]
+    for item in items:
+        text = item.captions.get(style)
+        if text is None:
+            continue
+        (context.path / f"{Path(item.name).stem}.txt").write_text(text + "\n", encoding="utf-8")
+        context.stats.captions += 1
+
+
+def write_hf(items: Iterator[Item], context: Context, batch_rows: int = 64) -> None:
+    """A ``datasets`` dataset saved with ``save_to_disk`` (see the module docstring): rows
+    are encoded by the dataset's features and streamed in batches to an Arrow file in the
+    scratch folder, which ``Dataset.from_file`` maps and ``save_to_disk`` writes out."""
+    require("datasets", "datasets")
+    import datasets
+    import pyarrow as pa
+    from datasets.utils import logging as ds_logging
+
+    names = ("image", "id", "source", "status", *context.styles)
+    features = datasets.Features(
+        {name: datasets.Image() if name == "image" else datasets.Value("string") for name in names}
+    )
+    schema = features.arrow_schema
+    arrow = context.scratch / "data.arrow"
+
+    def flush(writer: Any, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            batch = {name: [row[name] for row in rows] for name in names}
+            writer.write_table(pa.Table.from_pydict(features.encode_batch(batch), schema=schema))
+            rows.clear()
+
+    rows: list[dict[str, Any]] = []
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for item in items:
+            assert item.image is not None
+            context.stats.captions += len(item.captions)
+            rows.append(
+                {
+                    "image": {"bytes": item.image.read_bytes(), "path": item.name},
+                    "id": item.id,
+                    "source": item.source,
+                    "status": item.status,
+                    **{style: item.captions.get(style) for style in context.styles},
+                }
+            )
+            if len(rows) >= batch_rows:
+                flush(writer, rows)
+        flush(writer, rows)
+    bars = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        dataset = datasets.Dataset.from_file(str(arrow))
+        context.path.rmdir()  # made empty by the job; save_to_disk makes its own
+        dataset.save_to_disk(str(context.path))
+        del dataset
+    finally:
+        if bars:
+            ds_logging.enable_progress_bar()
+
+
+#: Every format by its ``--to`` name. A new format: a writer above and its line here.
+EXPORTERS: dict[str, Exporter] = {
+    "coco": Exporter(write_coco, "file", ".json", ("none", "copy", "link"), "COCO captions JSON"),
+    "llava": Exporter(
+        write_llava, "file", ".json", ("none", "copy", "link"), "LLaVA conversation JSON"
+    ),
+    "hf": Exporter(write_hf, "folder", None, (), "Hugging Face dataset (save_to_disk)"),
+    "folder": Exporter(
+        write_folder, "folder", None, ("copy", "link"), "images + .txt captions", one_style=True
+    ),
+    "csv": Exporter(write_csv, "file", ".csv", ("none", "copy", "link"), "CSV, one row per image"),
+}
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+
+def _ours(path: Path) -> bool:
+    """Whether an existing folder may be replaced: empty, or an earlier export."""
+    return path.is_dir() and (not any(path.iterdir()) or (path / MARKER).is_file())
+
+
+def _check_folder(path: Path, what: str, overwrite: bool) -> None:
+    from factcap.engine.job import has_output  # the job module imports the config: lazily
+
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file; {what} is a folder: choose another -o")
+    if has_output(path):
+        if not overwrite:
+            raise UsageError(f"{path} exists: pass --overwrite to replace it")
+        if not _ours(path):
+            raise UsageError(
+                f"{path} holds files that are not a factcap export (no {MARKER}): "
+                "--overwrite replaces only earlier exports; choose another -o"
+            )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+class ExportJob:
+    """A checked export, ready to :meth:`run` (see the module docstring). Everything but the
+    styles' discovery is checked before any record is read.
+
+    Raises:
+        UsageError: an unknown format, an image mode or style count the format does not take,
+            a bad ``-o`` ending, an output that exists (without ``overwrite``), that is the
+            input or holds it, or a folder that is not an earlier export.
+        OutputError: an output that cannot be written.
+        MissingDependency: ``hf`` without ``datasets``.
+    """
+
+    def __init__(
+        self,
+        results: str | Path,
+        to: str,
+        output: str | Path,
+        *,
+        styles: Sequence[str] | None = None,
+        statuses: Sequence[str] = ("ok",),
+        images: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
+        prefix: str = "",
+        image_root: str | Path | None = None,
+        overwrite: bool = False,
+    ):
+        if to not in EXPORTERS:
+            raise UsageError(f"unknown export format {to!r}; choose from {', '.join(EXPORTERS)}")
+        self.exporter = exporter = EXPORTERS[to]
+        self.to, self.results, self.output = to, Path(results), Path(output)
+        if images is None:
+            images = exporter.images[0] if exporter.images else "none"
+        elif images not in exporter.images:
+            takes = (
+                f"takes --images {' or '.join(exporter.images)}"
+                if exporter.images
+                else "embeds the images; --images does not apply"
+            )
+            raise UsageError(f"--to {to} {takes}")
+        self.images = images
+        self.styles = list(dict.fromkeys(styles)) if styles else None
+        if exporter.one_style and self.styles and len(self.styles) > 1:
+            raise UsageError(f"--to {to} writes one caption per image: give one --style")
+        self.statuses = set(statuses)
+        if not self.statuses:
+            raise UsageError("--status names no status")
+        unknown = self.statuses - {"ok", "error"}
+        if unknown:
+            raise UsageError(f"--status: unknown status {sorted(unknown)}; use ok and/or error")
+        self.prompt, self.prefix, self.overwrite = prompt, prefix, overwrite
+        if to == "hf":
+            require("datasets", "datasets")
+        self.image_dir = self._check_outputs()
+        self.finder = ImageFinder(self.results, image_root)
+        if self.styles is None:
+            self.styles = self._discover_styles()
+        if to == "hf":
+            taken = [s for s in self.styles if s in ("image", "id", "source", "status")]
+            if taken:
+                raise UsageError(f"--to hf: a style may not be named {taken[0]!r} (a column)")
+        if exporter.one_style:
+            self.styles = self.styles[:1]
+
+    def _check_outputs(self) -> Path | None:
+        """Check the output (and the images folder beside an output file); return the final
+        folder of placed images (None when images are not placed)."""
+        from factcap.engine.job import check_writable, has_output, refuse_input_as_output
+
+        out, exporter = self.output, self.exporter
+        if exporter.target == "file":
+            if out.suffix.lower() != exporter.suffix:
+                raise UsageError(f"-o {out}: --to {self.to} writes a {exporter.suffix} file")
+            refuse_input_as_output([self.results], out)
+            if has_output(out) and not self.overwrite:
+                raise UsageError(f"{out} exists: pass --overwrite to replace it")
+            check_writable(out, folder=False)
+            if self.images == "none":
+                return None
+            image_dir = out.with_name(f"{out.stem}_images")
+            if _inside(self.results, image_dir):
+                raise UsageError(
+                    f"the input {self.results} is inside {image_dir}: choose another -o"
+                )
+            _check_folder(image_dir, "the images folder", self.overwrite)
+            return image_dir
+        refuse_input_as_output([self.results], out, sharded=True)
+        if _inside(self.results, out):
+            raise UsageError(f"the input {self.results} is inside {out}: choose another -o")
+        _check_folder(out, f"--to {self.to} output", self.overwrite)
+        check_writable(out.parent, folder=True)
+        return out if self.images != "none" else None
+
+    def _discover_styles(self) -> list[str]:
+        """Every style of the chosen records, in order of first appearance (one pass)."""
+        found: dict[str, None] = {}
+        for row in read_records(self.results):
+            if row.get("status", "ok") in self.statuses:
+                captions = row.get("captions")
+                found.update(dict.fromkeys(captions if isinstance(captions, dict) else ()))
+        return list(found)
+
+    def run(self, progress: Callable[[int], None] | None = None) -> ExportStats:
+        """Write the export; ``progress(1)`` after each record read.
+
+        Raises:
+            OutputError: the output could not be written (nothing is left half-written under
+                its final name).
+            DataError: a record that cannot be read.
+        """
+        assert self.styles is not None
+        stats = ExportStats(self.to, self.output, list(self.styles), images=self.image_dir)
+        out = self.output
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.factcap-", dir=out.parent))
+        except OSError as err:
+            raise OutputError(f"cannot write {out}: {err.strerror or err}") from None
+        try:
+            work = scratch / out.name
+            moves = [(work, out)]
+            place_in: Path | None = None
+            if self.exporter.target == "folder":
+                work.mkdir()
+                place_in = work if self.image_dir is not None else None
+            elif self.image_dir is not None:
+                place_in = scratch / self.image_dir.name
+                place_in.mkdir()
+                moves.append((place_in, self.image_dir))
+            (scratch / "tmp").mkdir()
+            context = Context(
+                path=work,
+                final=out,
+                styles=stats.styles,
+                images=self.images,
+                image_dir=self.image_dir,
+                prompt=self.prompt,
+                scratch=scratch / "tmp",
+                stats=stats,
+            )
+            try:
+                self.exporter.write(self._items(stats, place_in, progress), context)
+                marker = {"factcap": __version__, "format": self.to, "records": stats.exported}
+                for folder in (work if self.exporter.target == "folder" else None, place_in):
+                    if folder is not None:
+                        (folder / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+                for source, final in moves:
+                    if final.is_dir():
+                        shutil.rmtree(final)  # checked: empty or an earlier export
+                    os.replace(source, final)
+            except OSError as err:
+                raise OutputError(f"cannot write {out}: {err.strerror or err}") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return stats
+
+    def _items(
+        self, stats: ExportStats, place_in: Path | None, progress: Callable[[int], None] | None
+    ) -> Iterator[Item]:
+        needs_image = place_in is not None or not self.exporter.images  # placed or embedded
+        needs_caption = self.exporter.one_style or self.to == "llava"
+        used: set[str] = set()
+        assert self.styles is not None
+        for row in read_records(self.results):
+            stats.records += 1
+            if progress is not None:
+                progress(1)
+            status = str(row.get("status", "ok"))
+            if status not in self.statuses:
+                stats.skipped_status += 1
+                continue
+            given = row.get("captions")
+            given = given if isinstance(given, dict) else {}
+            captions = {
+                s: self.prefix + given[s] for s in self.styles if isinstance(given.get(s), str)
+            }
+            if not captions:
+                stats.no_caption += 1
+                if needs_caption:
+                    continue
+            source = str(row.get("source", ""))
+            found = self.finder.locate(source)
+            image = found if isinstance(found, Path) else None
+            if needs_image and image is None:
+                stats.no_image += 1
+                continue
+            name = Path(source).name
+            placed = None
+            if place_in is not None and image is not None:
+                name = _unique(image.name, str(row.get("id")), used)
+                _place(image, place_in / name, self.images)
+                assert self.image_dir is not None
+                placed = self.image_dir / name
+            elif needs_image and image is not None:
+                name = _unique(image.name, str(row.get("id")), used)
+            stats.exported += 1
+            yield Item(
+                record=row,
+                id=str(row.get("id")),
+                source=source,
+                status=status,
+                captions=captions,
+                image=image,
+                name=name,
+                placed=placed,
+                size=_size(row, image) if self.to == "coco" else None,
+            )
+
+
+def _unique(name: str, record_id: str, used: set[str]) -> str:
+    """``name``, or ``<stem>-<id><ext>`` when its stem is taken (case-insensitively: the
+    ``.txt`` beside each image needs a stem of its own)."""
+    path = Path(name)
+    stem, ext = path.stem or "image", path.suffix
+    candidate, number = stem, 1
+    while candidate.lower() in used:
+        candidate = f"{stem}-{record_id}" if number == 1 else f"{stem}-{record_id}-{number}"
+        number += 1
+    used.add(candidate.lower())
+    return candidate + ext
+
+
+def _place(image: Path, target: Path, mode: str) -> None:
+    if mode == "link":
+        os.symlink(image, target)
+    else:
+        shutil.copyfile(image, target)
+
+
+def _size(row: dict[str, Any], image: Path | None) -> tuple[int, int] | None:
+    size = row.get("image_size")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return size[0], size[1]
+    if image is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(image) as picture:  # reads the header only
+            return picture.size
+    except Exception:  # not an image Pillow reads (a 3D asset): no size
+        return None
+
+
+def export_records(results: str | Path, to: str, output: str | Path, **options: Any) -> ExportStats:
+    """:class:`ExportJob` then its ``run`` (``options``: those of :class:`ExportJob`, and
+    ``progress``)."""
+    progress = options.pop("progress", None)
+    return ExportJob(results, to, output, **options).run(progress)
