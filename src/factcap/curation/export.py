@@ -118,8 +118,8 @@ class ExportStats:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        parts = [f"{self.exported} of {self.records} records, {self.captions} captions"]
-        parts.append(f"({', '.join(self.styles) or 'no styles'})")
+        styles = ", ".join(self.styles) or "no styles"
+        parts = [f"{self.exported} of {self.records} records, {self.captions} captions ({styles})"]
         if self.skipped_status:
             parts.append(f"{self.skipped_status} skipped by status")
         if self.no_caption:
