@@ -31,6 +31,7 @@ LAYER = {
     "plugins": 0,
     "stats": 0,
     "access": 0,
+    "boxes": 0,
     "backends": 1,
     "pipeline": 2,
     "metrics": 2,
@@ -58,6 +59,7 @@ BASE_MAY_IMPORT = {
     "plugins": set(),
     "stats": set(),
     "access": {"errors"},
+    "boxes": set(),
 }
 #: Allowed beyond the layers: metrics may not import the pipeline or the engine.
 FORBIDDEN = {("metrics", "pipeline"), ("metrics", "engine"), ("pipeline", "metrics")}

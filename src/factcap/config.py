@@ -203,6 +203,26 @@ class AltTextConfig(_Strict):
     max_chars: int = Field(default=1000, ge=1)
 
 
+class RegionsConfig(_Strict):
+    """Region captions and the caption graph (``--regions``): each supported object's boxes,
+    after non-maximum suppression (IoU above ``iou_nms``), largest first, at least
+    ``min_area`` of the image, up to ``max``; cropped with ``padding`` (of the box's size) on
+    every side; ``relations``: spatial relations between up to ``max_relations`` pairs of
+    regions, each with a sentence and a VQA check on the pair's union crop.
+
+    >>> RegionsConfig().max, RegionsConfig().enabled
+    (8, False)
+    """
+
+    enabled: bool = False
+    max: int = Field(default=8, ge=1, le=64)
+    min_area: float = Field(default=0.01, ge=0.0, le=1.0)
+    iou_nms: float = Field(default=0.5, ge=0.0, le=1.0)
+    padding: float = Field(default=0.1, ge=0.0, le=2.0)
+    relations: bool = True
+    max_relations: int = Field(default=12, ge=0)
+
+
 #: How a proposal can be ranked, and the role that scores it.
 RANKERS = {"clip_score": "embedder", "vqa_score": "vqa"}
 
@@ -279,6 +299,7 @@ class Config(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     alt_text: AltTextConfig = Field(default_factory=AltTextConfig)
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
 
     @model_validator(mode="after")
     def _ranker_configured(self) -> Config:

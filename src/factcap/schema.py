@@ -161,6 +161,12 @@ class Record:
     saved with ``--save-views``)."""
     asset: dict[str, Any] = field(default_factory=dict)
     """An asset's facts: format, faces, vertices, points, bounds, what was skipped."""
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    """With ``--regions``: one entry per verified region: ``id``, ``box`` (pixels), ``label``,
+    ``caption``, ``score``, ``claims``, ``proposals``."""
+    graph: dict[str, Any] = field(default_factory=dict)
+    """With ``--regions``: the caption graph, ``nodes`` (image, entity, composition, relation)
+    and ``edges`` (``source``, ``target``, ``text``)."""
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -198,6 +204,7 @@ class Record:
                 if self.kind != "image"
                 else {}
             ),
+            **({"regions": list(self.regions), "graph": dict(self.graph)} if self.graph else {}),
         }
 
     @classmethod
@@ -221,7 +228,9 @@ class Record:
             extra=dict(data.get("extra", {})),
             kind=data.get("kind", "image"),
             views=list(data.get("views", [])),
-            asset=dict(data.get("asset", {})),
+            asset=dict(data.get("asset") or {}),
+            regions=list(data.get("regions") or []),
+            graph=dict(data.get("graph") or {}),
         )
 
 

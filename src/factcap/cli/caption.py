@@ -151,6 +151,12 @@ def add_parser(sub: Any) -> None:
         metavar="X",
         help="with --rank-by: keep proposals scoring at least X (the best one always stays)",
     )
+    cap.add_argument(
+        "--regions",
+        action="store_true",
+        help="also caption each detected object's region, relate the regions, and write the "
+        "caption graph (record fields regions and graph; config key regions)",
+    )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=run)
 
@@ -199,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--keep-top and --min-score need --rank-by clip_score|vqa_score")
     if ranking:
         overrides["proposals"] = ranking
+    if args.regions:
+        overrides["regions"] = {"enabled": True}
     config = load_config(args, overrides)
     spec = JobSpec(
         inputs=args.inputs,

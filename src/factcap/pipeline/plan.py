@@ -31,6 +31,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "factcap.pipeline.detect",  # the detector looks for every object claim
     "factcap.pipeline.judge",  # verdicts from boxes, OCR and VQA answers
     "factcap.pipeline.compose",  # the LLM writes each style's caption
+    "factcap.pipeline.regions",  # --regions: region captions, relations, the caption graph
 )
 
 

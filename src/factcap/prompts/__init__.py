@@ -33,7 +33,7 @@ from pathlib import Path
 from factcap.errors import ConfigError
 
 #: The pipeline's own templates (styles are named ``style_<name>``).
-TEMPLATES = ("claims", "repair", "compose")
+TEMPLATES = ("claims", "repair", "compose", "relation")
 #: Evaluation's judge prompts (``factcap evaluate --metrics vlm_judge``, ``--pairwise``).
 EVALUATE_TEMPLATES = ("judge_rubric", "judge_pairwise")
 PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction", "captions")

@@ -10,9 +10,11 @@ after an optional front matter block::
     ---
     Write a prompt for a text-to-image model ...
 
-``needs_instruction: true`` marks a style that takes the user's free ``--instruction`` (its
-prompt holds ``{instruction}``); it is added whenever an instruction is given and is not
-chosen with ``--style``. The shipped styles are the files in ``factcap/prompts/styles/``:
+``added_by: instruction`` (or the older ``needs_instruction: true``) marks a style that takes
+the user's free ``--instruction`` (its prompt holds ``{instruction}``); it is added whenever
+an instruction is given and is not chosen with ``--style``. In the same way ``added_by:
+question`` styles are written when an item has a question, and ``added_by: regions`` styles
+describe one region of an image (``--regions``). The shipped styles are the files in ``factcap/prompts/styles/``:
 adding one there is adding a style. A config adds its own with ``custom_styles: {name:
 file}`` and replaces a shipped style's prompt with ``prompts: {style_<name>: file}``.
 
@@ -41,7 +43,9 @@ PIECES = ("sentences", "phrases")
 FALLBACKS = ("all", "first")
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
-_FIELDS = ("description", "pieces", "fallback", "needs_instruction")
+_FIELDS = ("description", "pieces", "fallback", "needs_instruction", "added_by")
+#: The features that add a style of their own (never chosen with ``--style``).
+ADDED_BY = ("instruction", "question", "regions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +57,13 @@ class Style:
     description: str = ""
     pieces: str = "sentences"
     fallback: str = "all"
-    needs_instruction: bool = False
+    added_by: str | None = None
     source: str = "shipped"
+
+    @property
+    def needs_instruction(self) -> bool:
+        """Whether this is the free instruction's style."""
+        return self.added_by == INSTRUCTION
 
 
 def parse_style(name: str, text: str, source: str = "shipped") -> Style:
@@ -75,16 +84,20 @@ def parse_style(name: str, text: str, source: str = "shipped") -> Style:
     pieces = fields.get("pieces", "sentences")
     fallback = fields.get("fallback", "all")
     flag = fields.get("needs_instruction", "false").lower()
-    if pieces not in PIECES or fallback not in FALLBACKS or flag not in ("true", "false"):
+    added_by = fields.get("added_by") or (INSTRUCTION if flag == "true" else None)
+    if (
+        pieces not in PIECES
+        or fallback not in FALLBACKS
+        or flag not in ("true", "false")
+        or (added_by is not None and added_by not in ADDED_BY)
+    ):
         raise ConfigError(
             f"{where}: pieces must be one of {PIECES}, fallback one of {FALLBACKS}, "
-            "needs_instruction true or false"
+            f"needs_instruction true or false, added_by one of {ADDED_BY}"
         )
     if not body.strip():
         raise ConfigError(f"{where}: the prompt is empty")
-    return Style(
-        name, body, fields.get("description", ""), pieces, fallback, flag == "true", source
-    )
+    return Style(name, body, fields.get("description", ""), pieces, fallback, added_by, source)
 
 
 @cache
@@ -131,5 +144,10 @@ def style_registry(
 
 
 def selectable(styles: Mapping[str, Style]) -> list[str]:
-    """The names a user may ask for with ``--style`` (not the instruction's style)."""
-    return [n for n, s in styles.items() if not s.needs_instruction]
+    """The names a user may ask for with ``--style`` (not those a feature adds)."""
+    return [n for n, s in styles.items() if s.added_by is None]
+
+
+def added_by(styles: Mapping[str, Style], feature: str) -> list[str]:
+    """The styles that ``feature`` (``instruction``, ``question``, ``regions``) adds."""
+    return [n for n, s in styles.items() if s.added_by == feature]

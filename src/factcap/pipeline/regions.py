@@ -1,0 +1,453 @@
+"""Stages ``regions:*`` (``--regions``): a verified caption for each object's region, the
+spatial relations between regions, and the caption graph.
+
+Each region is a small work item of its own (a crop with its own record), so it goes through
+the same stage functions as a whole image:
+
+1. regions: the boxes of the supported object claims, after non-maximum suppression (largest
+   first, IoU above ``regions.iou_nms`` dropped), at least ``regions.min_area`` of the image,
+   up to ``regions.max``; each cropped with ``regions.padding`` of its size on every side,
+   clipped to the image (:mod:`factcap.boxes`);
+2. ``regions:caption:<i>``: every captioner captions every crop;
+3. ``regions:claims``: the LLM extracts the claims of each region's captions (all regions of
+   the batch in one call), and the region gets one more object claim, its label ("There is a
+   dog.");
+4. ``regions:judge``: the VQA model checks the claims on the crop (no detector on crops: the
+   VQA question decides, as for attributes). A region whose label claim is refuted is dropped,
+   and the record's notes say so;
+5. ``regions:compose``: the LLM writes each region's caption in the ``region`` style (refuted
+   content cut as for whole images), and, for pairs of regions with different labels
+   (largest first, up to ``regions.max_relations``), a sentence stating their spatial relation
+   (:func:`factcap.boxes.relations`), which must name both labels or becomes "The dog is left
+   of the sofa.";
+6. ``regions:relations``: the VQA model checks each relation ("Is the dog left of the sofa?")
+   on the crop of the pair's union box; then the record gets ``regions`` and ``graph``
+   (:func:`build_graph`).
+
+3D assets get no regions (a note says so): their boxes belong to different views.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from factcap.boxes import area as box_area
+from factcap.boxes import normalised, pad, relations, suppress, union_box
+from factcap.config import Config, RegionsConfig
+from factcap.pipeline import claims as claims_stage
+from factcap.pipeline import compose as compose_stage
+from factcap.pipeline import propose
+from factcap.pipeline.judge import ask_once, judge_claims
+from factcap.pipeline.parsing import clean_caption
+from factcap.pipeline.stage import BoundModel, Stage, StageContext
+from factcap.pipeline.work import Work, live, timed
+from factcap.prompts import load_prompt, quote_data, render
+from factcap.roles import slot
+from factcap.schema import Claim, ClaimKind, Record, Verdict
+from factcap.text.english import plural
+
+#: Key of ``Work.extra`` holding an item's regions between the ``regions:*`` stages.
+REGIONS = "regions"
+#: The caption style of a region.
+REGION_STYLE = "region"
+
+
+@dataclass(slots=True)
+class Region:
+    """One region in flight: its detector box (pixels), label, detector score, and the crop's
+    own work item (proposals, claims, captions)."""
+
+    id: str
+    label: str
+    box: tuple[float, float, float, float]
+    score: float
+    work: Work
+
+    @property
+    def caption(self) -> str:
+        return self.work.record.captions.get(REGION_STYLE, "")
+
+
+@dataclass(slots=True)
+class Relation:
+    """A spatial relation of region ``a`` to region ``b``, its sentence and its check."""
+
+    a: Region
+    b: Region
+    relation: str
+    also: list[str]
+    sentence: str = ""
+    verdict: Verdict = Verdict.UNCERTAIN
+    score: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def question(self) -> str:
+        return f"Is the {self.a.label} {self.relation} the {self.b.label}?"
+
+
+def stages(config: Config) -> list[Stage]:
+    """The ``regions:*`` stages when ``regions.enabled`` (``--regions``)."""
+    if not config.regions.enabled:
+        return []
+    vqa = "vqa" if config.vqa is not None else None
+    captioning = [
+        Stage(f"regions:caption:{i}", slot("captioner", i), run_caption)
+        for i in range(len(config.captioners))
+    ]
+    return [
+        *captioning,
+        Stage("regions:claims", "llm", run_claims),
+        Stage("regions:judge", vqa, run_judge),
+        Stage("regions:compose", "llm", run_compose),
+        Stage("regions:relations", vqa, run_relations),
+    ]
+
+
+# --- finding the regions ------------------------------------------------------------------
+
+
+def candidate_boxes(claims: Sequence[Claim]) -> list[tuple[str, tuple[float, ...], float]]:
+    """``(label, box, score)`` of every detector box of the supported object claims."""
+    out = []
+    for c in claims:
+        if c.kind != ClaimKind.OBJECT or c.verdict != Verdict.SUPPORTED:
+            continue
+        for found in c.evidence.get("detector_boxes") or []:
+            box = found.get("box") if isinstance(found, dict) else None
+            if isinstance(box, list) and len(box) == 4:
+                out.append((c.subject, tuple(float(v) for v in box), float(found.get("score", 0))))
+    return out
+
+
+def find_regions(work: Work, cfg: RegionsConfig) -> list[Region]:
+    """The regions of one item (module docstring, step 1), largest first."""
+    if work.views is not None:
+        work.record.notes.append("regions: not made for 3D assets (boxes belong to views)")
+        return []
+    width, height = work.image.size
+    found = [
+        (label, box, score)
+        for label, box, score in candidate_boxes(work.record.claims)
+        if box_area(box) >= cfg.min_area * width * height
+    ]
+    kept = suppress([box for _, box, _ in found], cfg.iou_nms)[: cfg.max]
+    regions = []
+    for k, i in enumerate(kept):
+        label, box, score = found[i]
+        crop = work.image.crop(pad(box, cfg.padding, (width, height)))
+        record = Record(id=f"{work.record.id}#r{k}", source=work.record.source)
+        regions.append(Region(f"r{k}", label, box, score, Work(record=record, image=crop)))  # type: ignore[arg-type]
+    return regions
+
+
+def regions_of(work: Work, cfg: RegionsConfig) -> list[Region]:
+    """The item's regions, found on first use and kept on the item between stages."""
+    if REGIONS not in work.extra:
+        work.extra[REGIONS] = find_regions(work, cfg)
+    return work.extra[REGIONS]
+
+
+def _live_regions(batch: Sequence[Work], cfg: RegionsConfig) -> list[tuple[Work, Region]]:
+    return [(w, r) for w in live(batch) for r in regions_of(w, cfg) if r.work.record.ok]
+
+
+# --- the stages -----------------------------------------------------------------------------
+
+
+def run_caption(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Every captioner captions every region's crop."""
+    pairs = _live_regions(batch, context.config.regions)
+    if model is None or not pairs:
+        return
+    with timed([w for w in live(batch)], f"regions:caption:{model.backend.name}"):
+        propose.run([r.work for _, r in pairs], model, context)
+
+
+def label_claim(region: Region) -> Claim:
+    """The region's own claim: its object is in the crop."""
+    return Claim(ClaimKind.OBJECT, f"There is a {region.label}.", subject=region.label)
+
+
+def run_claims(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Claims of each region's captions, plus its label claim first."""
+    pairs = _live_regions(batch, context.config.regions)
+    if model is None or not pairs:
+        return
+    cfg = context.config
+    with timed(live(batch), "regions:claims"):
+        claims_stage.extract_claims(
+            [r.work for _, r in pairs],
+            model.backend,
+            max_new_tokens=cfg.llm.max_new_tokens,
+            temperature=cfg.llm.temperature,
+            max_claims=cfg.verify.max_claims,
+            prompts=cfg.prompts,
+        )
+    for _, region in pairs:
+        own = label_claim(region)
+        others = [c for c in region.work.record.claims if c.text.lower() != own.text.lower()]
+        region.work.record.claims = [own, *others]
+
+
+def run_judge(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Check the regions' claims on their crops; drop the regions whose label is refuted."""
+    cfg = context.config
+    pairs = _live_regions(batch, cfg.regions)
+    if pairs:
+        with timed(live(batch), "regions:judge"):
+            judge_claims([r.work for _, r in pairs], model, cfg.verify)
+    for w in live(batch):
+        kept = []
+        for region in regions_of(w, cfg.regions):
+            record = region.work.record
+            if not record.ok:
+                w.record.notes.append(
+                    f"regions: {region.id} ({region.label}) failed: {record.error.message if record.error else ''}"
+                )
+            elif record.claims and record.claims[0].verdict == Verdict.REFUTED:
+                p = record.claims[0].evidence.get("vqa_p_yes")
+                w.record.notes.append(
+                    f"regions: dropped {region.id} ({region.label}): the VQA model did not "
+                    f"see a {region.label} in its crop (P(yes) {p})"
+                )
+            else:
+                kept.append(region)
+        w.extra[REGIONS] = kept
+
+
+def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Each region's caption, then a sentence for each relation."""
+    cfg = context.config
+    pairs = _live_regions(batch, cfg.regions)
+    if model is None or not pairs:
+        return
+    llm = model.backend
+    with timed(live(batch), "regions:compose"):
+        compose_stage.compose(
+            [r.work for _, r in pairs],
+            llm,
+            [REGION_STYLE],
+            instruction=None,
+            max_new_tokens=cfg.llm.max_new_tokens,
+            temperature=cfg.llm.temperature,
+            prompts=cfg.prompts,
+            styles_known=cfg.style_registry(),
+            alt_text=cfg.alt_text,
+        )
+        if cfg.regions.relations:
+            found = {
+                id(w): pair_relations(regions_of(w, cfg.regions), cfg.regions) for w in live(batch)
+            }
+            for w in live(batch):
+                w.extra["relations"] = found[id(w)]
+            write_sentences([r for rels in found.values() for r in rels], llm, cfg)
+
+
+def pair_relations(regions: Sequence[Region], cfg: RegionsConfig) -> list[Relation]:
+    """The relation of each pair of regions (largest first), up to ``max_relations``."""
+    out: list[Relation] = []
+    for i, a in enumerate(regions):
+        for b in regions[i + 1 :]:
+            if len(out) >= cfg.max_relations:
+                return out
+            found = relations(a.box, b.box)
+            if found and a.label != b.label:
+                out.append(Relation(a, b, found[0], found[1:]))
+    return out
+
+
+def write_sentences(found: Sequence[Relation], llm: Any, cfg: Config) -> None:
+    """The LLM's sentence for each relation; one that does not name both objects is replaced
+    by the plain statement."""
+    if not found:
+        return
+    template = load_prompt("relation", cfg.prompts)
+    conversations = [
+        [
+            {
+                "role": "user",
+                "content": render(
+                    template,
+                    proposals=quote_data(
+                        [r.a.caption or r.a.label, r.b.caption or r.b.label],
+                        [f"the first object ({r.a.label})", f"the second object ({r.b.label})"],
+                        "{}",
+                    ),
+                    verdicts=quote_data([plain_sentence(r)], ["measured"], "{}"),
+                ),
+            }
+        ]
+        for r in found
+    ]
+    try:
+        answers = llm.chat(conversations, max_new_tokens=48, temperature=cfg.llm.temperature)
+    except Exception as err:  # the plain statements stand; the record says why
+        answers = [""] * len(found)
+        for r in found:
+            r.evidence["sentence"] = f"the LLM failed ({type(err).__name__}): plain statement"
+    for relation, answer in zip(found, answers, strict=True):
+        text = clean_caption(answer)
+        named = all(
+            re.search(rf"\b{re.escape(label)}(e?s)?\b", text, re.I)
+            for label in (relation.a.label, relation.b.label)
+        )
+        relation.sentence = text if text and named else plain_sentence(relation)
+
+
+def plain_sentence(relation: Relation) -> str:
+    """ "The dog is left of the sofa." """
+    return f"The {relation.a.label} is {relation.relation} the {relation.b.label}."
+
+
+def run_relations(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+    """Check each relation on its union crop, then write ``regions`` and ``graph``."""
+    cfg = context.config
+    items = live(batch)
+    found = [(w, r) for w in items for r in w.extra.get("relations", [])]
+    if model is not None and found:
+        asks = []
+        for w, r in found:
+            crop_box = pad(union_box(r.a.box, r.b.box), cfg.regions.padding, w.image.size)
+            asks.append((w.image.crop(crop_box), r.question))
+        with timed(items, "regions:relations"):
+            try:
+                probs = ask_once(model.backend.yes_probability, model.batch_size, asks)
+            except Exception as err:  # the relations stay unchecked; the record says why
+                probs = [float("nan")] * len(found)
+                for w in items:
+                    w.record.notes.append(f"regions: relation check failed ({type(err).__name__})")
+        for (_, r), p in zip(found, probs, strict=True):
+            _apply(r, p, cfg)
+    for w in items:
+        regions = regions_of(w, cfg.regions)
+        rels = w.extra.pop("relations", [])
+        w.record.regions = [region_entry(r, w.image.size) for r in regions]
+        w.record.graph = build_graph(w.record, regions, rels, w.image.size)
+        w.extra.pop(REGIONS, None)
+
+
+def _apply(relation: Relation, p: float, cfg: Config) -> None:
+    relation.evidence["vqa_question"] = relation.question
+    if p != p:
+        relation.evidence["vqa_p_yes"] = None
+        return
+    relation.score = round(p, 4)
+    relation.evidence["vqa_p_yes"] = round(p, 4)
+    if p >= cfg.verify.supported_threshold:
+        relation.verdict = Verdict.SUPPORTED
+    elif p <= cfg.verify.refuted_threshold:
+        relation.verdict = Verdict.REFUTED
+
+
+# --- the record's regions and graph ---------------------------------------------------------
+
+
+def region_entry(region: Region, size: tuple[int, int]) -> dict[str, Any]:
+    """A region as the record lists it."""
+    record = region.work.record
+    return {
+        "id": region.id,
+        "box": [round(v, 1) for v in region.box],
+        "box_normalised": normalised(region.box, size),
+        "label": region.label,
+        "caption": region.caption,
+        "score": round(region.score, 4),
+        "proposals": [p.to_dict() for p in record.proposals],
+        "claims": [c.to_dict() for c in record.claims],
+        "notes": list(record.notes),
+    }
+
+
+def build_graph(
+    record: Record, regions: Sequence[Region], rels: Sequence[Relation], size: tuple[int, int]
+) -> dict[str, Any]:
+    """The caption graph: the image node, an entity node per region, a composition node per
+    label with several regions, a relation node per relation that was not refuted; edges from
+    the image to entities (or their composition), from a composition to its entities, and
+    from a relation to its two entities.
+
+    >>> from PIL import Image
+    >>> rec = Record("i", "i.jpg", captions={"detailed": "Two dogs."})
+    >>> crop = lambda: Work(Record("c", "i.jpg"), Image.new("RGB", (2, 2)))
+    >>> regs = [Region("r0", "dog", (0, 0, 5, 5), 0.9, crop()), Region("r1", "dog", (5, 5, 9, 9), 0.8, crop())]
+    >>> g = build_graph(rec, regs, [], (10, 10))
+    >>> [(n["id"], n["kind"]) for n in g["nodes"]]
+    [('image', 'image'), ('composition:dog', 'composition'), ('r0', 'entity'), ('r1', 'entity')]
+    >>> [(e["source"], e["target"]) for e in g["edges"]]
+    [('image', 'composition:dog'), ('composition:dog', 'r0'), ('composition:dog', 'r1')]
+    """
+    image_descs = [
+        {"text": text, "kind": "short" if style in ("short", "alt") else "detail"}
+        for style, text in record.captions.items()
+        if text
+    ]
+    nodes: list[dict[str, Any]] = [
+        {
+            "id": "image",
+            "kind": "image",
+            "box": [0.0, 0.0, 1.0, 1.0],
+            "label": "",
+            "descriptions": image_descs,
+        }
+    ]
+    edges: list[dict[str, str]] = []
+    by_label: dict[str, list[Region]] = {}
+    for region in regions:
+        by_label.setdefault(region.label, []).append(region)
+    for label, group in by_label.items():
+        if len(group) > 1:
+            box = group[0].box
+            for other in group[1:]:
+                box = union_box(box, other.box)
+            node = f"composition:{label}"
+            text = f"There are {len(group)} {plural(label)}."
+            nodes.append(
+                {
+                    "id": node,
+                    "kind": "composition",
+                    "box": normalised(box, size),
+                    "label": label,
+                    "descriptions": [{"text": text, "kind": "composition"}],
+                }
+            )
+            edges.append({"source": "image", "target": node, "text": plural(label)})
+            edges.extend({"source": node, "target": r.id, "text": label} for r in group)
+        else:
+            edges.append({"source": "image", "target": group[0].id, "text": label})
+        for region in group:
+            nodes.append(
+                {
+                    "id": region.id,
+                    "kind": "entity",
+                    "box": normalised(region.box, size),
+                    "label": label,
+                    "descriptions": [{"text": region.caption, "kind": "short"}]
+                    if region.caption
+                    else [],
+                }
+            )
+    for k, r in enumerate(rels):
+        if r.verdict == Verdict.REFUTED:
+            continue
+        node = f"relation:{k}"
+        nodes.append(
+            {
+                "id": node,
+                "kind": "relation",
+                "box": normalised(union_box(r.a.box, r.b.box), size),
+                "label": r.relation,
+                "descriptions": [{"text": r.sentence or plain_sentence(r), "kind": "relation"}],
+                "verdict": r.verdict.value,
+                "score": r.score,
+                "also": list(r.also),
+                "evidence": dict(r.evidence),
+            }
+        )
+        edges.append({"source": "image", "target": node, "text": r.relation})
+        edges.append({"source": node, "target": r.a.id, "text": r.a.label})
+        edges.append({"source": node, "target": r.b.id, "text": r.b.label})
+    return {"nodes": nodes, "edges": edges}
