@@ -100,18 +100,23 @@ def test_coco_is_read_by_pycocotools_with_one_annotation_per_style(results, tmp_
 
 
 def test_coco_references_are_read_by_factcap_evaluate(results, tmp_path, capsys):
-    """factcap evaluate --references matches COCO images by file name: exported from the
-    same results, every caption is its own reference."""
-    three = tmp_path / "three.jsonl"
-    three.write_text("".join(results.read_text().splitlines(keepends=True)[:3]))
+    """factcap evaluate --references matches COCO images by their factcap_id (else by file
+    name): exported from the same results, every caption is its own reference, also for the
+    two photos that share a file name."""
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text("".join(results.read_text().splitlines(keepends=True)[:4]))
     refs = tmp_path / "refs.json"
-    assert _export(three, "--to", "coco", "-o", str(refs), "--style", "detailed") == 0
+    assert _export(ok, "--to", "coco", "-o", str(refs), "--style", "detailed") == 0
     scores = tmp_path / "scores.jsonl"
-    args = ["evaluate", str(three), "-o", str(scores), "--references", str(refs),
+    args = ["evaluate", str(ok), "-o", str(scores), "--references", str(refs),
             "--metrics", "bleu", "--quiet"]  # fmt: skip
     assert main(args) == 0
     rows = [r for r in read_records(scores) if r["caption_source"] == "final:detailed"]
-    assert len(rows) == 3 and all(r["metrics"]["bleu_1"] == pytest.approx(1.0) for r in rows)
+    assert len(rows) == 4 and all(r["metrics"]["bleu_1"] == pytest.approx(1.0) for r in rows)
+    from factcap.evaluate import read_references
+
+    by_id = read_references(refs).captions  # one reference each: the two astronauts not merged
+    assert {k: len(v) for k, v in by_id.items()} == {"r1": 1, "r2": 1, "r3": 1, "r4": 1}
 
 
 # --- LLaVA --------------------------------------------------------------------------------------

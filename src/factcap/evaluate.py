@@ -61,7 +61,9 @@ class References:
 def read_references(path: Path | None) -> References:
     """A JSONL of ``{"id", "references": [...], "objects": [...]?}`` or a COCO captions JSON
     (``images`` with ``file_name``, ``annotations`` with ``image_id`` and ``caption``); COCO
-    references are keyed by file name, so they match results by their image's name."""
+    references are keyed by file name, so they match results by their image's name, or by
+    the record id when an image carries ``factcap_id`` (``factcap export --to coco`` writes
+    it, so two images of the same name stay apart)."""
     refs = References()
     if path is None:
         return refs
@@ -73,7 +75,10 @@ def read_references(path: Path | None) -> References:
             raise ConfigError(f"cannot read COCO references {path}: {err}") from None
         if not isinstance(data, dict) or "annotations" not in data:
             raise ConfigError(f"{path} is not a COCO captions file (no 'annotations')")
-        names = {img["id"]: img.get("file_name", str(img["id"])) for img in data.get("images", [])}
+        names = {
+            img["id"]: str(img.get("factcap_id") or img.get("file_name", img["id"]))
+            for img in data.get("images", [])
+        }
         for ann in data.get("annotations", []):
             key = names.get(ann["image_id"], str(ann["image_id"]))
             refs.captions.setdefault(key, []).append(str(ann["caption"]))
