@@ -288,3 +288,139 @@ def test_a_new_format_is_one_function_and_one_line(results, tmp_path, monkeypatc
     assert out.read_text().splitlines()[0] == "r1\tastronaut.jpg"
     with pytest.raises(UsageError, match="takes --images none"):
         ExportJob(results, "ids", tmp_path / "x.tsv", images="copy")
+
+
+# --- GBC (graph-based captioning) ---------------------------------------------------------------
+
+GBC_KEYS = {"img_url", "img_path", "original_caption", "short_caption", "detail_caption",
+            "vertices"}  # fmt: skip
+GBC_VERTEX_KEYS = {"vertex_id", "bbox", "label", "descs", "in_edges", "out_edges"}
+GBC_BBOX_KEYS = {"left", "top", "right", "bottom", "confidence"}
+GBC_EDGE_KEYS = {"source", "text", "target"}
+GBC_VERTEX_LABELS = {"image", "entity", "composition", "relation"}
+GBC_DESC_LABELS = {"short", "relation", "composition", "detail", "original", "hardcode",
+                   "bagofwords"}  # fmt: skip
+
+
+def _check_gbc_line(line: dict) -> dict[str, dict]:
+    """One exported line against GBC's GbcGraph / GbcVertex / Bbox / Description / GbcEdge
+    fields, exactly; returns the vertices by id."""
+    assert set(line) == GBC_KEYS
+    assert line["img_url"] is None and isinstance(line["img_path"], str)
+    for key in ("original_caption", "short_caption", "detail_caption"):
+        assert line[key] is None or isinstance(line[key], str)
+    vertices = {}
+    for vertex in line["vertices"]:
+        assert set(vertex) == GBC_VERTEX_KEYS
+        assert isinstance(vertex["vertex_id"], str) and vertex["vertex_id"] not in vertices
+        vertices[vertex["vertex_id"]] = vertex
+        assert vertex["label"] in GBC_VERTEX_LABELS
+        bbox = vertex["bbox"]
+        assert set(bbox) == GBC_BBOX_KEYS
+        sides = [bbox[k] for k in ("left", "top", "right", "bottom")]
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in sides)
+        assert bbox["left"] <= bbox["right"] and bbox["top"] <= bbox["bottom"]
+        assert bbox["confidence"] is None or 0.0 <= bbox["confidence"] <= 1.0
+        for desc in vertex["descs"]:
+            assert set(desc) == {"text", "label"} and desc["label"] in GBC_DESC_LABELS
+            assert isinstance(desc["text"], str) and desc["text"]
+        for edge in vertex["in_edges"] + vertex["out_edges"]:
+            assert set(edge) == GBC_EDGE_KEYS and all(isinstance(edge[k], str) for k in edge)
+    assert [v["label"] for v in line["vertices"]].count("image") == 1
+    for vertex in vertices.values():
+        for edge in vertex["out_edges"]:
+            assert edge["source"] == vertex["vertex_id"] and edge["target"] in vertices
+            assert edge in vertices[edge["target"]]["in_edges"]
+        for edge in vertex["in_edges"]:
+            assert edge["target"] == vertex["vertex_id"] and edge["source"] in vertices
+            assert edge in vertices[edge["source"]]["out_edges"]
+    return vertices
+
+
+@pytest.fixture
+def region_results(tmp_path):
+    """Two photos captioned with --regions (two dogs and a ball, relations one supported and
+    one refuted; a box running off the image), one without a graph, one error."""
+    from region_records import region_record
+
+    shutil.copy(PHOTOS["chelsea.jpg"], tmp_path / "chelsea.jpg")
+    shutil.copy(PHOTOS["coffee.jpg"], tmp_path / "coffee.jpg")
+    size = Image.open(PHOTOS["chelsea.jpg"]).size
+    cat = region_record(
+        "g1",
+        "chelsea.jpg",
+        size,
+        {"detailed": "Two dogs play with a ball.", "short": "Dogs."},
+        [
+            ("dog", (10, 10, 200, 250), 0.91, "A brown dog jumping."),
+            ("dog", (220, 20, 420, 290), 0.85, "A small dog."),
+            ("ball", (300, 200, size[0] + 40, size[1] + 5), 0.7, "A red ball."),
+        ],
+        [(0, 2, "left of", "supported"), (1, 2, "above", "refuted")],
+    )
+    plain = _rec("g2", "coffee.jpg", {"detailed": "A cup of coffee."})
+    out = tmp_path / "regions.jsonl"
+    lines = [cat, plain, _rec("e1", "broken.jpg", {}, status="error")]
+    out.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return out
+
+
+def test_gbc_lines_follow_the_gbc_layout(region_results, tmp_path, capsys):
+    out = tmp_path / "graphs.jsonl"
+    assert main(["export", str(region_results), "--to", "gbc", "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 3 records" in err and "1 without a graph" in err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 2
+    source = json.loads(region_results.read_text().splitlines()[0])
+    vertices = _check_gbc_line(lines[0])
+    assert lines[0]["img_path"] == str(region_results.parent / "chelsea.jpg")
+    assert lines[0]["detail_caption"] == "Two dogs play with a ball."
+    assert lines[0]["short_caption"] == "Dogs."
+    assert list(vertices) == ["", "composition:dog", "r0", "r1", "r2", "relation:0"]
+    labels = {k: v["label"] for k, v in vertices.items()}
+    assert labels == {"": "image", "composition:dog": "composition", "r0": "entity",
+                      "r1": "entity", "r2": "entity", "relation:0": "relation"}  # fmt: skip
+    assert vertices[""]["descs"] == [
+        {"text": "Two dogs play with a ball.", "label": "detail"},
+        {"text": "Dogs.", "label": "short"},
+    ]
+    assert vertices["r0"]["descs"] == [{"text": "A brown dog jumping.", "label": "short"}]
+    assert vertices["relation:0"]["descs"][0]["label"] == "relation"
+    assert vertices["composition:dog"]["descs"][0]["label"] == "composition"
+    # boxes: the record's normalised boxes, clipped to the image; entities carry the score
+    r0 = source["regions"][0]["box_normalised"]
+    assert [vertices["r0"]["bbox"][k] for k in ("left", "top", "right", "bottom")] == r0
+    assert vertices["r0"]["bbox"]["confidence"] == 0.91
+    assert vertices["r2"]["bbox"]["right"] == 1.0 and vertices["r2"]["bbox"]["bottom"] == 1.0
+    assert vertices[""]["bbox"] == {"left": 0.0, "top": 0.0, "right": 1.0, "bottom": 1.0,
+                                    "confidence": None}  # fmt: skip
+    # edges: the graph's, image -> composition -> entities, relation -> its two entities
+    edges = {(e["source"], e["target"], e["text"]) for v in vertices.values()
+             for e in v["out_edges"]}  # fmt: skip
+    assert edges == {
+        ("", "composition:dog", "dogs"), ("composition:dog", "r0", "dog"),
+        ("composition:dog", "r1", "dog"), ("", "r2", "ball"), ("", "relation:0", "left of"),
+        ("relation:0", "r0", "dog"), ("relation:0", "r2", "ball"),
+    }  # fmt: skip
+    assert len(edges) == len(source["graph"]["edges"])
+    # a record without a graph: its image vertex alone
+    plain = _check_gbc_line(lines[1])
+    assert list(plain) == [""] and plain[""]["descs"] == [
+        {"text": "A cup of coffee.", "label": "detail"}
+    ]
+    assert lines[1]["short_caption"] is None
+
+
+def test_gbc_with_copied_images_and_chosen_styles(region_results, tmp_path):
+    out = tmp_path / "gbc" / "graphs.jsonl"
+    args = ["--to", "gbc", "-o", str(out), "--images", "copy", "--style", "short", "--quiet"]
+    assert _export(region_results, *args) == 0
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert first["img_path"] == "chelsea.jpg" and second["img_path"] == "coffee.jpg"
+    assert (out.parent / "graphs_images" / "chelsea.jpg").is_file()
+    vertices = _check_gbc_line(first)
+    assert vertices[""]["descs"] == [{"text": "Dogs.", "label": "short"}]
+    assert first["detail_caption"] is None and first["short_caption"] == "Dogs."
+    assert len(vertices) == 6  # the regions do not depend on the chosen styles
+    assert _check_gbc_line(second)[""]["descs"] == []

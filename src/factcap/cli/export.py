@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   factcap export kept.jsonl --to hf -o dataset --style detailed --style short
   factcap export kept.jsonl --to folder -o lora --style short --prefix "ohwx, " --images link
   factcap export out.parquet --to csv -o captions.csv --status ok,error
+  factcap export regions.jsonl --to gbc -o graphs.jsonl               # from caption --regions
 
 formats (-o):
   coco    a .json file: images + annotations (one per style); file_name = the image's name,
@@ -26,10 +27,13 @@ formats (-o):
           factcap caption reads it back
   folder  a folder: each image with a .txt caption beside it (one style), for LoRA trainers
   csv     a .csv file: id, file_name, source, status, one column per style
+  gbc     a .jsonl file: one graph-based-captioning (Apple GBC) graph per image, from the
+          caption graph of caption --regions (vertices image/entity/composition/relation
+          with normalised bbox, descs, in/out edges); a record without one: its image vertex
 
 images: --images copy|link puts them (copies, or symbolic links to the found files) in the
-output folder (folder) or in <stem>_images/ beside the output file (coco, llava, csv); none
-(the default for the file formats) refers to them where they are. hf always embeds them.
+output folder (folder) or in <stem>_images/ beside the output file (coco, llava, csv,
+gbc); none (the default for the file formats) refers to them where they are. hf always embeds them.
 Images are found like factcap evaluate finds them (--image-root, then where the captioning
 ran, then beside RESULTS); a record whose image is needed but not found is left out.
 
@@ -43,7 +47,7 @@ def add_parser(sub: Any) -> None:
 
     exp = sub.add_parser(
         "export",
-        help="write records as training data: COCO, LLaVA, HF dataset, image folder, CSV",
+        help="write records as training data: COCO, LLaVA, HF dataset, image folder, CSV, GBC",
         description="Export the captions of factcap's output (JSONL, Parquet or WebDataset) "
         "in the layouts other tools read.",
         epilog=EXAMPLES,

@@ -29,6 +29,15 @@ placing images, temporary output renamed into place, the counts).
     ``id, file_name, source, status`` and one column per style. ``file_name`` is relative to
     the CSV's folder when images are copied or linked (so ``factcap caption captions.csv``
     reads it as a manifest), else the found file's path.
+``gbc`` (``-o graphs.jsonl``)
+    The caption graphs of ``--regions`` in the JSONL layout of Apple's graph-based captioning
+    (GBC, ``gbc.data.graph.GbcGraph``), one line per image: ``{"img_url": null, "img_path",
+    "original_caption": null, "short_caption", "detail_caption", "vertices": [{"vertex_id",
+    "bbox": {"left", "top", "right", "bottom", "confidence"}, "label", "descs": [{"text",
+    "label"}], "in_edges", "out_edges"}]}`` (:func:`gbc_graph`). ``img_path`` is named like
+    ``llava``'s ``image`` (relative to ``<stem>_images/`` when images are copied or linked).
+    A record without a graph (captioned without ``--regions``) is exported as its image
+    vertex alone, and counted (``without a graph``), so every chosen record has its line.
 
 Which records: those whose status is chosen (``ok`` by default). Which captions: the chosen
 styles (default: every style the chosen records have, in order of first appearance); ``prefix``
@@ -36,7 +45,7 @@ is put before each caption as given. Images are located like ``factcap evaluate`
 (:class:`~factcap.engine.records.ImageFinder`: ``--image-root``, where the captioning ran,
 beside the results); with ``copy`` or ``link`` (a symbolic link to the found file) they go into
 the output folder (``folder``) or ``<stem>_images/`` beside the output file (``coco``,
-``llava``, ``csv``), named after the image file (``-<id>`` added to a name already taken).
+``llava``, ``csv``, ``gbc``), named after the image file (``-<id>`` added to a name already taken).
 A record whose image is needed but not found is left out and counted.
 
 Nothing is overwritten without ``overwrite``, and an existing folder only when it is empty
@@ -113,6 +122,8 @@ class ExportStats:
     """Left out: the image was needed but not found."""
     no_caption: int = 0
     """Records without any chosen style (left out by llava and folder)."""
+    no_graph: int = 0
+    """Records without a caption graph (``gbc``: exported as the image vertex alone)."""
     images: Path | None = None
     """The folder the images went to (None: not copied or linked)."""
 
@@ -126,6 +137,8 @@ class ExportStats:
             parts.append(f"{self.no_caption} without a chosen caption")
         if self.no_image:
             parts.append(f"{self.no_image} without an image file")
+        if self.no_graph:
+            parts.append(f"{self.no_graph} without a graph (image vertex only; caption --regions)")
         where = f"{self.output}" + (f" (images in {self.images})" if self.images else "")
         return f"{self.format}: " + ", ".join(parts) + f" -> {where}"
 
@@ -318,6 +331,156 @@ def write_hf(items: Iterator[Item], context: Context, batch_rows: int = 64) -> N
             ds_logging.enable_progress_bar()
 
 
+#: GBC's vertex labels (``GbcVertex.label``) and description labels (``Description.label``).
+GBC_VERTEX_LABELS = ("image", "entity", "composition", "relation")
+GBC_DESC_LABELS = (
+    "short",
+    "relation",
+    "composition",
+    "detail",
+    "original",
+    "hardcode",
+    "bagofwords",
+)
+
+
+def _gbc_bbox(box: Any, confidence: Any = None) -> dict[str, Any]:
+    """A normalised ``[x0, y0, x1, y1]`` as GBC's ``Bbox``, clipped to [0, 1] (the whole
+    image when ``box`` is not four numbers)."""
+    ok = isinstance(box, (list, tuple)) and len(box) == 4
+    values = [float(v) for v in box] if ok and all(_number(v) for v in box) else [0, 0, 1, 1]
+    x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in values)
+    return {
+        "left": min(x0, x1),
+        "top": min(y0, y1),
+        "right": max(x0, x1),
+        "bottom": max(y0, y1),
+        "confidence": float(confidence) if _number(confidence) else None,
+    }
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+    )
+
+
+def gbc_graph(
+    record: dict[str, Any], captions: dict[str, str], img_path: str | None
+) -> dict[str, Any]:
+    """One record as a GBC graph (``gbc.data.graph.GbcGraph``'s JSON).
+
+    - The image vertex (``vertex_id`` ``""``, as GBC names it) has the chosen ``captions``
+      as its descriptions: ``short`` for the styles ``short`` and ``alt``, ``detail`` for the
+      others (as the record's graph labels them); ``short_caption`` and ``detail_caption``
+      are the first of each (GBC's own rule), ``original_caption`` is null.
+    - Every entity, composition and relation node of the record's ``graph`` is a vertex with
+      its ``id``, its normalised box, its kind as ``label`` and its descriptions (a kind GBC
+      does not know becomes ``short``); an entity's box confidence is its region's detector
+      score, the others' are null.
+    - Every edge of the graph between two vertices is in its source's ``out_edges`` and its
+      target's ``in_edges``.
+
+    >>> rec = {"regions": [{"id": "r0", "score": 0.9}], "graph": {
+    ...     "nodes": [{"id": "image", "kind": "image", "box": [0, 0, 1, 1]},
+    ...               {"id": "r0", "kind": "entity", "box": [0.1, 0.2, 0.5, 0.6], "label": "dog",
+    ...                "descriptions": [{"text": "A brown dog.", "kind": "short"}]}],
+    ...     "edges": [{"source": "image", "target": "r0", "text": "dog"}]}}
+    >>> g = gbc_graph(rec, {"detailed": "A dog on grass."}, "dog.jpg")
+    >>> g["detail_caption"], [(v["vertex_id"], v["label"]) for v in g["vertices"]]
+    ('A dog on grass.', [('', 'image'), ('r0', 'entity')])
+    >>> g["vertices"][1]["bbox"], g["vertices"][1]["in_edges"]
+    ({'left': 0.1, 'top': 0.2, 'right': 0.5, 'bottom': 0.6, 'confidence': 0.9}, [{'source': '', 'text': 'dog', 'target': 'r0'}])
+    """
+    graph = record.get("graph") if isinstance(record.get("graph"), dict) else {}
+    descs = [
+        {"text": text, "label": "short" if style in ("short", "alt") else "detail"}
+        for style, text in captions.items()
+        if text
+    ]
+    vertices: list[dict[str, Any]] = [
+        {
+            "vertex_id": "",
+            "bbox": _gbc_bbox([0, 0, 1, 1]),
+            "label": "image",
+            "descs": descs,
+            "in_edges": [],
+            "out_edges": [],
+        }
+    ]
+    scores = {
+        str(r.get("id")): r.get("score") for r in record.get("regions") or [] if isinstance(r, dict)
+    }
+    ids: dict[str, int] = {}  # the graph's node id -> index in vertices
+    for node in graph.get("nodes") or []:
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("kind")
+        if kind == "image":
+            ids[str(node.get("id"))] = 0
+            continue
+        if kind not in GBC_VERTEX_LABELS or str(node.get("id")) in ids:
+            continue
+        node_id = str(node.get("id"))
+        ids[node_id] = len(vertices)
+        vertices.append(
+            {
+                "vertex_id": node_id,
+                "bbox": _gbc_bbox(
+                    node.get("box"), scores.get(node_id) if kind == "entity" else None
+                ),
+                "label": kind,
+                "descs": [
+                    {
+                        "text": str(d.get("text", "")),
+                        "label": d.get("kind") if d.get("kind") in GBC_DESC_LABELS else "short",
+                    }
+                    for d in node.get("descriptions") or []
+                    if isinstance(d, dict) and d.get("text")
+                ],
+                "in_edges": [],
+                "out_edges": [],
+            }
+        )
+    for edge in graph.get("edges") or []:
+        if not isinstance(edge, dict):
+            continue
+        source, target = ids.get(str(edge.get("source"))), ids.get(str(edge.get("target")))
+        if source is None or target is None or source == target:
+            continue
+        out = {
+            "source": vertices[source]["vertex_id"],
+            "text": str(edge.get("text", "")),
+            "target": vertices[target]["vertex_id"],
+        }
+        vertices[source]["out_edges"].append(out)
+        vertices[target]["in_edges"].append(dict(out))
+    return {
+        "img_url": None,
+        "img_path": img_path,
+        "original_caption": None,
+        "short_caption": next((d["text"] for d in descs if d["label"] == "short"), None),
+        "detail_caption": next((d["text"] for d in descs if d["label"] == "detail"), None),
+        "vertices": vertices,
+    }
+
+
+def write_gbc(items: Iterator[Item], context: Context) -> None:
+    """GBC graphs as JSONL, one line per image (see the module docstring and
+    :func:`gbc_graph`)."""
+    with context.path.open("w", encoding="utf-8") as out:
+        for item in items:
+            graph = item.record.get("graph")
+            if not (isinstance(graph, dict) and graph.get("nodes")):
+                context.stats.no_graph += 1
+            line = gbc_graph(item.record, item.captions, _image_ref(item, context, None))
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            context.stats.captions += len(item.captions)
+
+
 #: Every format by its ``--to`` name. A new format: a writer above and its line here.
 EXPORTERS: dict[str, Exporter] = {
     "coco": Exporter(write_coco, "file", ".json", ("none", "copy", "link"), "COCO captions JSON"),
@@ -329,6 +492,7 @@ EXPORTERS: dict[str, Exporter] = {
         write_folder, "folder", None, ("copy", "link"), "images + .txt captions", one_style=True
     ),
     "csv": Exporter(write_csv, "file", ".csv", ("none", "copy", "link"), "CSV, one row per image"),
+    "gbc": Exporter(write_gbc, "file", ".jsonl", ("none", "copy", "link"), "GBC graphs JSONL"),
 }
 
 
