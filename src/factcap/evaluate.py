@@ -123,6 +123,7 @@ def build_samples(
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
+            "regions": list(row.get("regions") or []),
         }
         if source in ("final", "all"):
             for style, text in (row.get("captions") or {}).items():

@@ -43,6 +43,9 @@ class Sample:
     (``azimuth``, ``elevation``, and ``file`` when they were saved); the image metrics then
     look at every view (:class:`~factcap.metrics.resources.Resources`)."""
     view_size: int | None = None
+    regions: list[dict[str, Any]] = field(default_factory=list)
+    """The record's regions (``--regions``: ``id``, ``box`` in pixels, ``label``,
+    ``caption``, ...), for the region metrics."""
 
 
 @dataclass(slots=True)
