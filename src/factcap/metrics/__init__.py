@@ -36,6 +36,7 @@ ENTRY_POINT_GROUP = "factcap.metrics"
 METRICS: dict[str, str | type[Metric]] = {
     "clip_score": "factcap.metrics.clip_score:ClipScore",
     "ref_clip_score": "factcap.metrics.clip_score:RefClipScore",
+    "region_clip_score": "factcap.metrics.region_clip:RegionClipScore",
     "clip_image_score": "factcap.metrics.clip_image:ClipImageScore",
     "vqa_score": "factcap.metrics.vqa_score:VQAScore",
     "vlm_judge": "factcap.metrics.vlm_judge:VLMJudge",

@@ -8,6 +8,9 @@ else views rendered again from the asset with the record's angles. Its image emb
 mean of its views' unit embeddings, so a cosine with it is the mean of the cosines with each
 view: CLIP-Score, CLIP-Image-Score and self-retrieval of an asset average over its views, as
 3D captioning papers do; VQAScore asks every view (:meth:`Resources.load_views`).
+
+Crops of an image (regions, :meth:`Resources.crop_embeddings`) are cut from the decoded image
+with :func:`factcap.boxes.pad`, as the pipeline cuts them, and embedded once per box.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from factcap.boxes import pad
 from factcap.errors import ImageError
 from factcap.images import DecodeLimits, decode
 
@@ -47,6 +51,7 @@ class Resources:
         self.options = options or {}
         self._image_vectors: dict[str, np.ndarray | str] = {}
         self._assets: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._crop_vectors: dict[tuple[str, tuple[float, ...], float, bool], np.ndarray] = {}
 
     def add_asset(self, source: str, views: list[dict[str, Any]], size: int | None) -> None:
         """Say that ``source`` is a 3D asset with these ``views`` (see the module docstring)."""
@@ -133,10 +138,45 @@ class Resources:
                     self._image_vectors[chunk[i]] = im
         return [self._image_vectors[s] for s in sources]
 
+    def crop_embeddings(
+        self,
+        source: str,
+        boxes: Sequence[Sequence[float]],
+        padding: float = 0.0,
+        normalised: bool = False,
+    ) -> list[np.ndarray] | str:
+        """Unit image embeddings (embedder role) of crops of ``source``, one per box, each
+        crop computed once; a str says why there are none (the image does not decode).
+
+        A box is ``(x0, y0, x1, y1)`` in pixels of the decoded image (fractions of its width
+        and height with ``normalised``), grown by ``padding`` of its size on every side and
+        clipped to the image (:func:`factcap.boxes.pad`: whole pixels, never empty).
+        """
+        keys = [(source, tuple(float(v) for v in box), float(padding), normalised) for box in boxes]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._crop_vectors]
+        if todo:
+            [image] = self.load_images([source])
+            if isinstance(image, str):
+                return image
+            width, height = image.size
+            crops = []
+            for _, box, pad_by, fractions in todo:
+                if fractions:
+                    box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+                crops.append(image.crop(pad(box, pad_by, (width, height))))
+            for start in range(0, len(crops), self.batch_size):
+                chunk = crops[start : start + self.batch_size]
+                vectors = self.get("embedder").embed_images(chunk)
+                for row, key in enumerate(todo[start : start + self.batch_size]):
+                    self._crop_vectors[key] = np.asarray(vectors[row], dtype=np.float32)
+        return [self._crop_vectors[k] for k in keys]
+
     def forget(self, source: str) -> None:
-        """Drop the cached embedding of ``source`` (a per-request temporary file, say), so a
-        long-lived Resources does not grow with every image it has seen."""
+        """Drop the cached embeddings of ``source`` and its crops (a per-request temporary
+        file, say), so a long-lived Resources does not grow with every image it has seen."""
         self._image_vectors.pop(source, None)
+        for key in [k for k in self._crop_vectors if k[0] == source]:
+            del self._crop_vectors[key]
 
     def text_embeddings(self, texts: Sequence[str], role: str = "embedder") -> np.ndarray:
         """Unit text embeddings of ``role`` (``embedder`` or ``text_embedder``), batched."""
