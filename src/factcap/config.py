@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -223,6 +224,38 @@ class RegionsConfig(_Strict):
     max_relations: int = Field(default=12, ge=0)
 
 
+class QuestionConfig(_Strict):
+    """Question-guided captions (``--question``; :mod:`factcap.pipeline.question`).
+
+    ``text`` is a question asked of every item; ``field`` names where an item's own question
+    is read (a manifest or Parquet column, a tar member's extension, or a key of a tar
+    sample's ``.json`` member), and an item's own question wins over ``text``. An item with a
+    question gets the ``question`` caption style, a question-guided proposal from each
+    captioner that takes a prompt, and the record fields ``question`` and ``answer``; one
+    without is captioned as before. Both unset (the default): no question stages at all.
+    ``max_chars``: a longer question is cut (a note says so).
+
+    >>> QuestionConfig().enabled, QuestionConfig(field="question").enabled
+    (False, True)
+    """
+
+    text: str | None = Field(default=None, min_length=1)
+    field: str | None = Field(default=None, min_length=1)
+    max_chars: int = Field(default=500, ge=1)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("the question is empty")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any item can have a question."""
+        return bool(self.text or self.field)
+
+
 #: How a proposal can be ranked, and the role that scores it.
 RANKERS = {"clip_score": "embedder", "vqa_score": "vqa"}
 
@@ -300,6 +333,7 @@ class Config(_Strict):
     alt_text: AltTextConfig = Field(default_factory=AltTextConfig)
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    question: QuestionConfig = Field(default_factory=QuestionConfig)
 
     @model_validator(mode="after")
     def _ranker_configured(self) -> Config:

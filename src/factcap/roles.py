@@ -81,7 +81,9 @@ class TextSpan:
 
 @runtime_checkable
 class Captioner(Protocol):
-    """Writes one caption per image. ``prompt`` is used by instruction-following models."""
+    """Writes one caption per image. ``prompt`` is used by instruction-following models,
+    which say so with a class attribute ``accepts_prompt = True`` (absent: the prompt is
+    ignored, as BLIP's fixed text prefix; question-guided proposals ask only those that do)."""
 
     name: str
 

@@ -167,6 +167,12 @@ class Record:
     graph: dict[str, Any] = field(default_factory=dict)
     """With ``--regions``: the caption graph, ``nodes`` (image, entity, composition, relation)
     and ``edges`` (``source``, ``target``, ``text``)."""
+    question: str | None = None
+    """The item's question (``--question``, or its own ``question`` field), when it has one."""
+    answer: dict[str, Any] = field(default_factory=dict)
+    """With a question: the answer check of the ``question`` caption (``llm_answer``,
+    ``answered``, ``yes_no``, ``vqa_question``, ``vqa_p_yes``, ``vqa_answer``, ``agrees``;
+    :mod:`factcap.pipeline.question`)."""
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -205,6 +211,8 @@ class Record:
                 else {}
             ),
             **({"regions": list(self.regions), "graph": dict(self.graph)} if self.graph else {}),
+            **({"question": self.question} if self.question else {}),
+            **({"answer": dict(self.answer)} if self.answer else {}),
         }
 
     @classmethod
@@ -231,6 +239,8 @@ class Record:
             asset=dict(data.get("asset") or {}),
             regions=list(data.get("regions") or []),
             graph=dict(data.get("graph") or {}),
+            question=data.get("question") or None,
+            answer=dict(data.get("answer") or {}),
         )
 
 

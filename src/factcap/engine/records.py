@@ -38,7 +38,7 @@ from typing import Any
 from factcap.errors import DataError, NotFound, require
 
 #: Record fields that :meth:`Record.to_dict` writes only when they say something.
-_OPTIONAL_FIELDS = ("extra", "kind", "views", "asset", "regions", "graph")
+_OPTIONAL_FIELDS = ("extra", "kind", "views", "asset", "regions", "graph", "question", "answer")
 _SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
 
 

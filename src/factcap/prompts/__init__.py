@@ -7,8 +7,9 @@
 :mod:`factcap.metrics.vlm_judge`; its ``template`` options replace them).
 
 Templates hold the placeholders ``{proposals}``, ``{verdicts}``, ``{style}``,
-``{instruction}`` and ``{captions}`` (the judge's); :func:`render` fills those and nothing else, so other braces (a JSON
-example) are literal. Text from images or other models is inserted only through
+``{instruction}``, ``{question}`` (an item's question, quoted as data) and ``{captions}`` (the
+judge's, and the caption read by ``answer``); :func:`render` fills those and nothing else, so
+other braces (a JSON example) are literal. Text from images or other models is inserted only through
 :func:`quote_data`: one JSON string literal per text, with ``<`` and ``>`` escaped, so no text
 can close the ``<data>`` block or pass for an instruction.
 
@@ -33,10 +34,10 @@ from pathlib import Path
 from factcap.errors import ConfigError
 
 #: The pipeline's own templates (styles are named ``style_<name>``).
-TEMPLATES = ("claims", "repair", "compose", "relation")
+TEMPLATES = ("claims", "repair", "compose", "relation", "answer")
 #: Evaluation's judge prompts (``factcap evaluate --metrics vlm_judge``, ``--pairwise``).
 EVALUATE_TEMPLATES = ("judge_rubric", "judge_pairwise")
-PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction", "captions")
+PLACEHOLDERS = ("proposals", "verdicts", "style", "instruction", "question", "captions")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
@@ -51,6 +52,33 @@ def caption_question(caption: str) -> str:
     'Does this figure show "A cat \\'on\\' a mat."?'
     """
     return CAPTION_QUESTION.format(caption=" ".join(caption.replace('"', "'").split()))
+
+
+def quote_question(question: str) -> str:
+    """An item's question as delimited data for a prompt (it comes from the input: a dataset's
+    field is as untrusted as any other text in it).
+
+    >>> print(quote_question("What is on the <b>sofa</b>?"))
+    <data>
+    [1] question: "What is on the \\u003cb\\u003esofa\\u003c/b\\u003e?"
+    </data>
+    """
+    return quote_data([question], ["question"], "{}")
+
+
+def answer_prompt(caption: str, question: str, template: str | None = None) -> str:
+    """The prompt that asks an LLM to answer ``question`` from ``caption`` alone (the
+    ``answer`` template, or ``template``): the pipeline's answer check and evaluation's
+    question-guided accuracy ask the same one.
+
+    >>> "unknown" in answer_prompt("A red sofa.", "What colour is the sofa?")
+    True
+    """
+    return render(
+        template if template is not None else shipped_template("answer"),
+        captions=quote_data([caption], ["caption"], "{}"),
+        question=quote_question(question),
+    )
 
 
 @cache
