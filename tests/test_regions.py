@@ -216,3 +216,21 @@ def test_tiny_preset_writes_regions_and_graph_in_every_format(tmp_path):
         k: r["regions"] for k, r in found["jsonl"].items()
     }
     assert any(r["regions"] for r in found["jsonl"].values())  # the tiny detector finds boxes
+
+
+def test_a_region_caption_keeps_only_what_names_its_label():
+    pipeline, _, llm, _ = make(min_area=0.0005)
+
+    def wander(prompt):
+        if "one region of a larger image" in prompt:
+            return "A red sofa. The sofa is red." if "red sofa" in prompt else "A blue car."
+        return compose(prompt)
+
+    llm.caption_answer = wander
+    [record] = pipeline.process([item()])
+    captions = {r["label"]: r["caption"] for r in record.regions}
+    assert captions["sofa"] == "A red sofa. The sofa is red."  # both name the sofa
+    # the cat's caption named no cat: the first draft sentence that does ("A grey cat.")
+    assert captions["cat"] == "A grey cat."
+    cat = next(r for r in record.regions if r["label"] == "cat")
+    assert "regions: kept only what names the cat" in cat["notes"]

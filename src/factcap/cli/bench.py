@@ -111,6 +111,32 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter] = FORMATTER) ->
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run's folder")
     run.set_defaults(handler=_cmd_run)
 
+    regions = actions.add_parser(
+        "regions",
+        help="caption held-out scenes with --regions and score the region labels and captions",
+        epilog=SHAPES_EXAMPLES,
+        formatter_class=formatter,
+    )
+    regions.add_argument(
+        "--models", type=Path, help="directory `train` wrote (default: the shipped models)"
+    )
+    regions.add_argument("--n", type=int, default=100, help="held-out scenes (default 100)")
+    regions.add_argument("--seed", type=int, default=0, help="which held-out scenes (default 0)")
+    regions.add_argument(
+        "--padding",
+        type=float,
+        default=1.0,
+        help="crop padding, a fraction of the box (default 1.0: the world's models know whole "
+        "scenes, not tight crops)",
+    )
+    regions.add_argument(
+        "--out",
+        type=Path,
+        help="where to keep scenes and records (default: ./shapes-regions-seed<S>-n<N>)",
+    )
+    regions.add_argument("--overwrite", action="store_true", help="replace an earlier run")
+    regions.set_defaults(handler=_cmd_regions)
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -191,6 +217,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{result['records']}"
     )
     print(json.dumps(json_safe(result), allow_nan=False))
+    return 0
+
+
+def _cmd_regions(args: argparse.Namespace) -> int:
+    quiet_libraries()
+    from factcap.backends.registry import bundled_dir
+    from factcap.bench.shapes.regions import run_regions
+    from factcap.bench.shapes.train import MODELS
+    from factcap.errors import UsageError
+
+    if args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if not args.padding >= 0:
+        raise UsageError("--padding must be 0 or more")
+    models = args.models or bundled_dir("shapes/llm").parent
+    missing = [name for name in MODELS if not (models / name / "config.json").exists()]
+    if missing:
+        raise _missing(models, missing)
+    out = args.out or Path(f"shapes-regions-seed{args.seed}-n{args.n}")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"{out} holds an earlier run: pass --overwrite to replace it")
+    result = run_regions(models, args.n, args.seed, out, args.padding, log=_log)
+    print(
+        f"region labels right for {result['label_accuracy']} of {result['detected_objects']} "
+        f"detected objects (target >= {result['target_label_accuracy']}); captions naming one "
+        f"shape {result['one_shape_captions']}; spurious regions {result['spurious_regions']} "
+        f"of {result['regions']}"
+    )
+    print(json.dumps(result))
     return 0
 
 

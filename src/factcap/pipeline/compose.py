@@ -26,6 +26,10 @@ a labelling word ("labelled", "captioned", "titled", "tagged", "described as") i
 were refuted and none supported; the record's notes say so), its names are not listed, the
 alt-text is left out of the drafts, and any piece naming them is cut. The fallback caption
 never uses the alt-text, nor proposals that ranking did not keep.
+
+Questions (:mod:`factcap.pipeline.question`): an item with a question (``record.question``)
+also gets the styles that ``added_by: question`` marks (the shipped ``question`` style), whose
+prompt holds the question as quoted data; items without one do not.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from factcap.pipeline.claims import alt_text_words, proposals_block, words_withi
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, fail_all, live, timed
-from factcap.prompts import load_prompt, quote_data, render
-from factcap.prompts.style import INSTRUCTION, Style, shipped_styles
+from factcap.prompts import load_prompt, quote_data, quote_question, render
+from factcap.prompts.style import INSTRUCTION, Style, added_by, shipped_styles
 from factcap.schema import Claim, ClaimKind, Verdict
 from factcap.text.english import NUMBER_WORDS, content_words
 
@@ -117,9 +121,14 @@ def names_to_drop(work: Work, cfg: AltTextConfig) -> bool:
     return cfg.unconfirmed_names == "drop" or alt_text_unrelated(work)
 
 
-def style_text(style: Style, instruction: str | None) -> str:
-    """The style's paragraph of the compose prompt (with the instruction filled in)."""
-    return render(style.prompt, instruction=instruction or "")
+def style_text(style: Style, instruction: str | None, question: str | None = None) -> str:
+    """The style's paragraph of the compose prompt (with the instruction, and the item's
+    question as quoted data, filled in)."""
+    return render(
+        style.prompt,
+        instruction=instruction or "",
+        question=quote_question(question) if question else "",
+    )
 
 
 Matcher = Callable[[str], bool]
@@ -181,7 +190,8 @@ def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
     return matchers
 
 
-def _pieces(text: str, pieces: str) -> list[str]:
+def split_pieces(text: str, pieces: str) -> list[str]:
+    """``text`` cut into sentences, or (``pieces="phrases"``) comma-separated phrases."""
     if pieces == "phrases":
         return [p.strip() for p in text.split(",") if p.strip()]
     return [p.strip() for p in _SENTENCE.split(text) if p.strip()]
@@ -192,7 +202,7 @@ def drop_refuted(text: str, matchers: Sequence[Matcher], pieces: str = "sentence
     flags."""
     if not matchers:
         return text
-    kept = [p for p in _pieces(text, pieces) if not any(m(p) for m in matchers)]
+    kept = [p for p in split_pieces(text, pieces) if not any(m(p) for m in matchers)]
     return (", " if pieces == "phrases" else " ").join(kept).strip()
 
 
@@ -249,6 +259,8 @@ def compose(
     wanted = [known[name] for name in styles]
     if instruction:
         wanted.append(known[INSTRUCTION])
+    if any(w.record.question for w in live(batch)):
+        wanted.extend(known[name] for name in added_by(known, "question"))
     template = load_prompt("compose", prompts)
     alt_cfg = alt_text or AltTextConfig()
     for w in live(batch):
@@ -261,7 +273,10 @@ def compose(
         items = live(batch)
         if not items:
             return
-        style_prompt = style_text(style, instruction)
+        if style.added_by == "question":  # per item: only those with a question
+            items = [w for w in items if w.record.question]
+            if not items:
+                continue
         conversations = [
             [
                 {
@@ -269,7 +284,8 @@ def compose(
                     "content": render(
                         template,
                         **_facts(w, names_to_drop(w, alt_cfg)),
-                        style=style_prompt + (ASSET_RULE if w.views is not None else ""),
+                        style=style_text(style, instruction, w.record.question)
+                        + (ASSET_RULE if w.views is not None else ""),
                     ),
                 }
             ]
@@ -329,7 +345,7 @@ def drop_render_talk(text: str, pieces: str = "sentences") -> str:
     'A red chair.'
     """
     kept = []
-    for piece in _pieces(text, pieces):
+    for piece in split_pieces(text, pieces):
         piece = _RENDER_PREFIX.sub("", piece).strip()
         if piece and not _RENDER_SENTENCE.search(piece):
             kept.append(piece[:1].upper() + piece[1:] if pieces == "sentences" else piece)

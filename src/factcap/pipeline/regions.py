@@ -16,7 +16,10 @@ the same stage functions as a whole image:
    VQA question decides, as for attributes). A region whose label claim is refuted is dropped,
    and the record's notes say so;
 5. ``regions:compose``: the LLM writes each region's caption in the ``region`` style (refuted
-   content cut as for whole images), and, for pairs of regions with different labels
+   content cut as for whole images); a region caption describes its object, so only its
+   sentences that name the label (every content word of it, e.g. "green" and "triangle") are
+   kept; with none left, the first such sentence of the region's drafts, else "A <label>."
+   (the region's notes say so) (:func:`focus`). Then,, for pairs of regions with different labels
    (largest first, up to ``regions.max_relations``), a sentence stating their spatial relation
    (:func:`factcap.boxes.relations`), which must name both labels or becomes "The dog is left
    of the sofa.";
@@ -238,6 +241,8 @@ def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageC
             styles_known=cfg.style_registry(),
             alt_text=cfg.alt_text,
         )
+        for _, region in pairs:
+            focus(region)
         if cfg.regions.relations:
             found = {
                 id(w): pair_relations(regions_of(w, cfg.regions), cfg.regions) for w in live(batch)
@@ -245,6 +250,47 @@ def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageC
             for w in live(batch):
                 w.extra["relations"] = found[id(w)]
             write_sentences([r for rels in found.values() for r in rels], llm, cfg)
+
+
+def _names(label: str) -> re.Pattern[str] | None:
+    words = [w for w in re.findall(r"[\w-]+", label.lower()) if len(w) > 1]
+    if not words:
+        return None
+    return re.compile("".join(rf"(?=.*\b{re.escape(w)}(e?s)?\b)" for w in words), re.I | re.S)
+
+
+def names_label(text: str, label: str) -> bool:
+    """Whether ``text`` names ``label``: every word of it, in any order, singular or plural.
+
+    >>> names_label("Two large green triangles.", "green triangle"), names_label("A green cross.", "green triangle")
+    (True, False)
+    """
+    pattern = _names(label)
+    return bool(pattern and pattern.match(text))
+
+
+def focus(region: Region) -> None:
+    """Keep the sentences of the region's caption that name its label (module docstring)."""
+    record = region.work.record
+    written = record.captions.get(REGION_STYLE, "")
+    kept = [
+        s for s in compose_stage.split_pieces(written, "sentences") if names_label(s, region.label)
+    ]
+    if kept:
+        text = " ".join(kept)
+    else:
+        drafts = [
+            s
+            for p in record.proposals
+            for s in compose_stage.split_pieces(p.text, "sentences")
+            if names_label(s, region.label)
+            and not any(m(s) for m in compose_stage.refuted_matchers(record.claims))
+        ]
+        text = drafts[0] if drafts else f"A {region.label}."
+        text = text[:1].upper() + text[1:]
+    if text != written:
+        record.notes.append(f"regions: kept only what names the {region.label}")
+    record.captions[REGION_STYLE] = text
 
 
 def pair_relations(regions: Sequence[Region], cfg: RegionsConfig) -> list[Relation]:
