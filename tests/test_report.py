@@ -542,3 +542,85 @@ def test_ranked_proposals_and_alt_text_names_are_labelled(tmp_path):
         "checker: no checker can confirm a name",
         "origin: alt_text",
     ]
+
+
+# ---- regions (--regions) ---------------------------------------------------------------------
+
+REGION_XSS = "A dog. <script>alert(5)</script><img src=z onerror=alert(6)>"
+
+
+@pytest.fixture
+def region_report(tmp_path):
+    """The astronaut photo with three regions (one caption carries markup) and a relation,
+    as caption --regions writes them, and its report."""
+    from region_records import region_record
+
+    astro = _photo("astronaut.jpg")
+    w, h = _size(astro)
+    record = region_record(
+        "astro",
+        str(astro),
+        (w, h),
+        {"detailed": "An astronaut with a flag."},
+        [
+            ("person", (100, 30, 400, h), 0.95, "An astronaut in a white suit."),
+            ("flag", (20, 20, 120, 140), 0.8, "A small flag."),
+            ("dog", (300, 300, 420, 420), 0.7, REGION_XSS),
+        ],
+        [(1, 0, "left of", "supported")],
+    )
+    results = tmp_path / "regions.jsonl"
+    results.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    out, _ = write_report(results, None, tmp_path / "regions.html", thumb_px=256)
+    return {"html": out, "record": record, "size": (w, h)}
+
+
+def test_the_data_element_carries_the_regions(region_report):
+    text = region_report["html"].read_text(encoding="utf-8")
+    assert "<script>alert(5)" not in text and "<img src=z" not in text
+    [item] = _data(text)["items"]
+    w, h = region_report["size"]
+    by_id = {r["id"]: r for r in region_report["record"]["regions"]}
+    assert [r["id"] for r in item["regions"]] == ["r0", "r2", "r1"]  # largest first
+    for region in item["regions"]:
+        source = by_id[region["id"]]
+        assert region["label"] == source["label"] and region["caption"] == source["caption"]
+        assert region["score"] == source["score"]
+        x0, y0, x1, y1 = source["box"]
+        assert region["box"] == pytest.approx([x0 / w, y0 / h, x1 / w, y1 / h])
+    assert item["regions"][1]["caption"] == REGION_XSS  # intact after decoding
+
+
+def test_region_boxes_show_their_caption_on_hover(region_report, browser):
+    page, problems = _open(browser, region_report["html"])
+    card = page.locator("article.card[data-id='astro']")
+    boxes = card.locator(".region-box")
+    assert boxes.count() == 3
+    assert card.locator(".region-label").all_text_contents() == ["person", "dog", "flag"]
+    # placed on the image at the region's box
+    img = card.locator("img.thumb").bounding_box()
+    w, h = region_report["size"]
+    flag = card.locator(".region-box[data-region='r1']").bounding_box()
+    assert flag["x"] - img["x"] == pytest.approx(20 * img["width"] / w, abs=2)
+    assert flag["y"] - img["y"] == pytest.approx(20 * img["height"] / h, abs=2)
+    assert flag["width"] == pytest.approx(100 * img["width"] / w, abs=2)
+    assert flag["height"] == pytest.approx(120 * img["height"] / h, abs=2)
+    tip = card.locator(".region-tip")
+    assert not tip.is_visible()
+    card.locator(".region-box[data-region='r1']").hover()
+    assert tip.is_visible() and tip.text_content() == "flag A small flag."
+    page.mouse.move(1, 1)
+    assert not tip.is_visible()
+    # a caption with markup is shown as text: no element made, no script run
+    card.locator(".region-box[data-region='r2']").hover()
+    assert tip.is_visible() and tip.text_content() == "dog " + REGION_XSS
+    assert card.locator(".region-tip script, .region-tip img, .region-list img").count() == 0
+    captions = card.locator(".region-list .region-caption").all_text_contents()
+    assert captions == ["An astronaut in a white suit.", REGION_XSS, "A small flag."]
+    # keyboard focus shows it too; a region in the list marks its box
+    card.locator(".region-box[data-region='r0']").focus()
+    assert tip.text_content() == "person An astronaut in a white suit."
+    card.locator(".region-item[data-region='r1']").hover()
+    assert "active" in card.locator(".region-box[data-region='r1']").get_attribute("class")
+    assert problems == []
+    page.close()

@@ -11,8 +11,10 @@ What the page shows, per record: the image with the detector boxes of each claim
 per claim, drawn in the original image's pixel coordinates from ``image_size``), the final
 caption of each style, the proposals with the sentences that state refuted content struck
 through (the sentences compose cut: :func:`factcap.pipeline.compose.refuted_matchers`), the
-claims coloured by verdict with their score and evidence, the metric values when a scores
-JSONL from ``factcap evaluate`` is given, and the error type and message of failed items.
+claims coloured by verdict with their score and evidence, the regions of ``--regions`` (a box
+with its label on the image, the region's caption shown when the pointer is on the box or the
+keyboard focus is, and a list of the regions), the metric values when a scores JSONL from
+``factcap evaluate`` is given, and the error type and message of failed items.
 Above the grid: a histogram per metric, and filters (errors only, items with refuted claims,
 sort by a metric).
 
@@ -448,8 +450,53 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         "claims": [{k: v for k, v in view.items() if k != "_claim"} for view in views],
         "n_refuted": sum(1 for v in views if v["verdict"] == "refuted"),
         "notes": [str(n) for n in row.get("notes") or []],
+        "regions": [] if asset_views else _regions(row.get("regions"), box_space),
         "scores": {},
     }
+
+
+def _regions(regions: Any, size: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """The record's regions for the page: ``id``, ``label``, ``caption``, ``score`` and
+    ``box`` as fractions of the image (its pixel ``box`` over the image's size, else its
+    ``box_normalised``), clipped to [0, 1]; largest first, so a smaller box lies on top.
+
+    >>> _regions([{"id": "r0", "label": "dog", "caption": "A dog.", "box": [0, 50, 50, 100]}],
+    ...          (100, 200))
+    [{'id': 'r0', 'label': 'dog', 'caption': 'A dog.', 'score': None, 'box': [0.0, 0.25, 0.5, 0.5]}]
+    """
+    out = []
+    for k, region in enumerate(regions if isinstance(regions, list) else []):
+        if not isinstance(region, dict):
+            continue
+        box = _four(region.get("box"))
+        if box is not None and size is not None:
+            box = [box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]]
+        else:
+            box = _four(region.get("box_normalised"))
+        if box is None:
+            continue
+        x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in box)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        out.append(
+            {
+                "id": str(region.get("id", f"r{k}")),
+                "label": str(region.get("label") or ""),
+                "caption": str(region.get("caption") or ""),
+                "score": _finite(region.get("score")),
+                "box": [x0, y0, x1, y1],
+            }
+        )
+    out.sort(key=lambda r: -(r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]))
+    return out
+
+
+def _four(value: Any) -> list[float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 4:
+        numbers = [_finite(v) for v in value]
+        if all(v is not None for v in numbers):
+            return [float(v) for v in numbers]  # type: ignore[arg-type]
+    return None
 
 
 def _claim(c: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,59 @@
       });
       fig.appendChild(layer);
     }
+    if (item.regions.length) fig.appendChild(regionLayer(item, fig));
     return fig;
+  }
+
+  // The regions of --regions: a box with its label each, placed in fractions of the image; the
+  // region's caption appears in the figure's tip while the pointer (or the focus) is on it.
+  function regionLayer(item, fig) {
+    var layer = el("div", "region-layer");
+    var tip = el("div", "region-tip");
+    tip.hidden = true;
+    item.regions.forEach(function (r) {
+      var box = el("div", "region-box");
+      box.dataset.region = r.id;
+      box.tabIndex = 0;
+      box.setAttribute("aria-label", r.label + ": " + r.caption);
+      box.style.left = 100 * r.box[0] + "%";
+      box.style.top = 100 * r.box[1] + "%";
+      box.style.width = 100 * (r.box[2] - r.box[0]) + "%";
+      box.style.height = 100 * (r.box[3] - r.box[1]) + "%";
+      box.appendChild(el("span", "region-label", r.label));
+      var show = function () {
+        tip.replaceChildren(el("b", null, r.label), document.createTextNode(" " + (r.caption || "(no caption)")));
+        tip.dataset.region = r.id;
+        tip.hidden = false;
+      };
+      var hide = function () { if (tip.dataset.region === r.id) tip.hidden = true; };
+      box.addEventListener("mouseenter", show);
+      box.addEventListener("focus", show);
+      box.addEventListener("mouseleave", hide);
+      box.addEventListener("blur", hide);
+      layer.appendChild(box);
+    });
+    fig.appendChild(tip);
+    return layer;
+  }
+
+  function regionList(item, fig) {
+    var ul = el("ul", "region-list");
+    item.regions.forEach(function (r) {
+      var li = el("li", "region-item");
+      li.dataset.region = r.id;
+      li.appendChild(el("span", "region-name", r.label + (r.score === null ? "" : " " + fmt(r.score))));
+      li.appendChild(el("span", "region-caption", r.caption));
+      var mark = function (on) {
+        fig.querySelectorAll(".region-box").forEach(function (b) {
+          if (b.dataset.region === r.id) b.classList.toggle("active", on);
+        });
+      };
+      li.addEventListener("mouseenter", function () { mark(true); });
+      li.addEventListener("mouseleave", function () { mark(false); });
+      ul.appendChild(li);
+    });
+    return ul;
   }
 
   function section(title, body) {
@@ -167,6 +219,7 @@
       c.appendChild(section("Proposals", ul));
     }
     if (item.claims.length) c.appendChild(section("Claims", claimsList(item, fig)));
+    if (item.regions.length) c.appendChild(section("Regions", regionList(item, fig)));
     if (DATA.metrics.length && Object.keys(item.scores).length) c.appendChild(section("Scores", scoresTable(item)));
     if (item.notes.length) {
       var notes = el("ul");
