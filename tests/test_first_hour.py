@@ -221,6 +221,10 @@ def test_resume_does_not_depend_on_spelling_and_refuses_other_settings(tmp_path,
                  "--style", "short"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "cannot resume" in err and "styles: ['detailed'] in the output, ['short'] now" in err
+    assert main(["caption", "photos", "-o", str(out), "--config", config, "--quiet", "--resume",
+                 "--regions"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "regions" in err, err
 
 
 # --- results read from anywhere ----------------------------------------------------------------

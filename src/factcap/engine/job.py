@@ -145,14 +145,25 @@ class JobResult:
         )
 
 
+#: Settings kept only when they differ from their defaults (absent means the default).
+DEFAULTED_SETTINGS = ("alt_text", "proposals", "regions")
+
+
 def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
-    """The settings that decide what a record holds; a resume must use the same ones."""
-    return {
+    """The settings that decide what a record holds; a resume must use the same ones. Alt-text,
+    proposal ranking and regions are listed only when they differ from their defaults, so the
+    settings of jobs written before they existed still match."""
+    settings: dict[str, Any] = {
         "styles": list(spec.styles or config.styles),
         "instruction": spec.instruction or config.instruction,
         "models": config.pipeline_models(),
         "verify": config.verify.enabled,
     }
+    for key in DEFAULTED_SETTINGS:
+        value = getattr(config, key)
+        if value != type(value)():
+            settings[key] = value.model_dump()
+    return settings
 
 
 def _infer_format(output: Path, given: str | None) -> str:
@@ -279,7 +290,12 @@ class CaptionJob:
         differs = [
             f"{key}: {saved.get(key)!r} in the output, {value!r} now"
             for key, value in self.settings.items()
-            if key in saved and saved[key] != value
+            if key in saved and saved[key] != value and key not in DEFAULTED_SETTINGS
+        ] + [
+            f"{key}: {saved.get(key, 'default')!r} in the output, "
+            f"{self.settings.get(key, 'default')!r} now"
+            for key in DEFAULTED_SETTINGS
+            if saved.get(key) != self.settings.get(key)
         ]
         if differs:
             raise ConfigError(
