@@ -138,6 +138,24 @@ def client():
 # --- happy paths ---------------------------------------------------------------------------
 
 
+def test_alt_text_field_becomes_a_checked_proposal(client):
+    data = base64.b64encode(photo_bytes()).decode()
+    body = {"image_base64": data, "alt_text": "A cat on the Golden Gate Bridge"}
+    r = client.post("/v1/captions", headers=AUTH, json=body)
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["proposals"][-1] == {"model": "alt_text", "text": "A cat on the Golden Gate Bridge"}
+    prompts = [c[-1]["content"] for call in client.pipe.models["llm"].backend.calls for c in call]
+    assert any("web alt-text" in p for p in prompts)  # the claims prompt says what it is
+    r = client.post(
+        "/v1/captions",
+        headers=AUTH,
+        files={"image": ("cat.jpg", photo_bytes(), "image/jpeg")},
+        data={"alt_text": "Chelsea the cat"},
+    )
+    assert r.status_code == 200 and r.json()["proposals"][-1]["text"] == "Chelsea the cat"
+
+
 def test_multipart_upload_returns_the_record(client):
     data = photo_bytes()
     r = client.post(

@@ -25,6 +25,10 @@ class CaptionRequest(_Strict):
         default=None, description="caption styles (a list, or one comma-separated string)"
     )
     instruction: str | None = Field(default=None, description="a free instruction")
+    alt_text: str | None = Field(
+        default=None,
+        description="the image's web alt-text: one more proposal whose claims are checked",
+    )
 
 
 class ScoreRequest(_Strict):
@@ -49,6 +53,9 @@ class JobRequest(_Strict):
 class Proposal(BaseModel):
     model: str
     text: str
+    view: int | None = None
+    score: float | None = None
+    kept: bool | None = None
 
 
 class Claim(BaseModel):
@@ -60,6 +67,7 @@ class Claim(BaseModel):
     verdict: str
     score: float | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
+    origin: str | None = None
 
 
 class ErrorInfo(BaseModel):
@@ -83,6 +91,11 @@ class RecordOut(BaseModel):
     models: dict[str, Any]
     image_size: list[int] | None
     extra: dict[str, Any] | None = None
+    kind: str | None = None
+    views: list[dict[str, Any]] | None = None
+    asset: dict[str, Any] | None = None
+    regions: list[dict[str, Any]] | None = None
+    graph: dict[str, Any] | None = None
 
 
 class ScoresOut(BaseModel):

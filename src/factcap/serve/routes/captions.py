@@ -43,8 +43,9 @@ router = APIRouter(tags=["captions"])
     },
 )
 async def captions(request: Request) -> dict[str, Any]:
-    """Caption one image: a multipart upload (field ``image``, optional ``styles`` and
-    ``instruction``) or JSON ``{"image_base64", "styles"?, "instruction"?}``. Returns the
+    """Caption one image: a multipart upload (field ``image``, optional ``styles``,
+    ``instruction`` and ``alt_text``) or JSON ``{"image_base64", "styles"?, "instruction"?,
+    "alt_text"?}``. Returns the
     record (the same JSON object as a line of ``factcap caption`` output)."""
     svc = service(request)
     kind, body = await upload(request, svc.max_bytes)
@@ -58,13 +59,16 @@ async def captions(request: Request) -> dict[str, Any]:
         styles = [s for v in form.getlist("styles") if isinstance(v, str) for s in v.split(",")]
         if styles:
             fields["styles"] = styles
-        if isinstance(form.get("instruction"), str):
-            fields["instruction"] = form.get("instruction")
+        for key in ("instruction", "alt_text"):
+            if isinstance(form.get(key), str):
+                fields[key] = form.get(key)
         req = check_fields(fields, CaptionRequest)
     styles = check_styles(req.styles, svc.style_names())
     decoded = await run_in_threadpool(decode_upload, data, svc.limits)
     source = f"upload:{name}" if name else "upload"
-    item = InputItem(source=source, id=stable_id("upload", data), image=decoded.image)
+    field = svc.config.alt_text.field
+    extra = {field: req.alt_text} if req.alt_text and field else {}
+    item = InputItem(source=source, id=stable_id("upload", data), image=decoded.image, extra=extra)
     notes = list(decoded.notes)
     if decoded.frames > 1:
         notes.append(f"decoded the first of {decoded.frames} frames")
