@@ -157,6 +157,8 @@ def test_options_are_checked():
         RefClipScore(w=0)
     with pytest.raises(TypeError, match="distractors"):
         SelfRetrieval(distractors="one.jpg")
+    with pytest.raises(ConfigError, match="metric clip_score: w must"):  # one line, not a traceback
+        build("clip_score", w=0)
 
 
 def test_no_embedder_fails_every_sample_with_the_reason():

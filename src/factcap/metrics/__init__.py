@@ -46,6 +46,7 @@ METRICS: dict[str, str | type[Metric]] = {
     "bleu": "factcap.metrics.coco:Bleu",
     "rouge_l": "factcap.metrics.coco:RougeL",
     "cider": "factcap.metrics.coco:Cider",
+    "question_accuracy": "factcap.metrics.question_accuracy:QuestionAccuracy",
 }
 
 
@@ -90,5 +91,5 @@ def build(name: str, **options: Any) -> Metric:
         cls = target
     try:
         return cls(**options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # an unknown option or an out-of-range value
         raise ConfigError(f"metric {name}: {err}") from err
