@@ -193,6 +193,8 @@ class ChatVLMCaptioner(_ChatVLM):
     2
     """
 
+    #: ``caption(images, prompt=...)`` asks this prompt instead of the configured one.
+    accepts_prompt = True
     defaults: dict[str, Any] = {
         "max_new_tokens": 128,
         "min_new_tokens": 0,

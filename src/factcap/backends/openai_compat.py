@@ -608,6 +608,8 @@ class OpenAICaptioner(_OpenAIClient):
     >>> # cap.caption([Image.open("cat.jpg")]) -> ["A tabby cat sits on ..."]
     """
 
+    #: ``caption(images, prompt=...)`` asks this prompt instead of the configured one.
+    accepts_prompt = True
     OPTIONS = {
         "prompt": DEFAULT_CAPTION_PROMPT,
         "max_new_tokens": 256,

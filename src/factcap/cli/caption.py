@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   factcap caption assets/ -o assets.jsonl --save-views views/  # 3D assets: 8 views each
   factcap caption pages.jsonl -o out.jsonl --style detailed --style fused  # + the alt_text column
   factcap caption photos/ -o out.jsonl --rank-by clip_score --keep-top 2   # fuse the 2 best drafts
+  factcap caption photos/ -o out.jsonl --question "How many people are in the photo?"
 
 inputs (any mix, streamed): image files; 3D assets (.glb, .gltf, .obj, .ply, .stl, .off;
 pip install 'factcap[3d]'), captioned through rendered views; directories (recursive, with
@@ -157,6 +158,20 @@ def add_parser(sub: Any) -> None:
         help="also caption each detected object's region, relate the regions, and write the "
         "caption graph (record fields regions and graph; config key regions)",
     )
+    cap.add_argument(
+        "--question",
+        metavar="TEXT",
+        help="a question asked of every image: adds the question style (a caption that "
+        "answers it), a question-guided proposal from each captioner that takes a prompt, "
+        "and the checked record fields question and answer (an item's own --question-field "
+        "wins; config key question)",
+    )
+    cap.add_argument(
+        "--question-field",
+        metavar="NAME",
+        help="where an item's own question is: a manifest / Parquet column, a tar member's "
+        "extension or a key of its .json member (default: none)",
+    )
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.set_defaults(handler=run)
 
@@ -207,6 +222,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["proposals"] = ranking
     if args.regions:
         overrides["regions"] = {"enabled": True}
+    question = {
+        key: value
+        for key, value in (("text", args.question), ("field", args.question_field))
+        if value is not None
+    }
+    for key, option in (("text", "--question"), ("field", "--question-field")):
+        if key in question and not question[key].strip():
+            raise UsageError(f"{option} is empty: give the question (or leave {option} out)")
+    if question:
+        overrides["question"] = question
     config = load_config(args, overrides)
     spec = JobSpec(
         inputs=args.inputs,

@@ -146,12 +146,12 @@ class JobResult:
 
 
 #: Settings kept only when they differ from their defaults (absent means the default).
-DEFAULTED_SETTINGS = ("alt_text", "proposals", "regions")
+DEFAULTED_SETTINGS = ("alt_text", "proposals", "regions", "question")
 
 
 def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
     """The settings that decide what a record holds; a resume must use the same ones. Alt-text,
-    proposal ranking and regions are listed only when they differ from their defaults, so the
+    proposal ranking, regions and questions are listed only when they differ from their defaults, so the
     settings of jobs written before they existed still match."""
     settings: dict[str, Any] = {
         "styles": list(spec.styles or config.styles),

@@ -12,6 +12,9 @@ is a new module with a ``stages`` function, and its line here.
 >>> ranked = {"proposals": {"rank_by": "clip_score", "keep_top": 1}}
 >>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny", overrides=ranked))][2:4]
 [('alt_text', None), ('rank', 'embedder')]
+>>> asked = {"question": {"text": "Is the cat asleep?"}, "ocr": None}
+>>> [(s.name, s.model) for s in stage_list(load_config(preset="tiny", overrides=asked))][-3:]
+[('compose', 'llm'), ('question:answer', 'llm'), ('question:check', 'vqa')]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "factcap.pipeline.detect",  # the detector looks for every object claim
     "factcap.pipeline.judge",  # verdicts from boxes, OCR and VQA answers
     "factcap.pipeline.compose",  # the LLM writes each style's caption
+    "factcap.pipeline.question",  # --question: the caption's answer, checked on the image
     "factcap.pipeline.regions",  # --regions: region captions, relations, the caption graph
 )
 

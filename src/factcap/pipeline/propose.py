@@ -3,14 +3,18 @@
 One stage per configured captioner, so each can run in its own worker (and pool of
 actors on Ray). The text becomes a proposal ``{"model": <spec>, "text": ...}``; a 3D asset
 gets one proposal per view the captioners see (``assets.caption_views``), with its ``view``.
+An item with a question (``--question``) gets one more proposal from each captioner that
+takes a prompt, ``{"model": "<spec> (question)", ...}`` (:mod:`factcap.pipeline.question`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from factcap.config import Config
+from factcap.pipeline.question import PROPOSAL_SUFFIX, accepts_prompt, captioner_prompt
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
 from factcap.roles import slot
@@ -43,6 +47,34 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
             return
     for (w, view, _), text in zip(jobs, texts, strict=True):
         w.record.proposals.append(Proposal(captioner.name, clean_text(text), view))
+    if accepts_prompt(captioner):
+        question_proposals(live(items), captioner, size, wanted)
+
+
+def question_proposals(
+    items: Sequence[Work], captioner: Any, size: int | None, wanted: Sequence[int] | None
+) -> None:
+    """The question-guided proposal of each item with a question: one call per distinct
+    question (the prompt is one per call), a failure failing that question's items."""
+    by_question: dict[str, list[Work]] = {}
+    for w in items:
+        if w.record.question:
+            by_question.setdefault(w.record.question, []).append(w)
+    for question, group in by_question.items():
+        prompt = captioner_prompt(question)
+        jobs = [(w, view, image) for w in group for view, image in caption_images(w, wanted)]
+        with timed(group, f"caption:{captioner.name}{PROPOSAL_SUFFIX}"):
+            try:
+                texts = call_batched(
+                    partial(captioner.caption, prompt=prompt), size, [im for _, _, im in jobs]
+                )
+            except Exception as err:
+                fail_all(group, err, f"captioner {captioner.name} failed (question)")
+                continue
+        for (w, view, _), text in zip(jobs, texts, strict=True):
+            w.record.proposals.append(
+                Proposal(captioner.name + PROPOSAL_SUFFIX, clean_text(text), view)
+            )
 
 
 def caption_images(work: Work, wanted: Sequence[int] | None) -> list[tuple[int | None, Any]]:

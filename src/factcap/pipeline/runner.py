@@ -11,6 +11,7 @@ from typing import Any
 from factcap.config import Config, load_config
 from factcap.inputs import InputItem, expand
 from factcap.pipeline.plan import stage_list
+from factcap.pipeline.question import set_question
 from factcap.pipeline.stage import Models, Stage, StageContext
 from factcap.pipeline.work import Work, batched
 from factcap.schema import Record
@@ -142,6 +143,8 @@ class Pipeline:
             )
             if item.asset_type:
                 record.kind = "asset"
+            if cfg.question.enabled:
+                set_question(record, cfg.question)
             start = time.perf_counter()
             decoded = None
             if item.problem:
