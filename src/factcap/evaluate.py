@@ -48,6 +48,8 @@ class References:
 
     captions: dict[str, list[str]] = field(default_factory=dict)
     objects: dict[str, list[str]] = field(default_factory=dict)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    questions: dict[str, str] = field(default_factory=dict)
 
     def for_row(self, row: dict[str, Any]) -> tuple[list[str], list[str] | None]:
         keys = [str(row.get("id")), Path(str(row.get("source", ""))).name]
@@ -57,9 +59,20 @@ class References:
             objs = [str(o) for o in row["extra"]["objects"]]
         return caps, objs
 
+    def question_for(self, row: dict[str, Any]) -> tuple[str | None, list[str]]:
+        """The question about a row's image (the references', else the record's own
+        ``question``) and its reference answers."""
+        keys = [str(row.get("id")), Path(str(row.get("source", ""))).name]
+        question = next((self.questions[k] for k in keys if k in self.questions), None)
+        if question is None and isinstance(row.get("question"), str):
+            question = row["question"].strip() or None
+        return question, next((self.answers[k] for k in keys if k in self.answers), [])
+
 
 def read_references(path: Path | None) -> References:
-    """A JSONL of ``{"id", "references": [...], "objects": [...]?}`` or a COCO captions JSON
+    """A JSONL of ``{"id", "references": [...], "objects": [...]?, "answer": "..."?,
+    "question": "..."?}`` (``answer``: a string or a list of acceptable answers to the
+    record's question, or to ``question`` when the row gives one) or a COCO captions JSON
     (``images`` with ``file_name``, ``annotations`` with ``image_id`` and ``caption``); COCO
     references are keyed by file name, so they match results by their image's name, or by
     the record id when an image carries ``factcap_id`` (``factcap export --to coco`` writes
@@ -89,6 +102,12 @@ def read_references(path: Path | None) -> References:
             refs.captions[key] = [str(r) for r in row["references"]]
         if isinstance(row.get("objects"), list):
             refs.objects[key] = [str(o) for o in row["objects"]]
+        answer = row.get("answer")
+        if isinstance(answer, (str, list)):
+            answers = [answer] if isinstance(answer, str) else answer
+            refs.answers[key] = [str(a) for a in answers if str(a).strip()]
+        if isinstance(row.get("question"), str) and row["question"].strip():
+            refs.questions[key] = " ".join(row["question"].split())
     return refs
 
 
@@ -115,6 +134,7 @@ def build_samples(
         if row.get("status", "ok") != "ok" or "id" not in row or "source" not in row:
             continue
         references, objects = refs.for_row(row)
+        question, answers = refs.question_for(row)
         found = images.locate(str(row["source"])) if images else None
         common = {
             "id": str(row["id"]),
@@ -123,6 +143,8 @@ def build_samples(
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
+            "question": question,
+            "answers": answers,
             "regions": list(row.get("regions") or []),
         }
         if source in ("final", "all"):

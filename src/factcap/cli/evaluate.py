@@ -30,6 +30,8 @@ EXAMPLES = """examples:
   factcap evaluate out.jsonl -o s.jsonl --metrics vlm_judge --judge openai:Qwen/Qwen2.5-VL-7B-Instruct
   factcap evaluate out.jsonl -o s.jsonl --judge tiny:chat_vlm \
       --pairwise final:detailed,proposal:tiny:blip          # A vs B, asked in both orders
+  factcap evaluate out.jsonl -o s.jsonl --references answers.jsonl --metrics question_accuracy
+      # rows {"id", "answer"}: does the caption let the LLM answer the record's --question?
 
 Default metrics: clip_score, vqa_score, chair and self_retrieval, which need no reference
 captions (chair then reports only chair_ov_i, against the pipeline's own detector verdicts);

@@ -46,6 +46,10 @@ class Sample:
     regions: list[dict[str, Any]] = field(default_factory=list)
     """The record's regions (``--regions``: ``id``, ``box`` in pixels, ``label``,
     ``caption``, ...), for the region metrics."""
+    question: str | None = None
+    """A question about the image (the references', else the record's ``question``)."""
+    answers: list[str] = field(default_factory=list)
+    """Its reference answers (``answer`` in the references; question-guided accuracy)."""
 
 
 @dataclass(slots=True)
@@ -67,7 +71,8 @@ class Metric(ABC):
 
     ``value_names`` are the keys it writes (e.g. ``clip_score`` and ``clip_cosine``);
     ``needs`` says what it uses, so the job builds only the models it must:
-    ``image``, ``references``, ``objects``, ``embedder``, ``t2i``, ``vqa``, ``llm``.
+    ``image``, ``references``, ``objects``, ``embedder``, ``t2i``, ``vqa``, ``llm``,
+    ``answers``.
     """
 
     name: ClassVar[str]
