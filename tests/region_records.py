@@ -31,7 +31,9 @@ def region_record(
         crop = Work(Record(f"{rid}#r{k}", source), Image.new("RGB", (2, 2)))
         if caption:
             crop.record.captions["region"] = caption
-        made.append(Region(f"r{k}", label, tuple(float(v) for v in box), score, crop))
+        pixels = tuple(float(v) for v in box)
+        crop_box = tuple(int(v) for v in box)
+        made.append(Region(f"r{k}", label, pixels, score, crop_box, crop))
     rels = [
         Relation(made[a], made[b], rel, [], verdict=Verdict(verdict), score=0.8)
         for a, b, rel, verdict in relations

@@ -33,7 +33,8 @@ the same stage functions as a whole image:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +53,11 @@ from factcap.roles import slot
 from factcap.schema import Claim, ClaimKind, Record, Verdict
 from factcap.text.english import plural
 
-#: Key of ``Work.extra`` holding an item's regions between the ``regions:*`` stages.
+#: Keys of ``Work.extra`` holding an item's regions and relations between the ``regions:*``
+#: stages, as plain JSON-able data (Ray carries ``extra`` as JSON between stages); crops are
+#: cut again from the item's image in each stage.
 REGIONS = "regions"
+RELATIONS = "relations"
 #: The caption style of a region.
 REGION_STYLE = "region"
 
@@ -67,11 +71,30 @@ class Region:
     label: str
     box: tuple[float, float, float, float]
     score: float
+    crop_box: tuple[int, int, int, int]
     work: Work
 
     @property
     def caption(self) -> str:
         return self.work.record.captions.get(REGION_STYLE, "")
+
+    def to_data(self) -> dict[str, Any]:
+        """The region as plain data (its crop is cut again from the image)."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "box": list(self.box),
+            "score": self.score,
+            "crop_box": list(self.crop_box),
+            "record": self.work.record.to_dict(),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], image: Any) -> Region:
+        crop_box = tuple(int(v) for v in data["crop_box"])
+        work = Work(record=Record.from_dict(data["record"]), image=image.crop(crop_box))
+        box = tuple(float(v) for v in data["box"])
+        return cls(data["id"], data["label"], box, float(data["score"]), crop_box, work)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -90,6 +113,31 @@ class Relation:
     @property
     def question(self) -> str:
         return f"Is the {self.a.label} {self.relation} the {self.b.label}?"
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "a": self.a.id,
+            "b": self.b.id,
+            "relation": self.relation,
+            "also": list(self.also),
+            "sentence": self.sentence,
+            "verdict": self.verdict.value,
+            "score": self.score,
+            "evidence": dict(self.evidence),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], regions: dict[str, Region]) -> Relation:
+        return cls(
+            regions[data["a"]],
+            regions[data["b"]],
+            data["relation"],
+            list(data["also"]),
+            data["sentence"],
+            Verdict(data["verdict"]),
+            data["score"],
+            dict(data["evidence"]),
+        )
 
 
 def stages(config: Config) -> list[Stage]:
@@ -141,21 +189,34 @@ def find_regions(work: Work, cfg: RegionsConfig) -> list[Region]:
     regions = []
     for k, i in enumerate(kept):
         label, box, score = found[i]
-        crop = work.image.crop(pad(box, cfg.padding, (width, height)))
+        crop_box = pad(box, cfg.padding, (width, height))
         record = Record(id=f"{work.record.id}#r{k}", source=work.record.source)
-        regions.append(Region(f"r{k}", label, box, score, Work(record=record, image=crop)))  # type: ignore[arg-type]
+        crop = Work(record=record, image=work.image.crop(crop_box))
+        regions.append(Region(f"r{k}", label, box, score, crop_box, crop))  # type: ignore[arg-type]
     return regions
 
 
 def regions_of(work: Work, cfg: RegionsConfig) -> list[Region]:
-    """The item's regions, found on first use and kept on the item between stages."""
+    """The item's regions: found on first use, else rebuilt from what the last stage kept."""
     if REGIONS not in work.extra:
-        work.extra[REGIONS] = find_regions(work, cfg)
-    return work.extra[REGIONS]
+        return find_regions(work, cfg)
+    return [Region.from_data(d, work.image) for d in work.extra[REGIONS]]
 
 
-def _live_regions(batch: Sequence[Work], cfg: RegionsConfig) -> list[tuple[Work, Region]]:
-    return [(w, r) for w in live(batch) for r in regions_of(w, cfg) if r.work.record.ok]
+@contextmanager
+def regions_in(batch: Sequence[Work], cfg: RegionsConfig) -> Iterator[dict[int, list[Region]]]:
+    """The regions of the batch's live items (by ``id`` of the item), kept on the items as
+    plain data when the block ends."""
+    found = {id(w): regions_of(w, cfg) for w in live(batch)}
+    try:
+        yield found
+    finally:
+        for w in live(batch):
+            w.extra[REGIONS] = [r.to_data() for r in found.get(id(w), [])]
+
+
+def _pairs(batch: Sequence[Work], found: dict[int, list[Region]]) -> list[tuple[Work, Region]]:
+    return [(w, r) for w in live(batch) for r in found.get(id(w), []) if r.work.record.ok]
 
 
 # --- the stages -----------------------------------------------------------------------------
@@ -163,11 +224,12 @@ def _live_regions(batch: Sequence[Work], cfg: RegionsConfig) -> list[tuple[Work,
 
 def run_caption(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Every captioner captions every region's crop."""
-    pairs = _live_regions(batch, context.config.regions)
-    if model is None or not pairs:
-        return
-    with timed([w for w in live(batch)], f"regions:caption:{model.backend.name}"):
-        propose.run([r.work for _, r in pairs], model, context)
+    with regions_in(batch, context.config.regions) as found:
+        pairs = _pairs(batch, found)
+        if model is None or not pairs:
+            return
+        with timed(live(batch), f"regions:caption:{model.backend.name}"):
+            propose.run([r.work for _, r in pairs], model, context)
 
 
 def label_claim(region: Region) -> Claim:
@@ -177,79 +239,84 @@ def label_claim(region: Region) -> Claim:
 
 def run_claims(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Claims of each region's captions, plus its label claim first."""
-    pairs = _live_regions(batch, context.config.regions)
-    if model is None or not pairs:
-        return
     cfg = context.config
-    with timed(live(batch), "regions:claims"):
-        claims_stage.extract_claims(
-            [r.work for _, r in pairs],
-            model.backend,
-            max_new_tokens=cfg.llm.max_new_tokens,
-            temperature=cfg.llm.temperature,
-            max_claims=cfg.verify.max_claims,
-            prompts=cfg.prompts,
-        )
-    for _, region in pairs:
-        own = label_claim(region)
-        others = [c for c in region.work.record.claims if c.text.lower() != own.text.lower()]
-        region.work.record.claims = [own, *others]
+    with regions_in(batch, cfg.regions) as found:
+        pairs = _pairs(batch, found)
+        if model is None or not pairs:
+            return
+        with timed(live(batch), "regions:claims"):
+            claims_stage.extract_claims(
+                [r.work for _, r in pairs],
+                model.backend,
+                max_new_tokens=cfg.llm.max_new_tokens,
+                temperature=cfg.llm.temperature,
+                max_claims=cfg.verify.max_claims,
+                prompts=cfg.prompts,
+            )
+        for _, region in pairs:
+            own = label_claim(region)
+            others = [c for c in region.work.record.claims if c.text.lower() != own.text.lower()]
+            region.work.record.claims = [own, *others]
 
 
 def run_judge(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Check the regions' claims on their crops; drop the regions whose label is refuted."""
     cfg = context.config
-    pairs = _live_regions(batch, cfg.regions)
-    if pairs:
-        with timed(live(batch), "regions:judge"):
-            judge_claims([r.work for _, r in pairs], model, cfg.verify)
-    for w in live(batch):
-        kept = []
-        for region in regions_of(w, cfg.regions):
-            record = region.work.record
-            if not record.ok:
-                w.record.notes.append(
-                    f"regions: {region.id} ({region.label}) failed: {record.error.message if record.error else ''}"
-                )
-            elif record.claims and record.claims[0].verdict == Verdict.REFUTED:
-                p = record.claims[0].evidence.get("vqa_p_yes")
-                w.record.notes.append(
-                    f"regions: dropped {region.id} ({region.label}): the VQA model did not "
-                    f"see a {region.label} in its crop (P(yes) {p})"
-                )
-            else:
-                kept.append(region)
-        w.extra[REGIONS] = kept
+    with regions_in(batch, cfg.regions) as found:
+        pairs = _pairs(batch, found)
+        if pairs:
+            with timed(live(batch), "regions:judge"):
+                judge_claims([r.work for _, r in pairs], model, cfg.verify)
+        for w in live(batch):
+            found[id(w)] = _checked(w, found[id(w)])
+
+
+def _checked(w: Work, regions: Sequence[Region]) -> list[Region]:
+    """The regions that stay: not failed, their label not refuted (the notes say why not)."""
+    kept = []
+    for region in regions:
+        record = region.work.record
+        if not record.ok:
+            why = record.error.message if record.error else "unknown"
+            w.record.notes.append(f"regions: {region.id} ({region.label}) failed: {why}")
+        elif record.claims and record.claims[0].verdict == Verdict.REFUTED:
+            p = record.claims[0].evidence.get("vqa_p_yes")
+            w.record.notes.append(
+                f"regions: dropped {region.id} ({region.label}): the VQA model did not "
+                f"see a {region.label} in its crop (P(yes) {p})"
+            )
+        else:
+            kept.append(region)
+    return kept
 
 
 def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Each region's caption, then a sentence for each relation."""
     cfg = context.config
-    pairs = _live_regions(batch, cfg.regions)
-    if model is None or not pairs:
-        return
-    llm = model.backend
-    with timed(live(batch), "regions:compose"):
-        compose_stage.compose(
-            [r.work for _, r in pairs],
-            llm,
-            [REGION_STYLE],
-            instruction=None,
-            max_new_tokens=cfg.llm.max_new_tokens,
-            temperature=cfg.llm.temperature,
-            prompts=cfg.prompts,
-            styles_known=cfg.style_registry(),
-            alt_text=cfg.alt_text,
-        )
-        for _, region in pairs:
-            focus(region)
-        if cfg.regions.relations:
-            found = {
-                id(w): pair_relations(regions_of(w, cfg.regions), cfg.regions) for w in live(batch)
-            }
-            for w in live(batch):
-                w.extra["relations"] = found[id(w)]
-            write_sentences([r for rels in found.values() for r in rels], llm, cfg)
+    with regions_in(batch, cfg.regions) as found:
+        pairs = _pairs(batch, found)
+        if model is None or not pairs:
+            return
+        llm = model.backend
+        with timed(live(batch), "regions:compose"):
+            compose_stage.compose(
+                [r.work for _, r in pairs],
+                llm,
+                [REGION_STYLE],
+                instruction=None,
+                max_new_tokens=cfg.llm.max_new_tokens,
+                temperature=cfg.llm.temperature,
+                prompts=cfg.prompts,
+                styles_known=cfg.style_registry(),
+                alt_text=cfg.alt_text,
+            )
+            for _, region in pairs:
+                focus(region)
+            if cfg.regions.relations:
+                rels = {id(w): pair_relations(found[id(w)], cfg.regions) for w in live(batch)}
+                write_sentences([r for found_rels in rels.values() for r in found_rels], llm, cfg)
+                for w in live(batch):
+                    w.extra[RELATIONS] = [r.to_data() for r in rels[id(w)]]
 
 
 def _names(label: str) -> re.Pattern[str] | None:
@@ -353,7 +420,15 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
     """Check each relation on its union crop, then write ``regions`` and ``graph``."""
     cfg = context.config
     items = live(batch)
-    found = [(w, r) for w in items for r in w.extra.get("relations", [])]
+    regions = {id(w): regions_of(w, cfg.regions) for w in items}
+    rels = {
+        id(w): [
+            Relation.from_data(d, {r.id: r for r in regions[id(w)]})
+            for d in w.extra.pop(RELATIONS, [])
+        ]
+        for w in items
+    }
+    found = [(w, r) for w in items for r in rels[id(w)]]
     if model is not None and found:
         asks = []
         for w, r in found:
@@ -369,10 +444,9 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
         for (_, r), p in zip(found, probs, strict=True):
             _apply(r, p, cfg)
     for w in items:
-        regions = regions_of(w, cfg.regions)
-        rels = w.extra.pop("relations", [])
-        w.record.regions = [region_entry(r, w.image.size) for r in regions]
-        w.record.graph = build_graph(w.record, regions, rels, w.image.size)
+        own = regions[id(w)]
+        w.record.regions = [region_entry(r, w.image.size) for r in own]
+        w.record.graph = build_graph(w.record, own, rels[id(w)], w.image.size)
         w.extra.pop(REGIONS, None)
 
 
@@ -419,7 +493,7 @@ def build_graph(
     >>> from PIL import Image
     >>> rec = Record("i", "i.jpg", captions={"detailed": "Two dogs."})
     >>> crop = lambda: Work(Record("c", "i.jpg"), Image.new("RGB", (2, 2)))
-    >>> regs = [Region("r0", "dog", (0, 0, 5, 5), 0.9, crop()), Region("r1", "dog", (5, 5, 9, 9), 0.8, crop())]
+    >>> regs = [Region("r0", "dog", (0, 0, 5, 5), 0.9, (0, 0, 5, 5), crop()), Region("r1", "dog", (5, 5, 9, 9), 0.8, (5, 5, 9, 9), crop())]
     >>> g = build_graph(rec, regs, [], (10, 10))
     >>> [(n["id"], n["kind"]) for n in g["nodes"]]
     [('image', 'image'), ('composition:dog', 'composition'), ('r0', 'entity'), ('r1', 'entity')]
