@@ -120,9 +120,10 @@ def test_work_items_survive_the_columns_between_stages(photos):
         {"detector": None, "ocr": None},  # VQA alone decides
         {"vqa": None},  # the detector alone, with OCR
         {"detector": None, "vqa": None, "ocr": None},  # no checker: claims stay uncertain
-        {"regions": {"enabled": True}, "ocr": None},  # regions travel as data between stages
+        # regions and a question's answer travel as data between stages
+        {"regions": {"enabled": True}, "question": {"text": "What is this?"}, "ocr": None},
     ],
-    ids=["no-verify", "vqa-only", "detector-only-with-ocr", "no-checkers", "regions"],
+    ids=["no-verify", "vqa-only", "detector-only-with-ocr", "no-checkers", "regions-question"],
 )
 def test_the_stage_chain_is_the_pipeline(overrides):
     """What the actors run, one stage after the other in this process, on one batch: the

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -91,9 +92,11 @@ class GatedCaptioner(ScriptedCaptioner):
         return super().caption(images, prompt)
 
 
-def scripted_pipeline(batch_size: int = 4, hold_from: int | None = None) -> Pipeline:
+def scripted_pipeline(
+    batch_size: int = 4, hold_from: int | None = None, **overrides: Any
+) -> Pipeline:
     """Scripted backends; the first captioner is a :class:`GatedCaptioner` (``gate(pipe)``)."""
-    config = load_config(preset="tiny", overrides={"batch_size": batch_size})
+    config = load_config(preset="tiny", overrides={"batch_size": batch_size, **overrides})
     models = Models(
         config,
         built={
@@ -154,6 +157,20 @@ def test_alt_text_field_becomes_a_checked_proposal(client):
         data={"alt_text": "Chelsea the cat"},
     )
     assert r.status_code == 200 and r.json()["proposals"][-1]["text"] == "Chelsea the cat"
+
+
+def test_a_question_needs_a_service_that_takes_questions(client):
+    data = base64.b64encode(photo_bytes()).decode()
+    r = client.post("/v1/captions", headers=AUTH, json={"image_base64": data, "question": "Why?"})
+    assert r.status_code == 422 and "question: {field: question}" in r.json()["detail"]
+    pipe = scripted_pipeline(question={"field": "question"})
+    with TestClient(create_app(pipe.config, KEY, pipeline=pipe)) as asking:
+        body = {"image_base64": data, "question": "Is there a cat?"}
+        r = asking.post("/v1/captions", headers=AUTH, json=body)
+        assert r.status_code == 200, r.text
+        rec = r.json()
+        assert rec["question"] == "Is there a cat?" and "question" in rec["captions"]
+        assert rec["answer"]["yes_no"] is True and rec["answer"]["vqa_p_yes"] == 0.9
 
 
 def test_multipart_upload_returns_the_record(client):

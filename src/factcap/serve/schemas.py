@@ -29,6 +29,11 @@ class CaptionRequest(_Strict):
         default=None,
         description="the image's web alt-text: one more proposal whose claims are checked",
     )
+    question: str | None = Field(
+        default=None,
+        description="a question the caption must help answer (the service's config must set "
+        "question.field)",
+    )
 
 
 class ScoreRequest(_Strict):
@@ -96,6 +101,8 @@ class RecordOut(BaseModel):
     asset: dict[str, Any] | None = None
     regions: list[dict[str, Any]] | None = None
     graph: dict[str, Any] | None = None
+    question: str | None = None
+    answer: dict[str, Any] | None = None
 
 
 class ScoresOut(BaseModel):

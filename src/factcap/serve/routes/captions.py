@@ -31,6 +31,23 @@ RETRY_AFTER_S = 1
 router = APIRouter(tags=["captions"])
 
 
+def per_item_fields(config: Any, req: CaptionRequest) -> dict[str, Any]:
+    """The item's ``extra`` from the request's alt-text and question, under the config's
+    field names; a question the service cannot take is a 422."""
+    extra: dict[str, Any] = {}
+    if req.alt_text and config.alt_text.field:
+        extra[config.alt_text.field] = req.alt_text
+    if req.question is not None:
+        if not config.question.field:
+            raise HTTPException(
+                422,
+                "this service takes no per-request question: start it with a config that "
+                "sets question: {field: question}",
+            )
+        extra[config.question.field] = req.question
+    return extra
+
+
 @router.post(
     "/v1/captions",
     response_model=RecordOut,
@@ -59,15 +76,14 @@ async def captions(request: Request) -> dict[str, Any]:
         styles = [s for v in form.getlist("styles") if isinstance(v, str) for s in v.split(",")]
         if styles:
             fields["styles"] = styles
-        for key in ("instruction", "alt_text"):
+        for key in ("instruction", "alt_text", "question"):
             if isinstance(form.get(key), str):
                 fields[key] = form.get(key)
         req = check_fields(fields, CaptionRequest)
     styles = check_styles(req.styles, svc.style_names())
     decoded = await run_in_threadpool(decode_upload, data, svc.limits)
     source = f"upload:{name}" if name else "upload"
-    field = svc.config.alt_text.field
-    extra = {field: req.alt_text} if req.alt_text and field else {}
+    extra = per_item_fields(svc.config, req)
     item = InputItem(source=source, id=stable_id("upload", data), image=decoded.image, extra=extra)
     notes = list(decoded.notes)
     if decoded.frames > 1:
