@@ -65,16 +65,15 @@ by other tools) are dropped. A WebDataset output gets each image file that
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from factcap.curation.filter_expr import NUM, STR, Values, Where, compile_where
-from factcap.engine.records import ImageFinder, read_jsonl, read_records
+from factcap.engine.records import ImageFinder, read_records, read_score_rows
 from factcap.engine.sinks import SINKS, open_sink, sink_format
-from factcap.errors import ConfigError, DataError, MissingDependency, NotFound, UsageError
+from factcap.errors import ConfigError, DataError, UsageError
 from factcap.inputs import InputItem
 from factcap.schema import VERDICTS, Record
 
@@ -122,29 +121,6 @@ class Scores:
                 by_style[style] = {k: v for k, v in metrics.items() if k in names}
 
 
-def _score_rows(path: Path) -> Iterator[dict[str, Any]]:
-    if path.suffix.lower() != ".parquet":
-        yield from read_jsonl(path)
-        return
-    if not path.exists():
-        raise NotFound(f"no such file: {path}")
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MissingDependency(
-            "reading Parquet scores needs pyarrow: pip install 'factcap[parquet]'"
-        ) from None
-    try:
-        file = pq.ParquetFile(path)
-    except Exception as err:  # ArrowInvalid, OSError: not Parquet
-        raise DataError(f"{path} is not a readable Parquet file ({err})") from None
-    for batch in file.iter_batches(batch_size=1000, columns=["id", "caption_source", "metrics"]):
-        for row in batch.to_pylist():
-            if isinstance(row.get("metrics"), str):
-                row["metrics"] = json.loads(row["metrics"])
-            yield row
-
-
 def read_scores(path: str | Path) -> Scores:
     """The ``final:<style>`` rows of ``factcap evaluate`` output (JSONL or Parquet).
 
@@ -156,7 +132,7 @@ def read_scores(path: str | Path) -> Scores:
     scores = Scores()
     names: dict[str, None] = {}
     styles: dict[str, None] = {}
-    for number, row in enumerate(_score_rows(path), 1):
+    for number, row in enumerate(read_score_rows(path), 1):
         source, metrics = row.get("caption_source"), row.get("metrics")
         if "id" not in row or not isinstance(source, str) or not isinstance(metrics, dict):
             raise DataError(

@@ -275,6 +275,39 @@ def _parquet_records(path: Path, state: RecordFile) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def read_score_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Rows of ``factcap evaluate`` output, streamed: JSONL, or Parquet whose ``metrics``,
+    ``failures`` and ``info`` columns hold JSON strings.
+
+    Raises:
+        NotFound: no such file.
+        DataError: not Parquet, or a row without an ``id`` or a ``metrics`` object.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        if not path.exists():
+            raise NotFound(f"no such file: {path}")
+        require("pyarrow", "parquet")
+        import pyarrow.parquet as pq
+
+        try:
+            file = pq.ParquetFile(path)
+        except Exception as err:  # ArrowInvalid, OSError: not Parquet
+            raise DataError(f"{path} is not a readable Parquet file ({err})") from None
+        rows: Iterator[dict[str, Any]] = (
+            row for batch in file.iter_batches(batch_size=1000) for row in batch.to_pylist()
+        )
+    else:
+        rows = read_jsonl(path)
+    for number, row in enumerate(rows, 1):
+        for key in ("metrics", "failures", "info"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+        if "id" not in row or not isinstance(row.get("metrics"), dict):
+            raise DataError(f"{path}: row {number} has no id or no metrics object")
+        yield row
+
+
 #: How each sink format reads back: format → (file or shard ending, reader). The formats are
 #: those of :data:`factcap.engine.sinks.SINKS`.
 READERS: dict[str, tuple[str, Callable[[Path, RecordFile], Iterator[dict[str, Any]]]]] = {

@@ -47,8 +47,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from factcap.engine.records import ImageFinder, RecordFile, read_jsonl
-from factcap.errors import ConfigError, DataError, ImageError, MissingDependency, NotFound
+from factcap.engine.records import ImageFinder, RecordFile, read_score_rows
+from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
 from factcap.pipeline.compose import refuted_matchers
 from factcap.schema import CLAIM_KINDS, VERDICTS, Claim
@@ -129,7 +129,7 @@ def write_report(
     results_path, out_path = Path(results_path), Path(out_path)
     records = RecordFile(results_path, skip_torn_end=True)
     rows, torn = list(records), records.torn_end
-    scores = _read_scores(Path(scores_path)) if scores_path else []
+    scores = list(read_score_rows(scores_path)) if scores_path else []
     thumbs = _Thumbnailer(thumb_px, ImageFinder(results_path, image_root, confine=confine))
     items = [_item(row, i, thumbs) for i, row in enumerate(rows)]
     metrics, sources, unmatched = _attach_scores(items, scores)
@@ -315,30 +315,6 @@ def _json_for_script(data: Any) -> str:
     ):
         text = text.replace(raw, escaped)
     return text
-
-
-def _read_scores(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``factcap evaluate`` output (JSONL, or Parquet with JSON-string columns)."""
-    if path.suffix.lower() == ".parquet":
-        if not path.exists():
-            raise NotFound(f"no such file: {path}")
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise MissingDependency(
-                "reading Parquet scores needs pyarrow: pip install 'factcap[parquet]'"
-            ) from None
-        rows = pq.read_table(path).to_pylist()
-        for row in rows:
-            for key in ("metrics", "failures"):
-                if isinstance(row.get(key), str):
-                    row[key] = json.loads(row[key])
-    else:
-        rows = list(read_jsonl(path))
-    for number, row in enumerate(rows, 1):
-        if "id" not in row or not isinstance(row.get("metrics"), dict):
-            raise DataError(f"{path}: row {number} has no id or no metrics object")
-    return rows
 
 
 class _Thumbnailer:
