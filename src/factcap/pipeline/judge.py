@@ -208,13 +208,8 @@ def _decide_without_vqa(
         return []  # read by OCR itself: its confidence is the score
     if claim.kind == ClaimKind.NAME:
         return _decide_name(claim, work, cfg)
-    if claim.kind == ClaimKind.TEXT and work.ocr_spans is not None:
-        similarity, matched = _text_similarity(claim, work.ocr_spans)
-        claim.evidence["ocr_match"] = matched
-        claim.evidence["ocr_similarity"] = round(similarity, 4)
-        if similarity >= cfg.text_match_threshold:
-            claim.verdict, claim.score = Verdict.SUPPORTED, similarity
-            return []
+    if claim.kind == ClaimKind.TEXT and _read_by_ocr(claim, work, cfg):
+        return []
     if claim.kind == ClaimKind.ATTRIBUTE and detections is not None and asset:
         seen = [v for v, d in enumerate(detections) if d.get(claim.subject)]
         return seen or every  # asked where its object was found, else on every view
@@ -225,15 +220,24 @@ def _decide_without_vqa(
 NAME_UNCHECKED = "no checker can confirm a name, place, brand or date from the pixels"
 
 
+def _read_by_ocr(claim: Claim, work: Work, cfg: VerifyConfig) -> bool:
+    """Match the claimed text against the OCR spans (evidence kept); supported when close
+    enough. False when OCR did not run."""
+    if work.ocr_spans is None:
+        return False
+    similarity, matched = _text_similarity(claim, work.ocr_spans)
+    claim.evidence["ocr_match"] = matched
+    claim.evidence["ocr_similarity"] = round(similarity, 4)
+    if similarity >= cfg.text_match_threshold:
+        claim.verdict, claim.score = Verdict.SUPPORTED, similarity
+        return True
+    return False
+
+
 def _decide_name(claim: Claim, work: Work, cfg: VerifyConfig) -> list[int]:
     """A name is supported only when OCR reads it; otherwise it stays uncertain."""
-    if work.ocr_spans:
-        similarity, matched = _text_similarity(claim, work.ocr_spans)
-        claim.evidence["ocr_match"] = matched
-        claim.evidence["ocr_similarity"] = round(similarity, 4)
-        if similarity >= cfg.text_match_threshold:
-            claim.verdict, claim.score = Verdict.SUPPORTED, similarity
-            return []
+    if work.ocr_spans and _read_by_ocr(claim, work, cfg):
+        return []
     claim.evidence["checker"] = NAME_UNCHECKED + (
         "; OCR did not read it in the image" if work.ocr_spans is not None else ""
     )
