@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,24 +58,16 @@ QUESTIONS = [
 
 
 def default_cache() -> Path:
-    root = os.environ.get("FACTCAP_CACHE") or Path.home() / ".cache" / "factcap"
-    return Path(root) / "real_size"
+    from factcap.backends.real_size import cache_dir
+
+    return cache_dir()
 
 
 def ensure_checkpoint(cache: Path, layers: int | None) -> tuple[Path, dict[str, Any]]:
     """The cached random checkpoint (built on first use) and its build summary."""
-    from factcap.backends.real_size import build_arch
+    from factcap.backends.real_size import cached_arch
 
-    out = cache / (ARCH if layers is None else f"{ARCH}-layers{layers}")
-    summary_path = out / "build.json"
-    if not summary_path.is_file():
-        staging = out.with_name(out.name + ".building")
-        shutil.rmtree(staging, ignore_errors=True)
-        summary = build_arch(ARCH, staging, layers=layers)
-        (staging / "build.json").write_text(json.dumps(summary), encoding="utf-8")
-        shutil.rmtree(out, ignore_errors=True)
-        staging.rename(out)
-    return out, json.loads(summary_path.read_text(encoding="utf-8"))
+    return cached_arch(ARCH, layers, cache)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -142,6 +143,31 @@ def build_arch(arch: str, out: Path, layers: int | None = None) -> dict[str, Any
             f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}"
         )
     return _builder(arch)(arch, Path(out), layers=layers)
+
+
+def cache_dir() -> Path:
+    """Where :func:`cached_arch` keeps builds: ``$FACTCAP_CACHE/real_size`` or
+    ``~/.cache/factcap/real_size``."""
+    root = os.environ.get("FACTCAP_CACHE") or Path.home() / ".cache" / "factcap"
+    return Path(root) / "real_size"
+
+
+def cached_arch(
+    arch: str, layers: int | None = None, cache: Path | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """``arch`` built once into ``cache`` (default :func:`cache_dir`) and reused: its folder
+    and build summary. A build is made under a temporary name and renamed when whole, so an
+    interrupted one is never taken for a checkpoint."""
+    out = (cache or cache_dir()) / (arch if layers is None else f"{arch}-layers{layers}")
+    summary_path = out / "build.json"
+    if not summary_path.is_file():
+        staging = out.with_name(out.name + ".building")
+        shutil.rmtree(staging, ignore_errors=True)
+        summary = build_arch(arch, staging, layers=layers)
+        (staging / "build.json").write_text(json.dumps(summary), encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    return out, json.loads(summary_path.read_text(encoding="utf-8"))
 
 
 def preset_slots(preset: str, roles: Sequence[str] | None = None) -> dict[str, str]:
