@@ -19,7 +19,8 @@ from conftest import DATA, ROOT  # noqa: E402
 from factcap.config import load_config  # noqa: E402
 from factcap.engine import open_sink, open_source, read_records  # noqa: E402
 from factcap.engine.executor import run_job  # noqa: E402
-from factcap.engine.ray_executor import (  # noqa: E402
+from factcap.engine.ray_executor import (
+    TASK_CPUS,
     StageWorker,
     decode_stage,
     feed_table,
@@ -68,10 +69,12 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
     assert stages["judge"].replicas == 3 and stages["caption:0"].replicas == 1
     assert stages["claims"].num_gpus == stages["compose"].num_gpus == 0.25  # two LLM pools
     assert stages["caption:1"].num_cpus == 1.0  # unset: 1 CPU when the cluster has room
-    # on 4 CPUs, the 8 actors without num_cpus share what decoding (1) and detect (2) leave
+    # on 4 CPUs, the 8 actors without num_cpus share what decoding (1), detect (2) and the
+    # alt_text stage's tasks (TASK_CPUS) leave
     small = plan(config, cluster_cpus=4)
-    shared = {s.num_cpus for s in small if s.name != "detect"}
-    assert shared == {0.125}
+    shared = {s.num_cpus for s in small if s.model and s.name != "detect"}
+    assert shared == {0.112499}  # (4 - 1 - 2 - 0.1) / 8, rounded down
+    assert {s.num_cpus for s in small if not s.model} == {TASK_CPUS}
     assert sum(s.num_cpus * s.replicas for s in small) + 1 <= 4
     with pytest.raises(ConfigError, match="has 3 CPUs"):
         plan(config, cluster_cpus=3)
@@ -79,6 +82,7 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
     assert [s.name for s in plan(no_verify)] == [
         "caption:0",
         "caption:1",
+        "alt_text",
         "claims",
         "unverified",
         "compose",
