@@ -234,3 +234,19 @@ def test_a_region_caption_keeps_only_what_names_its_label():
     assert captions["cat"] == "A grey cat."
     cat = next(r for r in record.regions if r["label"] == "cat")
     assert "regions: kept only what names the cat" in cat["notes"]
+
+
+def test_a_region_caption_names_no_object_its_crop_did_not_support():
+    # on the crops the VQA model is unsure of a sofa (0.5): uncertain, not supported
+    pipeline, _, llm, _ = make(lambda q: 0.5 if "sofa" in q else 0.9)
+
+    def with_sofa(prompt):
+        if "one region of a larger image" in prompt:
+            return "A grey cat on a sofa." if "grey cat" in prompt else "A red sofa."
+        return compose(prompt)
+
+    llm.caption_answer = with_sofa
+    [record] = pipeline.process([item()])
+    captions = {r["label"]: r["caption"] for r in record.regions}
+    assert captions["cat"] == "A grey cat."  # the sofa was not supported on the cat's crop
+    assert captions["sofa"] == "A red sofa."  # its own label, though uncertain, stays

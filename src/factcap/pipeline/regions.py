@@ -16,10 +16,11 @@ the same stage functions as a whole image:
    VQA question decides, as for attributes). A region whose label claim is refuted is dropped,
    and the record's notes say so;
 5. ``regions:compose``: the LLM writes each region's caption in the ``region`` style (refuted
-   content cut as for whole images); a region caption describes its object, so only its
-   sentences that name the label (every content word of it, e.g. "green" and "triangle") are
-   kept; with none left, the first such sentence of the region's drafts, else "A <label>."
-   (the region's notes say so) (:func:`focus`). Then,, for pairs of regions with different labels
+   content cut as for whole images); a region caption describes its verified object, so only
+   its sentences that name the label (every content word of it, e.g. "green" and "triangle")
+   and no other object that the crop's checks did not support are kept; with none left, the
+   first such sentence of the region's drafts, else "A <label>." (the region's notes say so)
+   (:func:`focus`). Then,, for pairs of regions with different labels
    (largest first, up to ``regions.max_relations``), a sentence stating their spatial relation
    (:func:`factcap.boxes.relations`), which must name both labels or becomes "The dog is left
    of the sofa.";
@@ -340,9 +341,22 @@ def focus(region: Region) -> None:
     """Keep the sentences of the region's caption that name its label (module docstring)."""
     record = region.work.record
     written = record.captions.get(REGION_STYLE, "")
-    kept = [
-        s for s in compose_stage.split_pieces(written, "sentences") if names_label(s, region.label)
-    ]
+    own = set(re.findall(r"[\w-]+", region.label.lower()))
+    unchecked = {
+        c.subject
+        for c in record.claims
+        if c.kind == ClaimKind.OBJECT
+        and c.verdict != Verdict.SUPPORTED
+        and c.subject
+        and not set(re.findall(r"[\w-]+", c.subject.lower())) <= own
+    }
+
+    def describes(sentence: str) -> bool:
+        return names_label(sentence, region.label) and not any(
+            names_label(sentence, other) for other in unchecked
+        )
+
+    kept = [s for s in compose_stage.split_pieces(written, "sentences") if describes(s)]
     if kept:
         text = " ".join(kept)
     else:
@@ -350,8 +364,7 @@ def focus(region: Region) -> None:
             s
             for p in record.proposals
             for s in compose_stage.split_pieces(p.text, "sentences")
-            if names_label(s, region.label)
-            and not any(m(s) for m in compose_stage.refuted_matchers(record.claims))
+            if describes(s) and not any(m(s) for m in compose_stage.refuted_matchers(record.claims))
         ]
         text = drafts[0] if drafts else f"A {region.label}."
         text = text[:1].upper() + text[1:]
