@@ -6,14 +6,16 @@
 # Builds every pipeline role of `small` (BLIP-large and SmolVLM-256M captioners, Qwen2.5-1.5B,
 # Grounding DINO tiny, BLIP VQA base) at its published architecture with RANDOM weights
 # (configs stored in factcap: nothing is downloaded, no hub needed; ~3 GB of disk, built once
-# and reused), then runs benchmarks/real_size.py on 64 images on the GPU in float16 and prints
-# ONE JSON line: images_per_s, stage_share, stage_s_per_image, claims_per_image, peak_gpu_gb,
-# peak_rss_gb. Installs nothing; runs with HF_HUB_OFFLINE=1, so it is safe without internet.
+# and reused), then runs benchmarks/real_size.py on 64 images on the GPU in float16, with issue
+# 16's speed-ups on and then off, and prints ONE JSON line: speedup_vs_before, images_per_s,
+# stage_share, stage_s_per_image, claims_per_image, peak_gpu_gb, peak_rss_gb, and the "before"
+# run's figures. Installs nothing; runs with HF_HUB_OFFLINE=1, so it is safe without internet.
 #
 # Settings (environment): IMAGES (64), BATCH_SIZE (16), DTYPE (float16), MAX_NEW_TOKENS (the
 # preset's: 40/160 for the captioners, 384 for the LLM), LAYERS (the published counts),
 # OUT_DIR (where the models are built; default $FACTCAP_CACHE/real_size/small-full),
-# DEVICE (cuda; cuda:1 for another card), PYTHON (python).
+# DEVICE (cuda; cuda:1 for another card), RUNS (both; optimised or baseline for one run),
+# PYTHON (python).
 set -euo pipefail
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -43,7 +45,7 @@ if [[ "$DEVICE" == cuda* ]]; then
 fi
 
 args=(--preset small --images "$IMAGES" --batch-size "$BATCH_SIZE" --device "$DEVICE"
-      --dtype "$DTYPE" --out-dir "$OUT_DIR")
+      --dtype "$DTYPE" --out-dir "$OUT_DIR" --runs "${RUNS:-both}")
 [[ -n "${MAX_NEW_TOKENS:-}" ]] && args+=(--max-new-tokens "$MAX_NEW_TOKENS")
 [[ -n "${LAYERS:-}" ]] && args+=(--layers "$LAYERS")
 
