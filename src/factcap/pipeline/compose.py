@@ -116,11 +116,6 @@ def alt_text_unrelated(work: Work) -> bool:
     )
 
 
-def names_to_drop(work: Work, cfg: AltTextConfig) -> bool:
-    """Whether this item's unconfirmed alt-text names are left out (``drop``, or unrelated)."""
-    return cfg.unconfirmed_names == "drop" or alt_text_unrelated(work)
-
-
 def style_text(style: Style, instruction: str | None, question: str | None = None) -> str:
     """The style's paragraph of the compose prompt (with the instruction, and the item's
     question as quoted data, filled in)."""
@@ -263,8 +258,11 @@ def compose(
         wanted.extend(known[name] for name in added_by(known, "question"))
     template = load_prompt("compose", prompts)
     alt_cfg = alt_text or AltTextConfig()
+    drop: dict[int, bool] = {}  # per item, decided once: the verdicts no longer change
     for w in live(batch):
-        if alt_text_unrelated(w):
+        unrelated = alt_text_unrelated(w)
+        drop[id(w)] = unrelated or alt_cfg.unconfirmed_names == "drop"
+        if unrelated:
             w.record.notes.append(
                 "alt_text: objects it names were refuted and none supported, so it looks "
                 "unrelated to the image; its names were left out"
@@ -283,7 +281,7 @@ def compose(
                     "role": "user",
                     "content": render(
                         template,
-                        **_facts(w, names_to_drop(w, alt_cfg)),
+                        **_facts(w, drop[id(w)]),
                         style=style_text(style, instruction, w.record.question)
                         + (ASSET_RULE if w.views is not None else ""),
                     ),
@@ -300,8 +298,7 @@ def compose(
                 fail_all(items, err, f"LLM {llm.name} failed while composing ({style.name})")
                 return
         for w, answer in zip(items, answers, strict=True):
-            drop = names_to_drop(w, alt_cfg)
-            w.record.captions[style.name] = _final_text(w, style, answer, drop)
+            w.record.captions[style.name] = _final_text(w, style, answer, drop[id(w)])
 
 
 def _facts(work: Work, drop_names: bool) -> dict[str, str]:

@@ -360,11 +360,12 @@ def focus(region: Region) -> None:
     if kept:
         text = " ".join(kept)
     else:
+        refuted = compose_stage.refuted_matchers(record.claims)
         drafts = [
             s
             for p in record.proposals
             for s in compose_stage.split_pieces(p.text, "sentences")
-            if describes(s) and not any(m(s) for m in compose_stage.refuted_matchers(record.claims))
+            if describes(s) and not any(m(s) for m in refuted)
         ]
         text = drafts[0] if drafts else f"A {region.label}."
         text = text[:1].upper() + text[1:]
