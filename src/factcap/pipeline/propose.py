@@ -38,17 +38,34 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
         return
     captioner, size = model
     wanted = context.config.assets.caption_views
-    jobs = [(w, view, image) for w in items for view, image in caption_images(w, wanted)]
-    with timed(items, f"caption:{captioner.name}"):
-        try:
-            texts = call_batched(captioner.caption, size, [image for _, _, image in jobs])
-        except Exception as err:  # a backend failure must not end the job
-            fail_all(items, err, f"captioner {captioner.name} failed")
-            return
-    for (w, view, _), text in zip(jobs, texts, strict=True):
-        w.record.proposals.append(Proposal(captioner.name, clean_text(text), view))
+    if not propose(items, captioner, size, wanted):
+        return
     if accepts_prompt(captioner):
         question_proposals(live(items), captioner, size, wanted)
+
+
+def propose(
+    items: Sequence[Work],
+    captioner: Any,
+    size: int | None,
+    wanted: Sequence[int] | None,
+    prompt: str | None = None,
+) -> bool:
+    """Append ``captioner``'s proposal for each item (each caption view of an asset), asked
+    with ``prompt`` when given (its proposals then named ``<spec> (question)``). A backend
+    failure fails these items with its reason and returns False."""
+    suffix, what = (PROPOSAL_SUFFIX, " (question)") if prompt else ("", "")
+    caption = captioner.caption if prompt is None else partial(captioner.caption, prompt=prompt)
+    jobs = [(w, view, image) for w in items for view, image in caption_images(w, wanted)]
+    with timed(items, f"caption:{captioner.name}{suffix}"):
+        try:
+            texts = call_batched(caption, size, [image for _, _, image in jobs])
+        except Exception as err:  # a backend failure must not end the job
+            fail_all(items, err, f"captioner {captioner.name} failed{what}")
+            return False
+    for (w, view, _), text in zip(jobs, texts, strict=True):
+        w.record.proposals.append(Proposal(captioner.name + suffix, clean_text(text), view))
+    return True
 
 
 def question_proposals(
@@ -61,20 +78,7 @@ def question_proposals(
         if w.record.question:
             by_question.setdefault(w.record.question, []).append(w)
     for question, group in by_question.items():
-        prompt = captioner_prompt(question)
-        jobs = [(w, view, image) for w in group for view, image in caption_images(w, wanted)]
-        with timed(group, f"caption:{captioner.name}{PROPOSAL_SUFFIX}"):
-            try:
-                texts = call_batched(
-                    partial(captioner.caption, prompt=prompt), size, [im for _, _, im in jobs]
-                )
-            except Exception as err:
-                fail_all(group, err, f"captioner {captioner.name} failed (question)")
-                continue
-        for (w, view, _), text in zip(jobs, texts, strict=True):
-            w.record.proposals.append(
-                Proposal(captioner.name + PROPOSAL_SUFFIX, clean_text(text), view)
-            )
+        propose(group, captioner, size, wanted, captioner_prompt(question))
 
 
 def caption_images(work: Work, wanted: Sequence[int] | None) -> list[tuple[int | None, Any]]:
