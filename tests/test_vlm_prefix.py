@@ -14,6 +14,7 @@ import pytest
 
 from factcap.backends import registry
 from factcap.backends.openai_compat import OpenAIJudge, RemoteBatchError, image_order
+from factcap.roles import batches_by_image
 from fake_openai import FakeOpenAIServer, Fault, Reply
 from spies import count_forwards, rejected
 
@@ -133,6 +134,7 @@ def test_reuse_prefix_option_and_the_plain_path_table(three):
     finally:
         handle.remove()
     assert len(calls) == 1 and calls[0][0]["pixel_values"].shape[0] == 3
+    assert not batches_by_image(judge)  # each pair prefills its image: plain batches of pairs
     with rejected(ValueError, match="reuse_prefix must be true or false"):
         registry.build("vqa", "tiny:chat_vlm", reuse_prefix="yes")
 
@@ -141,7 +143,10 @@ def test_reuse_prefix_option_and_the_plain_path_table(three):
     assert "bidirectional" in prefix_reuse_blocker(_Named("paligemma"), judge.processor)
     assert prefix_reuse_blocker(_Named("idefics3"), judge.processor) is None
     assert all(isinstance(why, str) and why for why in PLAIN_PATH_MODELS.values())
+    judge.reuse_prefix = True
+    assert batches_by_image(judge)  # the judge stage puts an image's questions in one call
     judge.prefix_reuse_off = "qwen2_vl: 3D positions"
+    assert not batches_by_image(judge)
     calls, handle = count_forwards(judge.model)
     try:
         judge.yes_probability([three[0]] * 3, QUESTIONS[:3])

@@ -135,13 +135,13 @@ def test_encode_once_is_an_option():
 # --- the pipeline: repeated questions asked once, the detector skipped ---------------------
 
 
-def make(llm, detector, vqa, captioners=None):
+def make(llm, detector, vqa, captioners=None, vqa_batch=4):
     """The tiny preset's pipeline with scripted models (no OCR)."""
     config = load_config(preset="tiny", overrides={"ocr": None})
     captioners = captioners or [(ScriptedCaptioner("cap", "A grey cat on a red sofa."), 4)]
     config = config.model_copy(update={"captioners": config.captioners[: len(captioners)]})
     built = {f"captioner:{i}": c for i, c in enumerate(captioners)}
-    built.update({"llm": (llm, 4), "vqa": (vqa, 4)})
+    built.update({"llm": (llm, 4), "vqa": (vqa, vqa_batch)})
     if detector is not None:
         built["detector"] = (detector, 4)
     return Pipeline(config, models=Models(config, built=built))
@@ -176,6 +176,44 @@ def test_a_repeated_question_about_an_image_is_asked_once(photos):
         assert claims["The sofa is red."].verdict == "refuted"
         assert claims["There is a cat."].evidence["vqa_p_yes"] == 0.6
         assert claims["A cat is there."].evidence["vqa_p_yes"] == 0.6
+
+
+FOUR_QUESTIONS = json.dumps(
+    [
+        {"kind": "object", "text": "There is a cat.", "subject": "cat"},
+        {"kind": "attribute", "text": "The cat is grey.", "subject": "cat", "question": "Is the cat grey?"},
+        {"kind": "attribute", "text": "The sofa is red.", "subject": "sofa", "question": "Is the sofa red?"},
+        {"kind": "count", "text": "There are two cats.", "subject": "cat", "question": "Are there two cats?", "count": 2},
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_judge_asks_every_question_about_an_image_in_one_call(vqa, photos):
+    """With a VQA batch of 2, three photos with four questions each go in two calls holding
+    2 and 1 photos (each photo encoded once in all), not in six calls of two questions that
+    encode a photo twice each; the verdicts' P(yes) are the per-pair path's."""
+
+    def run():
+        recorded = hooked(vqa.model.vision_model)
+        try:
+            records = make(ScriptedLLM(FOUR_QUESTIONS), None, vqa, vqa_batch=2).caption(photos[:3])
+        finally:
+            unhook(recorded)
+        assert [r.status for r in records] == ["ok"] * 3
+        p_yes = [c.evidence["vqa_p_yes"] for r in records for c in r.claims]
+        return [call[0]["pixel_values"].shape[0] for call in recorded[0][0]], p_yes
+
+    by_image, p_by_image = run()
+    vqa.encode_once = False
+    try:
+        per_pair, p_per_pair = run()
+    finally:
+        vqa.encode_once = True
+    assert by_image == [2, 1]
+    assert per_pair == [2] * 6
+    assert len(p_by_image) == 12
+    assert p_by_image == pytest.approx(p_per_pair, abs=1e-5)
 
 
 NO_OBJECTS = json.dumps(

@@ -50,6 +50,17 @@ def check_pairs(images: Sequence[object], questions: Sequence[str]) -> None:
         raise ValueError(f"got {len(images)} images but {len(questions)} questions")
 
 
+def batches_by_image(vqa: object) -> bool:
+    """Whether the VQA backend ``vqa`` wants every question about an image in one call (its
+    optional ``batch_by_image`` attribute; see :class:`VQA`).
+
+    >>> class Plain: ...
+    >>> batches_by_image(Plain())
+    False
+    """
+    return getattr(vqa, "batch_by_image", False) is True
+
+
 def yes_ratio(p_yes: float, p_no: float) -> float:
     """P(yes) renormalised over the two answers: ``p_yes / (p_yes + p_no)``; NaN when both
     are 0 (the model gave neither answer).
@@ -113,6 +124,11 @@ class VQA(Protocol):
     the "yes" and "no" answer tokens. The one exception is an ``openai:`` server that returns
     no logprobs: its answer text gives 1.0 / 0.0 (documented in ``OpenAIJudge``; switch it off
     with ``require_logprobs=True``). NaN means the backend could not answer.
+
+    A backend that does its image work once per distinct image of a call (BLIP's
+    ``encode_once``, a chat VLM's ``reuse_prefix``) says so with a true ``batch_by_image``
+    attribute (optional; :func:`batches_by_image`): its callers then put every question about
+    an image into the same call, and its batch size counts images, not questions.
     """
 
     name: str

@@ -358,6 +358,12 @@ class BlipVQA(YesNoJudge, HFModel):
         self.yes_ids, self.no_ids = [self.yes_id], [self.no_id]
         _mask_padded_questions(self.model.text_decoder)
 
+    @property
+    def batch_by_image(self) -> bool:
+        """With ``encode_once`` a call encodes each distinct image once, so callers put every
+        question about an image into one call (:func:`factcap.roles.batches_by_image`)."""
+        return self.encode_once
+
     @staticmethod
     def _answer_id(tokenizer: Any, word: str) -> int:
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]

@@ -285,6 +285,12 @@ class ChatVLMJudge(YesNoJudge, _ChatVLM):
                 f"{owner}: reuse_prefix must be true or false, got {options['reuse_prefix']!r}"
             )
 
+    @property
+    def batch_by_image(self) -> bool:
+        """With prefix reuse a call prefills each image once for all its questions, so callers
+        put every question about an image into one call (:func:`factcap.roles.batches_by_image`)."""
+        return self.reuse_prefix and self.prefix_reuse_off is None
+
     def question_prompt(self, question: str) -> str:
         """The text asked next to the image for ``question``."""
         return judge_prompt(question, self.options["instruction"])

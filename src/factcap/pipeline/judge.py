@@ -32,13 +32,14 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from factcap.config import Config, VerifyConfig
 from factcap.pipeline.detect import DETECTIONS
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, call_by_image, fail_all, live, timed
+from factcap.roles import batches_by_image
 from factcap.schema import Claim, ClaimKind, Verdict
 
 UNVERIFIED_NOTE = "verification switched off: claims were not checked"
@@ -123,7 +124,7 @@ def judge_claims(
         asks = [(items[i].images[v], vqa_question(c)) for i, c, views in pending for v in views]
         with timed(items, "vqa"):
             try:
-                probs = ask_once(model.yes_probability, size, asks)
+                probs = ask_once(model, size, asks)
             except Exception as err:
                 fail_all(items, err, f"VQA {model.name} failed")
                 return
@@ -137,21 +138,21 @@ def judge_claims(
         w.record.removed = [c.text for c in w.record.claims if c.verdict == Verdict.REFUTED]
 
 
-def ask_once(
-    yes_probability: Callable[[list[Any], list[str]], Sequence[float]],
-    size: int | None,
-    asks: Sequence[tuple[Any, str]],
-) -> list[float]:
-    """P(yes) for each (image, question) of ``asks``, asking each distinct pair once (in
-    batches of ``size``) and copying its answer to every ask that repeats it. Images are the
-    same when they are the same object (an item passes one object for all its claims).
+def ask_once(vqa: Any, size: int | None, asks: Sequence[tuple[Any, str]]) -> list[float]:
+    """P(yes) from the VQA backend ``vqa`` for each (image, question) of ``asks``, asking each
+    distinct pair once and copying its answer to every ask that repeats it. Images are the
+    same when they are the same object (an item passes one object for all its claims). The
+    pairs go in calls of ``size`` pairs, or, for a backend that encodes each image of a call
+    once (:func:`~factcap.roles.batches_by_image`), in calls holding every question about
+    ``size`` images.
 
-    >>> calls = []
-    >>> def vqa(images, questions):
-    ...     calls.append(list(questions))
-    ...     return [0.5 + 0.1 * len(q) for q in questions]
+    >>> class VQA:
+    ...     calls = []
+    ...     def yes_probability(self, images, questions):
+    ...         self.calls.append(list(questions))
+    ...         return [0.5 + 0.1 * len(q) for q in questions]
     >>> photo = object()
-    >>> ask_once(vqa, 8, [(photo, "a?"), (photo, "bb?"), (photo, "a?")]), calls
+    >>> ask_once(VQA(), 8, [(photo, "a?"), (photo, "bb?"), (photo, "a?")]), VQA.calls
     ([0.7, 0.8, 0.7], [['a?', 'bb?']])
     """
     first: dict[tuple[int, str], int] = {}
@@ -165,7 +166,8 @@ def ask_once(
             images.append(image)
             questions.append(question)
         order.append(first[key])
-    answers = call_batched(yes_probability, size, images, questions)
+    call = call_by_image if batches_by_image(vqa) else call_batched
+    answers = call(vqa.yes_probability, size, images, questions)
     return [float(answers[at]) for at in order]
 
 

@@ -221,7 +221,7 @@ def run_check(batch: Sequence[Work], model: BoundModel | None, context: StageCon
     asks = [(image, q) for w, q in todo for image in w.images]
     with timed([w for w, _ in todo], "question:check"):
         try:
-            probs = iter(ask_once(model.backend.yes_probability, model.batch_size, asks))
+            probs = iter(ask_once(model.backend, model.batch_size, asks))
         except Exception as err:  # the answer stays unchecked; the record says why
             for w, _ in todo:
                 w.record.notes.append(f"answer: the VQA check failed ({type(err).__name__})")

@@ -94,7 +94,7 @@ def score_vqa(model: BoundModel, texts: Sequence[str], images: Sequence[Any]) ->
     """VQAScore of each text with its image (each distinct pair asked once)."""
     vqa, size = model
     return ask_once(
-        vqa.yes_probability,
+        vqa,
         size,
         [(img, caption_question(t)) for t, img in zip(texts, images, strict=True)],
     )

@@ -450,7 +450,7 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
             asks.append((w.image.crop(crop_box), r.question))
         with timed(items, "regions:relations"):
             try:
-                probs = ask_once(model.backend.yes_probability, model.batch_size, asks)
+                probs = ask_once(model.backend, model.batch_size, asks)
             except Exception as err:  # the relations stay unchecked; the record says why
                 probs = [float("nan")] * len(found)
                 for w in items:

@@ -82,6 +82,36 @@ def call_batched(fn: Callable[..., list[R]], size: int | None, *columns: Sequenc
     return out
 
 
+def call_by_image(
+    fn: Callable[[list[Any], list[Any]], Sequence[R]],
+    size: int | None,
+    images: Sequence[Any],
+    rows: Sequence[Any],
+) -> list[R]:
+    """``fn(images, rows)`` in calls that each take every row about at most ``size`` distinct
+    images (the same object), so a backend that encodes each image of a call once encodes it
+    once in all; results in the order of the rows.
+
+    >>> calls = []
+    >>> def fn(images, rows):
+    ...     calls.append(rows)
+    ...     return [r.upper() for r in rows]
+    >>> a, b, c = object(), object(), object()
+    >>> call_by_image(fn, 2, [a, b, a, c, b], ["a1", "b1", "a2", "c1", "b2"]), calls
+    (['A1', 'B1', 'A2', 'C1', 'B2'], [['a1', 'a2', 'b1', 'b2'], ['c1']])
+    """
+    groups: dict[int, list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(id(image), []).append(i)
+    out: list[Any] = [None] * len(rows)
+    for chunk in chunked(list(groups.values()), size):
+        at = [i for group in chunk for i in group]
+        answers = fn([images[i] for i in at], [rows[i] for i in at])
+        for i, answer in zip(at, answers, strict=True):
+            out[i] = answer
+    return out
+
+
 def fail_all(batch: Sequence[Work], err: BaseException, what: str) -> None:
     """Mark every live item failed because ``what`` raised ``err`` for their batch."""
     for w in live(batch):
