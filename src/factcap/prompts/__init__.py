@@ -6,6 +6,11 @@
 ``templates/`` also holds evaluation's judge prompts (:data:`EVALUATE_TEMPLATES`, used by
 :mod:`factcap.metrics.vlm_judge`; its ``template`` options replace them).
 
+Every template puts its fixed instructions first and the item's data after them, so the
+prompts of a batch share one long prefix: the ``hf:`` LLM's ``reuse_prefix`` computes it once
+per batch, and a server with prefix caching (vLLM) once for all requests. ``compose`` puts the
+style after the data: one item's prompts for several styles then share everything up to it.
+
 Templates hold the placeholders ``{proposals}``, ``{verdicts}``, ``{style}``,
 ``{instruction}``, ``{question}`` (an item's question, quoted as data) and ``{captions}`` (the
 judge's, and the caption read by ``answer``); :func:`render` fills those and nothing else, so
