@@ -27,10 +27,13 @@ always generate the cap.
 images, each time with its own freshly loaded pipeline: first with the speed-ups on, then with
 them off where they have a switch (``baseline_switches`` in the output: BLIP VQA's
 ``encode_once=False``, one vision pass per (image, question) pair instead of per distinct
-image; a chat-VLM judge's and the LLM's ``reuse_prefix=False`` where the configured backend
-has that option). ``speedup_vs_before`` is the "before" run's seconds per image over the
-"after" run's; ``stage_speedup`` the same per stage; ``speedup_vs_before_cpu`` the same from
-this process's CPU seconds (``cpu_s_per_image``), which other jobs on a shared machine disturb
+image, the judge then sending pairs in calls of ``batch_size`` pairs instead of all the
+questions about ``batch_size`` images; a chat-VLM judge's and the LLM's
+``reuse_prefix=False`` where the configured backend has that option). The prompt templates
+are the same in both runs (their fixed text first, the captions last).
+``speedup_vs_before`` is the "before" run's seconds per image over the "after" run's;
+``stage_speedup`` the same per stage; ``speedup_vs_before_cpu`` the same from this process's
+CPU seconds (``cpu_s_per_image``), which other jobs on a shared machine disturb
 less than wall time (``loadavg_1m`` says how busy it was; ``cpu_per_wall`` how much of the
 time the process got a core); ``speedup_unswitched_min`` takes the other jobs out of the
 stages that no switch touches (captioners, OCR, detector: the same work in both runs) by
