@@ -29,20 +29,22 @@ them off where they have a switch (``baseline_switches`` in the output: BLIP VQA
 ``encode_once=False``, one vision pass per (image, question) pair instead of per distinct
 image, the judge then sending pairs in calls of ``batch_size`` pairs instead of all the
 questions about ``batch_size`` images; a chat-VLM judge's and the LLM's
-``reuse_prefix=False`` where the configured backend has that option). The prompt templates
+``reuse_prefix=False`` where the configured backend has that option; Grounding DINO's
+``max_padding=1.0``, one forward for all the images of a call, each padded to the largest,
+instead of one per size). The prompt templates
 are the same in both runs (their fixed text first, the captions last).
 ``speedup_vs_before`` is the "before" run's seconds per image over the "after" run's;
 ``stage_speedup`` the same per stage; ``speedup_vs_before_cpu`` the same from this process's
 CPU seconds (``cpu_s_per_image``), which other jobs on a shared machine disturb
 less than wall time (``loadavg_1m`` says how busy it was; ``cpu_per_wall`` how much of the
 time the process got a core); ``speedup_unswitched_min`` takes the other jobs out of the
-stages that no switch touches (captioners, OCR, detector: the same work in both runs) by
-counting each with the lower of its two runs' times in both. Each loaded pipeline first captions
-``--warmup`` other images (default 1, not counted: first-call costs), and the "after" run goes
-first, so costs left over count against the speed-up. The judge asking a repeated (image,
-question) pair once and the detector skipping images without object claims have no switch:
-both runs have them (``no_switch``). ``--runs optimised`` or ``--runs baseline``
-(``--baseline``) runs just one.
+stages that no switch touches (captioners, OCR, the detector where it has no switch: the
+same work in both runs) by counting each with the lower of its two runs' times in both.
+Each loaded pipeline first captions ``--warmup`` other images (default 1, not counted:
+first-call costs), and the "after" run goes first, so costs left over count against the
+speed-up. The judge asking a repeated (image, question) pair once and the detector skipping
+images without object claims have no switch: both runs have them (``no_switch``).
+``--runs optimised`` or ``--runs baseline`` (``--baseline``) runs just one.
 
 Random weights mean: captions are random (made-up) words, the LLM's claims never parse, so
 the claims stage runs its one repair retry (two generations per batch) and then takes the
@@ -88,6 +90,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "BlipVQA": {"encode_once": False},
     "ChatVLMJudge": {"reuse_prefix": False},
     "CausalLM": {"reuse_prefix": False},
+    "GroundingDinoDetector": {"max_padding": 1.0},
 }
 #: Speed-ups of issue 16 without a switch: both runs have them.
 NO_SWITCH = {
@@ -145,7 +148,7 @@ def baseline_switches(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     (:data:`SWITCHES`), where its backend has them; a backend with a ``defaults`` table that
     lacks the option (an older version) is left alone."""
     found: dict[str, dict[str, Any]] = {}
-    for role in ("vqa", "llm"):
+    for role in ("vqa", "llm", "detector"):
         if not data.get(role):
             continue
         cls = backend_class(role, data[role]["model"])
@@ -336,7 +339,7 @@ def run_job(
 
 
 #: Role with a baseline switch -> the stages its model runs in a caption job.
-SWITCHED_STAGES = {"vqa": ("vqa",), "llm": ("claims", "compose")}
+SWITCHED_STAGES = {"vqa": ("vqa",), "llm": ("claims", "compose"), "detector": ("detect",)}
 #: Stages no switch touches: the same work in both runs.
 UNSWITCHED_STAGES = ("caption", "ocr", "detect", "decode")
 
@@ -346,8 +349,9 @@ def unswitched_min_speedup(
 ) -> float:
     """The speed-up with the other jobs of a shared machine taken out of the stages that no
     switch touches: each of those counts in both runs with the lower of its two times; the
-    switched stages (the VQA; claims and compose when the LLM has a switch) and any other
-    stage keep their own. On a quiet machine it equals ``speedup_vs_before``.
+    switched stages (the VQA; claims and compose when the LLM has a switch; detect when the
+    detector has one) and any other stage keep their own. On a quiet machine it equals
+    ``speedup_vs_before``.
 
     >>> a = {"stage_s_per_image": {"caption:0": 9.0, "vqa": 1.0}}
     >>> b = {"stage_s_per_image": {"caption:0": 4.0, "vqa": 4.0}}

@@ -105,6 +105,8 @@ def test_detections_inside_original_bounds_and_labelled_with_inputs(detector, im
 
 
 def test_one_forward_per_batch_whatever_the_query_count(detector, images):
+    # one size: Grounding DINO would split images of different sizes (next test)
+    images = [images[0]] * len(images)
     calls, handle = _count_forwards(detector.model)
     try:
         detector.detect(images, [["a cat"]] * len(images))
@@ -131,18 +133,21 @@ def test_deterministic(detector, images):
 def test_boxes_match_raw_predictions_mapped_by_hand(detector, family, images):
     """Recompute every box from the model's normalised (cx, cy, w, h) output: OWLv2 pads each
     image to a square (bottom/right), so its boxes scale by the longer side; Grounding DINO
-    predicts relative to each image's own unpadded extent."""
-    captured = {}
+    predicts relative to each image's own unpadded extent (one forward per image here: the
+    photos differ in size)."""
+    captured = []
     handle = detector.model.register_forward_hook(
-        lambda m, a, k, out: captured.update(out=out, ids=k["input_ids"]), with_kwargs=True
+        lambda m, a, k, out: captured.append((out, k["input_ids"])), with_kwargs=True
     )
     try:
         queries = QUERIES[: len(images)]
         results = detector.detect(images, queries)
     finally:
         handle.remove()
-    out = captured["out"]
-    for row, (image, qs, dets) in enumerate(zip(images, queries, results, strict=True)):
+    assert len(captured) == {"owlv2": 1, "grounding_dino": len(images)}[family]
+    for n, (image, qs, dets) in enumerate(zip(images, queries, results, strict=True)):
+        out, ids = captured[0] if family == "owlv2" else captured[n]
+        row = n if family == "owlv2" else 0
         w, h = image.size
         cx, cy, bw, bh = out.pred_boxes[row].float().unbind(-1)
         if family == "owlv2":
@@ -152,8 +157,7 @@ def test_boxes_match_raw_predictions_mapped_by_hand(detector, family, images):
         else:
             scale = torch.tensor([w, h, w, h])
             probs = out.logits[row].float().sigmoid()
-            ids = captured["ids"][row].tolist()
-            score, label = _gdino_phrase_scores(detector, probs, ids, qs)
+            score, label = _gdino_phrase_scores(detector, probs, ids[row].tolist(), qs)
         corners = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * scale
         corners[:, 0::2] = corners[:, 0::2].clamp(0, w)
         corners[:, 1::2] = corners[:, 1::2].clamp(0, h)
@@ -203,8 +207,11 @@ LONG_QUERIES = [
 
 def test_grounding_dino_splits_overlong_prompts_into_rounds(images):
     """Queries that overflow the text encoder are asked in a second forward, none is dropped:
-    every image's first chunk goes in one call, the second chunks in the next."""
-    det = registry.build("detector", SPECS["grounding_dino"], **ZERO["grounding_dino"])
+    every image's first chunk goes in one call, the second chunks in the next (one forward
+    per round: ``max_padding=1.0`` batches the photos' different sizes together)."""
+    det = registry.build(
+        "detector", SPECS["grounding_dino"], **ZERO["grounding_dino"], max_padding=1.0
+    )
     tokenizer = det.processor.tokenizer
     whole = ". ".join(_phrase(q) for q in LONG_QUERIES) + "."
     assert det.max_text_len < len(tokenizer(whole)["input_ids"]) < 2 * det.max_text_len
@@ -263,9 +270,43 @@ def _find(ids: list[int], tokenizer, query: str) -> int:
     return starts[0] if starts else -1
 
 
+def test_grounding_dino_batches_images_of_one_size_and_pads_no_other(images):
+    """Images of different sizes get forwards of their own, so each image's detections are
+    those it gets alone; those of one size share a forward; ``max_padding=1.0`` pads them all
+    into one, which shifts the padded images' detections."""
+    det = registry.build("detector", SPECS["grounding_dino"], **ZERO["grounding_dino"])
+    batch = [*images, images[0]]  # the first size twice
+    queries = [["a cat", "a dog"]] * len(batch)
+    calls, handle = _count_forwards(det.model)
+    try:
+        grouped = det.detect(batch, queries)
+        assert calls[0] == len(images)
+        alone = [det.detect([image], [qs])[0] for image, qs in zip(batch, queries, strict=True)]
+    finally:
+        handle.remove()
+    for single, dets in zip(alone, grouped, strict=True):
+        assert [d.query for d in single] == [d.query for d in dets]
+        for a, b in zip(single, dets, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            assert a.box == pytest.approx(b.box, abs=1e-2)
+
+    padded = registry.build(
+        "detector", SPECS["grounding_dino"], **ZERO["grounding_dino"], max_padding=1.0
+    )
+    calls, handle = _count_forwards(padded.model)
+    try:
+        together = padded.detect(batch, queries)
+    finally:
+        handle.remove()
+    assert calls[0] == 1
+    assert together != grouped  # the padding shifts the smaller images' features
+    with rejected(ValueError, "max_padding"):
+        registry.build("detector", SPECS["grounding_dino"], max_padding=-0.5)
+
+
 def test_owl_batch_equals_one_image_at_a_time(images):
     """OWL sees each image alone, and padded queries are masked: batching changes nothing.
-    (Grounding DINO pads the images of a batch together, which shifts its features.)"""
+    (Grounding DINO batches only images of one size: the test above.)"""
     det = registry.build("detector", SPECS["owlv2"], **ZERO["owlv2"])
     queries = QUERIES[: len(images)]
     batched = det.detect(images, queries)

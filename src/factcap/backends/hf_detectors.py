@@ -1,10 +1,11 @@
 """Zero-shot detectors from transformers: Grounding DINO and OWL-ViT / OWLv2.
 
-Each ``detect`` call runs every query of every image through ONE forward pass (Grounding DINO
-needs more only when an image's queries overflow its text encoder, see
-:class:`GroundingDinoDetector`) and returns boxes in the pixel coordinates of the original
-images, clipped to their bounds, each labelled with exactly one of the query strings it was
-given.
+Each ``detect`` call runs every query of an image through one forward pass (Grounding DINO
+needs more only when an image's queries overflow its text encoder), the images of a call
+batched together (Grounding DINO's only where their sizes let them share a batch without
+much padding, see :class:`GroundingDinoDetector`), and returns boxes in the pixel coordinates
+of the original images, clipped to their bounds, each labelled with exactly one of the query
+strings it was given.
 """
 
 from __future__ import annotations
@@ -47,6 +48,36 @@ def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, flo
     return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
+def size_groups(sizes: Sequence[tuple[int, int]], max_padding: float) -> list[list[int]]:
+    """Indices of ``sizes`` (``(height, width)`` per image) grouped into batches in each of
+    which at most ``max_padding`` of the pixels are padding, once its images are padded to
+    its largest height and width.
+
+    Images are taken in order of aspect ratio and a batch grows while it stays within the
+    bound; each batch lists its indices in order, batches in order of their first index.
+    ``max_padding=1.0`` keeps every image in one batch; 0 splits by exact size.
+
+    >>> size_groups([(800, 1200), (800, 800), (800, 1201), (800, 800)], 0.1)
+    [[0, 2], [1, 3]]
+    >>> size_groups([(800, 1200), (800, 800)], 1.0)
+    [[0, 1]]
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][1] / sizes[i][0], i))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and _padding_share([sizes[j] for j in [*groups[-1], i]]) <= max_padding:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return sorted(sorted(group) for group in groups)
+
+
+def _padding_share(sizes: Sequence[tuple[int, int]]) -> float:
+    """The share of padding pixels once every image is padded to the largest height and width."""
+    padded = len(sizes) * max(h for h, _ in sizes) * max(w for _, w in sizes)
+    return 1.0 - sum(h * w for h, w in sizes) / padded
+
+
 def _check_batch(images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> None:
     if len(images) != len(queries):
         raise ValueError(f"got {len(images)} images but {len(queries)} query lists")
@@ -77,9 +108,18 @@ class GroundingDinoDetector(_ZeroShotDetector):
     """Grounding DINO (and MM-Grounding-DINO): open-vocabulary boxes for text phrases.
 
     The queries of one image become one prompt (``"a cat. a red car."``); prompts of
-    different lengths are padded together, so a whole batch is a single forward call. Each box
-    is labelled with the query whose tokens score highest for it; its score is that query's
-    best token probability.
+    different lengths are padded together. Each box is labelled with the query whose tokens
+    score highest for it; its score is that query's best token probability.
+
+    The processor resizes every image to a shortest edge of 800 (longest at most 1333), so
+    images of different aspect ratios differ in size, and a batch pads them all to its largest
+    height and width: a square photo batched with a 3:2 one costs as much as a second 3:2 photo
+    (on a CPU a padded pixel costs what a real one does), and the padding shifts the smaller
+    image's features, so its detections depend on its batch-mates. So a call's images are
+    split into batches by :func:`size_groups`: at most ``max_padding`` of a forward's pixels
+    are padding. With the default 0.1, images of one aspect ratio share a forward, and an
+    image's detections are those it gets alone (to float rounding) unless it is batched with
+    one of a nearly equal size.
 
     The text encoder reads at most ``max_text_len`` tokens (256 for the released models).
     Queries that do not fit one prompt are split into consecutive chunks that do, and the
@@ -90,7 +130,8 @@ class GroundingDinoDetector(_ZeroShotDetector):
 
     Options: ``box_threshold`` (default 0.3) keeps boxes whose best token probability exceeds
     it; ``text_threshold`` (default 0.25) is the least probability the labelling query must
-    reach.
+    reach; ``max_padding`` (default 0.1; 1.0: one padded forward for the whole call) is the
+    share of a forward's pixels that may be padding.
 
     >>> from PIL import Image
     >>> from factcap.backends import registry
@@ -107,13 +148,14 @@ class GroundingDinoDetector(_ZeroShotDetector):
     [[Detection(query='a cat', score=0.47, box=(12.3, 51.9, 316.9, 472.4)), ...]]
     """
 
-    defaults: dict[str, float] = {"box_threshold": 0.3, "text_threshold": 0.25}
+    defaults: dict[str, float] = {"box_threshold": 0.3, "text_threshold": 0.25, "max_padding": 0.1}
 
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: float
     ):
         super().__init__(location, device=device, dtype=dtype, **options)
         self.text_threshold = self.options["text_threshold"]
+        self.max_padding = self.options["max_padding"]
         self.max_text_len = int(getattr(self.model.config, "max_text_len", 256))
 
     @staticmethod
@@ -180,7 +222,8 @@ class GroundingDinoDetector(_ZeroShotDetector):
         prompts: dict[int, Prompt],
         results: list[list[Detection]],
     ) -> None:
-        """One forward for ``images[i]`` asked ``prompts[i]``; appends to ``results[i]``."""
+        """``images[i]`` asked ``prompts[i]``, one forward per :func:`size_groups` batch;
+        appends to ``results[i]``."""
         active = list(prompts)
         batch = self.processor(
             images=[images[i] for i in active],
@@ -213,32 +256,55 @@ class GroundingDinoDetector(_ZeroShotDetector):
                     missing,
                 )
 
+        mask = batch["pixel_mask"]  # (batch, height, width): 1 on the image, 0 on padding
+        sizes = list(zip(mask.any(2).sum(1).tolist(), mask.any(1).sum(1).tolist(), strict=True))
+        for rows in size_groups(sizes, self.max_padding):
+            height = max(sizes[row][0] for row in rows)
+            width = max(sizes[row][1] for row in rows)
+            group = {key: value[rows] for key, value in batch.items()}
+            # the processor pads at the bottom and right: cropping gives this group's own batch
+            group["pixel_values"] = group["pixel_values"][..., :height, :width]
+            group["pixel_mask"] = group["pixel_mask"][..., :height, :width]
+            self._forward(
+                images, [(row, active[row]) for row in rows], group, prompts, phrase_of, results
+            )
+
+    def _forward(
+        self,
+        images: Sequence[Image.Image],
+        rows: list[tuple[int, int]],
+        batch: dict[str, torch.Tensor],
+        prompts: dict[int, Prompt],
+        phrase_of: torch.Tensor,
+        results: list[list[Detection]],
+    ) -> None:
+        """One forward of ``batch``, whose k-th row is ``rows[k] = (row of phrase_of, image
+        index)``; appends each image's labelled boxes to ``results``."""
         with torch.inference_mode():
             outputs = self.model(**self.to_device(batch))
         outputs.logits = outputs.logits.float().cpu()
         outputs.pred_boxes = outputs.pred_boxes.float().cpu()
-        sizes = [(images[i].height, images[i].width) for i in active]
         # The processor scales the boxes to each original size; its decoded ``text_labels`` are
         # token strings, not our queries, so labels come from phrase_of below instead.
         processed = self.processor.post_process_grounded_object_detection(
             outputs,
-            input_ids=input_ids,
+            input_ids=batch["input_ids"],
             threshold=self.box_threshold,
             text_threshold=self.text_threshold,
-            target_sizes=sizes,
+            target_sizes=[(images[i].height, images[i].width) for _, i in rows],
         )
         probs = outputs.logits.sigmoid()  # (batch, slots, max_text_len)
         kept_slots = probs.amax(-1) > self.box_threshold  # the processor's own selection
 
-        for row, i in enumerate(active):
+        for k, (row, i) in enumerate(rows):
             spans = prompts[i][1]
             seq = phrase_of[row]
-            p = probs[row][kept_slots[row]][:, : seq.shape[0]]  # (boxes, tokens)
+            p = probs[k][kept_slots[k]][:, : seq.shape[0]]  # (boxes, tokens)
             member = seq[:, None] == torch.arange(len(spans))[None, :]  # (tokens, phrases)
             # per kept box, the best token probability of each phrase: (boxes, phrases)
             per_phrase = torch.where(member[None], p[:, :, None], 0.0).amax(1)
             scores, best = per_phrase.max(-1)
-            boxes = processed[row]["boxes"]
+            boxes = processed[k]["boxes"]
             width, height = images[i].width, images[i].height
             for score, k, box in zip(scores.tolist(), best.tolist(), boxes.tolist(), strict=True):
                 if score <= self.text_threshold or score <= self.box_threshold:
