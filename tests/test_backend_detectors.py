@@ -272,11 +272,12 @@ def _find(ids: list[int], tokenizer, query: str) -> int:
 
 def test_grounding_dino_batches_images_of_one_size_and_pads_no_other(images):
     """Images of different sizes get forwards of their own, so each image's detections are
-    those it gets alone; those of one size share a forward; ``max_padding=1.0`` pads them all
-    into one, which shifts the padded images' detections."""
+    those it gets alone; those of one size share a forward (their prompts' padding is masked);
+    ``max_padding=1.0`` pads them all into one, which shifts the padded images' detections."""
     det = registry.build("detector", SPECS["grounding_dino"], **ZERO["grounding_dino"])
-    batch = [*images, images[0]]  # the first size twice
-    queries = [["a cat", "a dog"]] * len(batch)
+    batch = [*images, images[0]]  # the first size twice, with prompts of different lengths
+    queries = [["a cat", "a dog", "a red car"]] + [["a cat", "a dog"]] * (len(images) - 1)
+    queries.append(["a cat"])
     calls, handle = _count_forwards(det.model)
     try:
         grouped = det.detect(batch, queries)
