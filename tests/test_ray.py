@@ -45,6 +45,25 @@ def same_except_timings(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "timings_ms"}
 
 
+def differences(a: object, b: object, tol: float = 1e-5, path: str = "") -> list[str]:
+    """Where ``a`` and ``b`` (JSON values) differ, floats compared within ``tol``.
+
+    >>> differences({"s": [0.5, "x"]}, {"s": [0.5000001, "y"]})
+    ["s[1]: 'x' != 'y'"]
+    """
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if abs(a - b) <= tol else [f"{path}: {a} != {b}"]
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return [d for k in a for d in differences(a[k], b[k], tol, f"{path}.{k}".lstrip("."))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, tol, f"{path}[{i}]")
+        ]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
 def by_id(records) -> dict[str, dict]:
     return {r["id"]: r for r in records}
 
@@ -220,8 +239,10 @@ def test_ray_gives_the_local_executors_records(shard, local_records, ray_cluster
         local = local_records[rid]
         assert record["captions"] == local["captions"]
         assert record["proposals"] == local["proposals"]
-        assert record["claims"] == local["claims"]  # verdicts, scores and evidence
-        assert same_except_timings(record) == same_except_timings(local)
+        # Ray's actors run torch on one thread (OMP_NUM_THREADS=1), this process on two: a
+        # forward's float sums may round differently (~3e-7), so scores compare within 1e-5.
+        assert not differences(record["claims"], local["claims"])  # verdicts, scores, evidence
+        assert not differences(same_except_timings(record), same_except_timings(local))
         if record["status"] == "ok":
             assert record["captions"]["detailed"] and len(record["proposals"]) == 2
             stages = set(record["timings_ms"])
