@@ -278,7 +278,7 @@ class GroundingDinoDetector(_ZeroShotDetector):
         phrase_of: torch.Tensor,
         results: list[list[Detection]],
     ) -> None:
-        """One forward of ``batch``, whose k-th row is ``rows[k] = (row of phrase_of, image
+        """One forward of ``batch``, whose n-th row is ``rows[n] = (row of phrase_of, image
         index)``; appends each image's labelled boxes to ``results``."""
         with torch.inference_mode():
             outputs = self.model(**self.to_device(batch))
@@ -296,15 +296,15 @@ class GroundingDinoDetector(_ZeroShotDetector):
         probs = outputs.logits.sigmoid()  # (batch, slots, max_text_len)
         kept_slots = probs.amax(-1) > self.box_threshold  # the processor's own selection
 
-        for k, (row, i) in enumerate(rows):
+        for n, (row, i) in enumerate(rows):
             spans = prompts[i][1]
             seq = phrase_of[row]
-            p = probs[k][kept_slots[k]][:, : seq.shape[0]]  # (boxes, tokens)
+            p = probs[n][kept_slots[n]][:, : seq.shape[0]]  # (boxes, tokens)
             member = seq[:, None] == torch.arange(len(spans))[None, :]  # (tokens, phrases)
             # per kept box, the best token probability of each phrase: (boxes, phrases)
             per_phrase = torch.where(member[None], p[:, :, None], 0.0).amax(1)
             scores, best = per_phrase.max(-1)
-            boxes = processed[k]["boxes"]
+            boxes = processed[n]["boxes"]
             width, height = images[i].width, images[i].height
             for score, k, box in zip(scores.tolist(), best.tolist(), boxes.tolist(), strict=True):
                 if score <= self.text_threshold or score <= self.box_threshold:
