@@ -6,6 +6,8 @@
 - :mod:`factcap.text.jsonrepair` — JSON recovered from untrusted LLM answers
   (``extract_json``, ``json_values``, ``ParseError``).
 - :mod:`factcap.text.synonyms` — synonyms from WordNet read offline, or CHAIR's COCO table.
+- :mod:`factcap.text.sanitize` — text from records made safe to show or write on one line
+  (``display_text``, ``one_line``, ``display_safe``: control and bidi characters removed).
 
 Each name lives in one module and is imported from there; this package re-exports nothing.
 """
