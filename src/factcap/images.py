@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
@@ -275,10 +276,8 @@ def _unidentified(data: bytes, label: str) -> ImageError:
         return ImageError(
             "CorruptImage", f"{label}: starts like a {fmt} file but its header cannot be read"
         )
-    return ImageError(
-        "UnsupportedFormat",
-        f"{label}: not an image, or a format Pillow cannot read (it starts with {prefix!r})",
-    )
+    # The file's bytes are never quoted: it may be any file a record names (/etc/passwd).
+    return ImageError("UnsupportedFormat", f"{label}: not an image, or a format Pillow cannot read")
 
 
 def _check_size(size: tuple[int, int], limits: DecodeLimits, label: str) -> None:
@@ -380,6 +379,19 @@ def _read_orientation(im: Image.Image) -> object:
     return im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
 
 
+_BYTES_REPR = re.compile(r"(?<!\w)b'(?:[^'\\]|\\.)*'" + r'|(?<!\w)b"(?:[^"\\]|\\.)*"')
+
+
 def _describe(e: BaseException) -> str:
-    text = str(e).strip()
+    """An exception as ``Type: message``, with any bytes it quotes (some Pillow plugins put
+    the file's own bytes in their messages) replaced by ``<bytes>``.
+
+    >>> _describe(ValueError(b"Token too long: root:x:0:0"))
+    'ValueError: <bytes>'
+    >>> _describe(SyntaxError("broken PNG file (chunk b'IDAT')"))
+    'SyntaxError: broken PNG file (chunk <bytes>)'
+    """
+    arg = e.args[0] if len(e.args) == 1 else None
+    text = "<bytes>" if isinstance(arg, (bytes, bytearray)) else _BYTES_REPR.sub("<bytes>", str(e))
+    text = text.strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
