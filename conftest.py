@@ -4,9 +4,14 @@ once per session into a temporary cache (unless FACTCAP_CACHE already points som
 from __future__ import annotations
 
 import atexit
+import doctest
+import importlib
 import os
 import shutil
 import tempfile
+from pathlib import Path
+
+import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -16,3 +21,51 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 if "FACTCAP_CACHE" not in os.environ:
     os.environ["FACTCAP_CACHE"] = tempfile.mkdtemp(prefix="factcap-test-cache-")
     atexit.register(shutil.rmtree, os.environ["FACTCAP_CACHE"], ignore_errors=True)
+
+
+#: Modules of src/factcap whose doctests were not collected: an optional dependency is missing.
+_NOT_COLLECTED: list[str] = []
+_PACKAGE = Path(__file__).resolve().parent / "src" / "factcap"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out (and list at the end) the doctests of a factcap module that needs an optional
+    dependency this environment lacks (e.g. ``factcap.serve.app`` without fastapi), instead of
+    failing the collection; any other import error still fails it."""
+    path = collection_path.resolve()
+    if path.suffix != ".py" or path.name == "__main__.py" or _PACKAGE not in path.parents:
+        return None
+    parts = path.relative_to(_PACKAGE.parent).with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing and missing != "factcap":
+            _NOT_COLLECTED.append(f"{name} (needs {missing})")
+            return True
+    except Exception:
+        return None  # the collection imports it again and reports the error
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _NOT_COLLECTED:
+        terminalreporter.write_line(
+            f"doctests not collected, optional dependency missing: {', '.join(_NOT_COLLECTED)}"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A doctest whose example needs an optional dependency this environment lacks skips and
+    names it, instead of failing."""
+    try:
+        return (yield)
+    except doctest.UnexpectedException as e:
+        error = e.exc_info[1]
+        if isinstance(item, pytest.DoctestItem) and isinstance(error, ModuleNotFoundError):
+            missing = (error.name or "").split(".")[0]
+            if missing and missing != "factcap":
+                pytest.skip(f"this example needs {missing}, which is not installed")
+        raise

@@ -8,5 +8,5 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 start=$SECONDS
 ruff check . && ruff format --check .
-python -m pytest -q -rs --doctest-modules src/factcap tests "$@"
+python -m pytest -q -rs "$@"  # testpaths and --doctest-modules: pyproject.toml
 echo "test: finished in $((SECONDS - start)) s"
