@@ -240,6 +240,9 @@ def test_evaluate_cli_scores_every_metric_for_every_caption_source(tmp_path, cap
     for name in ("clip_score", "clip_image_score", "vqa_score", "capture", "bleu_1", "cider"):
         assert summary["final:detailed"][name]["n"] == 3, name
         assert name in out
+    # recall@5 over 3 images has no row, one note; the summary JSON still holds it
+    assert "self_retrieval_r5: needs more than 5 images to rank (the gallery has 3)" in out
+    assert "n/a (n=0" not in out and out.count("self_retrieval_r5") == 1
     # every proposal against the final caption, paired over the 3 images
     differences = summary["significance"]["differences"]
     assert summary["significance"]["baseline"] == "final:detailed"
@@ -266,3 +269,90 @@ def test_rows_are_written_as_each_caption_source_is_done(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert rows and {r["caption_source"] for r in rows} <= {"final:detailed", "final:short"}
     assert len(rows) == sum(s.caption_source.startswith("final:") for s in samples)
+
+
+class NeedsReferences(Metric):
+    """Fails every sample, as a reference metric does when none are given."""
+
+    name = "refs"
+    value_names = ("refs",)
+    needs = frozenset({"references"})
+
+    def score(self, samples, resources):
+        return [Score.failed(self.value_names, "no references") for _ in samples]
+
+
+def _table_lines(text: str) -> list[str]:
+    """The value names of the table's rows (not of the notes under it)."""
+    lines = text.split("\nnot computed:")[0].splitlines()
+    return [line.split()[0] for line in lines[2:]] if lines and lines[0].startswith("value") else []
+
+
+def test_table_leaves_out_values_the_inputs_cannot_give_and_says_what_they_need(tmp_path):
+    from factcap.metrics.chair import Chair
+
+    samples = build_samples(ROWS, "final", {}, {})  # no references, no object lists
+    result = evaluate(samples, [Chair(), NeedsReferences()], Resources({}))
+    assert result.unavailable == {
+        "chair_s": '--references with ground-truth "objects" (or COCO instances)',
+        "chair_i": '--references with ground-truth "objects" (or COCO instances)',
+        "refs": "--references (reference captions)",
+    }
+    text = table(result.summary, result.unavailable)
+    rows = _table_lines(text)
+    assert "chair_s" not in rows and "chair_i" not in rows and "refs" not in rows
+    assert "chair_ov_i" in rows  # checked against the pipeline's claims: needs no references
+    assert text.count("chair_s, chair_i") == 1
+    assert 'chair_s, chair_i: need --references with ground-truth "objects"' in text
+    assert "refs: needs --references (reference captions)" in text
+    summary = json.loads(write_rows(result, tmp_path / "s.jsonl").read_text())
+    assert summary["final:detailed"]["chair_s"]["n_failed"] == 2  # the JSON keeps every value
+    assert summary["final:detailed"]["refs"]["n"] == 0
+
+
+def test_values_that_failed_for_another_reason_keep_their_row():
+    samples = build_samples(ROWS, "final", {}, {})
+    for sample in samples:  # the references are there: the metric failed on its own
+        sample.references, sample.objects = ["A cat."], ["cat"]
+    result = evaluate(samples, [NeedsReferences()], Resources({}))
+    assert result.unavailable == {}
+    text = table(result.summary, result.unavailable)
+    assert _table_lines(text) == ["refs"] and "n/a (n=0, 2 failed)" in text
+    assert "not computed" not in text
+
+
+def test_recall_at_k_without_enough_images_is_left_out_with_the_gallery_size():
+    from factcap.evaluate import unavailable_values
+
+    def summary(n_r1: int, gallery: float) -> dict:
+        stats = {
+            "self_retrieval_r1": {"mean": 1.0 if n_r1 else math.nan, "n": n_r1, "n_failed": 0},
+            "self_retrieval_r5": {"mean": math.nan, "n": 0, "n_failed": 3},
+            "self_retrieval_gallery_size": {"corpus": gallery},
+        }
+        return {"final:detailed": stats}
+
+    three = summary(3, 3.0)
+    assert unavailable_values([], [], three) == {
+        "self_retrieval_r5": "more than 5 images to rank (the gallery has 3)"
+    }
+    text = table(three, unavailable_values([], [], three))
+    assert _table_lines(text) == ["self_retrieval_r1", "self_retrieval_gallery_size"]
+    assert text.splitlines()[3].split() == ["self_retrieval_gallery_size", "3"]
+    assert text.endswith(
+        "not computed: self_retrieval_r5: needs more than 5 images to rank (the gallery has 3)"
+    )
+    one = summary(0, 1.0)
+    gaps = unavailable_values([], [], one)
+    assert gaps == {
+        "self_retrieval_r1": "more than 1 image to rank (the gallery has 1)",
+        "self_retrieval_r5": "more than 5 images to rank (the gallery has 1)",
+        "self_retrieval_gallery_size": "",
+    }
+    text = table(one, gaps)
+    assert "value" not in text  # no row left: only the notes
+    assert text.splitlines() == [
+        "not computed:",
+        "  self_retrieval_r1: needs more than 1 image to rank (the gallery has 1)",
+        "  self_retrieval_r5: needs more than 5 images to rank (the gallery has 1)",
+    ]

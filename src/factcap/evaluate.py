@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from factcap.engine.records import ImageFinder, read_jsonl
 from factcap.errors import ConfigError, MissingDependency, OutputError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
-from factcap.schema import json_safe
+from factcap.schema import Media, json_safe
 from factcap.stats import CONFIDENCE, N_RESAMPLES, paired_difference
 
 SOURCES = ("final", "proposals", "all")
@@ -139,7 +140,7 @@ def build_samples(
         common = {
             "id": str(row["id"]),
             "source": str(found) if isinstance(found, Path) else str(row["source"]),
-            **_asset_fields(row, images),
+            **_media_fields(row, images),
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
@@ -164,19 +165,21 @@ def build_samples(
     return samples
 
 
-def _asset_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
-    """A 3D asset's views for its samples (saved view files found like images)."""
-    if row.get("kind") != "asset" or not isinstance(row.get("views"), list):
-        return {}
+def _media_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
+    """A row's media for its samples (saved view files found like images)."""
+    media = Media.from_row(row)
     views = []
-    for view in row["views"]:
+    for view in media.views:
         view = dict(view)
         if images and isinstance(view.get("file"), str):
             found = images.locate(view["file"])
             view["file"] = str(found) if isinstance(found, Path) else None
         views.append(view)
     size = row.get("image_size")
-    return {"views": views, "view_size": size[0] if isinstance(size, list) and size else None}
+    return {
+        "media": Media(media.kind, views, media.facts),
+        "view_size": size[0] if isinstance(size, list) and size else None,
+    }
 
 
 @dataclass
@@ -186,6 +189,9 @@ class Evaluation:
     samples: list[Sample]
     scores: list[dict[str, Score]]
     summary: dict[str, dict[str, dict[str, float]]]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Value names that nothing could be computed for because of what was given, not because
+    of a fault: value name → what it needs (:func:`unavailable_values`)."""
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """The output rows: values (NaN → null) by value name, failure reasons by metric name."""
@@ -226,9 +232,9 @@ def evaluate(
         m if isinstance(m, Metric) else build_metric(m, **(options or {}).get(m, {}))
         for m in metric_names
     ]
-    for sample in samples:  # 3D assets: the image metrics look at their views
-        if sample.views and hasattr(resources, "add_asset"):
-            resources.add_asset(sample.source, sample.views, sample.view_size)
+    for sample in samples:  # an input of several views: the image metrics look at each
+        if hasattr(resources, "add_media"):
+            resources.add_media(sample.source, sample.media, sample.view_size)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         groups[sample.caption_source].append(i)
@@ -256,7 +262,71 @@ def evaluate(
         if on_rows is not None:
             done = Evaluation(group, [scores[i] for i in indices], {})
             on_rows(list(done.rows()))
-    return Evaluation(list(samples), scores, summary)
+    missing = unavailable_values(samples, metrics, summary)
+    return Evaluation(list(samples), scores, summary, missing)
+
+
+#: What to give for each input a metric may need (:attr:`Metric.needs`).
+_INPUT_NEEDED = {
+    "references": "--references (reference captions)",
+    "objects": '--references with ground-truth "objects" (or COCO instances)',
+    "answers": '--references with an "answer" per image',
+}
+#: The values that need a metric's inputs, where its other values are computed without them
+#: (chair_ov_i checks the caption against the pipeline's own verdicts).
+_VALUES_NEEDING_INPUTS = {"chair": ("chair_s", "chair_i")}
+_RECALL = re.compile(r"self_retrieval_r(\d+)")
+
+
+def unavailable_values(
+    samples: Sequence[Sample],
+    metrics: Sequence[Metric],
+    summary: dict[str, dict[str, dict[str, float]]],
+) -> dict[str, str]:
+    """The values no caption source got a number for because of the inputs given, each with
+    what it needs: references, ground-truth objects or answers that no sample has, or (self
+    retrieval's recall@k) more than k images. A value some source computed is never listed,
+    nor one that failed for another reason (a model's error, a missing image). The gallery
+    size is listed with an empty need when no recall was measured against it.
+
+    >>> from factcap.metrics.chair import Chair
+    >>> s = Sample("a", "a.jpg", "final:short", "A dog.")
+    >>> summary = {"final:short": {"chair_s": {"n": 0}, "chair_i": {"n": 0},
+    ...                            "chair_ov_i": {"n": 1}}}
+    >>> unavailable_values([s], [Chair()], summary)["chair_s"]
+    '--references with ground-truth "objects" (or COCO instances)'
+    """
+    have = {
+        "references": any(s.references for s in samples),
+        "objects": any(s.objects is not None for s in samples),
+        "answers": any(s.answers for s in samples),
+    }
+    needs: dict[str, str] = {}
+    for metric in metrics:
+        lacking = [n for n in _INPUT_NEEDED if n in metric.needs and not have[n]]
+        if lacking:
+            names = _VALUES_NEEDING_INPUTS.get(metric.name, metric.value_names)
+            needs.update(dict.fromkeys(names, " and ".join(_INPUT_NEEDED[n] for n in lacking)))
+    gallery = max(
+        (int(s.get("self_retrieval_gallery_size", {}).get("corpus", 0)) for s in summary.values()),
+        default=0,
+    )
+    recalls = {n for stats in summary.values() for n in stats if _RECALL.fullmatch(n)}
+    for name in sorted(recalls):
+        k = int(_RECALL.fullmatch(name).group(1))  # type: ignore[union-attr]
+        if name not in needs and 0 < gallery <= k:
+            plural = "image" if k == 1 else "images"
+            needs[name] = f"more than {k} {plural} to rank (the gallery has {gallery})"
+    computed = {
+        name
+        for stats in summary.values()
+        for name, value in stats.items()
+        if int(value.get("n", 0) or 0) > 0
+    }
+    needs = {name: need for name, need in needs.items() if name not in computed}
+    if recalls and recalls <= set(needs):  # the size only tells what recall@k was measured on
+        needs["self_retrieval_gallery_size"] = ""
+    return needs
 
 
 def significance(
@@ -370,7 +440,6 @@ def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -
     the ``embedder``, ``--t2i``, ``--vqa``)."""
     from factcap.backends.registry import build_configured
     from factcap.config import RoleConfig
-    from factcap.images import DecodeLimits
     from factcap.metrics.resources import Resources
     from factcap.roles import ROLES
 
@@ -384,10 +453,7 @@ def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -
             rc = RoleConfig(model=spec)
         if rc is not None:
             builders[role.name] = lambda n=role.name, rc=rc: build_configured(config, n, rc)[0]
-    limits = DecodeLimits(
-        max_pixels=config.limits.max_pixels,
-        max_file_bytes=int(config.limits.max_file_mb * 1024 * 1024),
-    )
+    limits = config.limits.decode_limits()
     return Resources(builders, batch_size=config.evaluate.batch_size, limits=limits)
 
 
@@ -478,29 +544,51 @@ def write_rows(evaluation: Evaluation, out: Path) -> Path:
 
 def _cell(stats: dict[str, float]) -> str:
     value = stats.get("corpus", stats.get("mean", float("nan")))
+    if "n" not in stats and isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:g}"  # a corpus-level count, such as the retrieval gallery's size
     n, failed = int(stats.get("n", 0) or 0), int(stats.get("n_failed", 0) or 0)
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     count = f"n={n}" + (f", {failed} failed" if failed else "")
     return f"{value:.4f} ({count})" if ok else f"n/a ({count})"
 
 
-def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+def table(
+    summary: dict[str, dict[str, dict[str, float]]], unavailable: dict[str, str] | None = None
+) -> str:
     """The summary as a fixed-width table: one row per value, one column per caption source.
     Each cell is the corpus value where the metric defines one, else the mean (``n/a`` where
     nothing could be computed), with how many items it covers and how many failed (their
-    reasons are in the rows' ``failures``).
+    reasons are in the rows' ``failures``). The values in ``unavailable``
+    (:attr:`Evaluation.unavailable`) get no row: one line under the table says what they need.
 
-    >>> print(table({"final:detailed": {"clip_score": {"mean": 0.5, "n": 2, "n_failed": 1}}}))
+    >>> summary = {"final:detailed": {"clip_score": {"mean": 0.5, "n": 2, "n_failed": 1},
+    ...     "chair_s": {"mean": math.nan, "n": 0, "n_failed": 3}}}
+    >>> print(table(summary, {"chair_s": "--references with objects"}))
     value               final:detailed
     ----------------------------------
     clip_score  0.5000 (n=2, 1 failed)
+    not computed: chair_s: needs --references with objects
     """
+    unavailable = unavailable or {}
     sources = list(summary)
     names: list[str] = []
     for stats in summary.values():
-        names.extend(k for k in stats if k not in names)
+        names.extend(k for k in stats if k not in names and k not in unavailable)
     cells = {(n, s): _cell(summary[s].get(n, {})) for n in names for s in sources}
-    return _grid(names, sources, cells)
+    grouped: dict[str, list[str]] = {}
+    for name, need in unavailable.items():
+        if need:
+            grouped.setdefault(need, []).append(name)
+    notes = [
+        f"{', '.join(group)}: {'needs' if len(group) == 1 else 'need'} {need}"
+        for need, group in grouped.items()
+    ]
+    lines = [_grid(names, sources, cells)] if names else []
+    if len(notes) == 1:
+        lines.append(f"not computed: {notes[0]}")
+    elif notes:
+        lines += ["not computed:", *(f"  {note}" for note in notes)]
+    return "\n".join(lines)
 
 
 def pairwise_path(out: Path) -> Path:

@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if pair_summary is not None:
         summary["pairwise"] = pair_summary
     writer.close(summary)
-    print(ev.table(result.summary))
+    print(ev.table(result.summary, result.unavailable))
     if differences is not None and differences["differences"]:
         print()
         print(ev.significance_table(differences))
