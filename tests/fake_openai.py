@@ -244,6 +244,12 @@ class FakeOpenAIServer:
             return len(self._faults) + sum(len(queue) for _, queue in self._rules)
 
     @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (a delayed or held one included)."""
+        with self._lock:
+            return self._in_flight
+
+    @property
     def completions(self) -> list[RecordedRequest]:
         """The chat-completion requests received so far (faulted ones included)."""
         return [r for r in self.requests if r.path.endswith("/chat/completions")]

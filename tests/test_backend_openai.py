@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 
 import pytest
@@ -266,23 +267,40 @@ def test_500_after_all_retries_raises_with_status_and_body(server):
     assert len(server.completions) == 3
 
 
-def test_429_retry_after_is_honoured(server):
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The seconds the client chose to wait between attempts, in order (it still waits them:
+    a wait over a minute fails the test instead, so a broken cap cannot hang it)."""
+    from factcap.backends import openai_compat
+
+    chosen: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        chosen.append(seconds)
+        assert seconds <= WAIT, f"the client chose to wait {seconds} s before retrying"
+        time.sleep(seconds)
+
+    monkeypatch.setattr(openai_compat, "time", types.SimpleNamespace(sleep=sleep))
+    return chosen
+
+
+def test_429_retry_after_is_honoured(server, waits):
     server.script(Fault.rate_limit(retry_after=1))
     llm = OpenAILLM("m", base_url=server.base_url, max_retries=1, backoff=0.01)
-    start = time.perf_counter()
     assert llm.chat([_conv("hi")]) == ["echo: hi"]
-    elapsed = time.perf_counter() - start
     first, second = server.completions
     assert second.received_at - first.received_at >= 0.95
-    assert elapsed < 3.0
+    # the server's 1 s plus at most the jitter (0.5 x backoff by default), not a backoff
+    assert len(waits) == 1 and 1.0 <= waits[0] <= 1.0 + 0.5 * 0.01
 
 
-def test_retry_after_is_capped(server):
+def test_retry_after_is_capped(server, waits):
     server.script(Fault.rate_limit(retry_after=3600))
     llm = OpenAILLM("m", base_url=server.base_url, max_retries=1, backoff=0.01, max_retry_wait=0.2)
-    start = time.perf_counter()
     assert llm.chat([_conv("hi")]) == ["echo: hi"]
-    assert time.perf_counter() - start < 2.0
+    assert waits == [0.2]
+    first, second = server.completions
+    assert second.received_at - first.received_at >= 0.19
 
 
 def test_timeout_raises_after_retries(server):
@@ -917,13 +935,13 @@ def test_import_does_not_pull_torch():
 # -- the fake server itself ------------------------------------------------------------------
 
 
-def test_fake_server_close_is_prompt_during_a_long_delay():
-    srv = FakeOpenAIServer(delay=30).start()
+def test_fake_server_close_wakes_a_handler_in_a_long_delay():
+    srv = FakeOpenAIServer(delay=3600).start()
     llm = OpenAILLM("m", base_url=srv.base_url, timeout=0.2, max_retries=0)
     with pytest.raises(RemoteError):
         llm.chat([_conv("x")])
-    start = time.perf_counter()
+    wait_until(lambda: srv.in_flight == 1, "the handler sleeps out its hour")
     srv.close()
     srv.close()
-    assert time.perf_counter() - start < 2.0
+    wait_until(lambda: srv.in_flight == 0, "the sleeping handler woke up when the server closed")
     assert srv.pending_faults == 0

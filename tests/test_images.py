@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from factcap.examples import example_paths
 from factcap.images import ERROR_KINDS, DecodedImage, DecodeLimits, decode
 
 ODD = Path(__file__).resolve().parent / "data" / "odd-images"
-WATCHDOG_S = 10.0
+WATCHDOG_S = 120.0  # catches a hang, far above any decode on a loaded machine: not a speed test
 
 JP2_BROKEN = "CorruptImage" if features.check("jpg_2000") else "UnsupportedFormat"
 
@@ -74,12 +73,10 @@ def decode_watched(source, limits: DecodeLimits | None = None) -> DecodedImage:
             outcome["error"] = e
 
     worker = threading.Thread(target=run, daemon=True)
-    started = time.perf_counter()
     worker.start()
     worker.join(WATCHDOG_S)
     if worker.is_alive():
         pytest.fail(f"decode({source!r}) still running after {WATCHDOG_S} s: it hangs")
-    assert time.perf_counter() - started < WATCHDOG_S
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
