@@ -65,8 +65,16 @@ def test_smoke_checkpoint_loads_through_the_registry_and_embeds(tmp_path):
     from factcap.backends.hf_clip import ClipEmbedder
 
     out = tmp_path / "clip"
-    stats = train_clip.train(out, size="smoke", seed=0, log=lambda message: None)
-    assert stats["steps"] == train_clip.PLANS["smoke"]["steps"] and stats["train_s"] > 0
+    logged: list[str] = []
+    stats = train_clip.train(out, size="smoke", seed=0, log=logged.append)
+    plan = train_clip.PLANS["smoke"]
+    assert stats["steps"] == plan["steps"] and stats["train_s"] > 0
+    # the vision phase first, logged under its name; its stats nested in the stamp's
+    assert [line.split(" loss ")[0] for line in logged] == [
+        f"vision: step {i}/{plan['see_steps']}" for i in range(1, plan["see_steps"] + 1)
+    ] + [f"step {i}/{plan['steps']}" for i in range(1, plan["steps"] + 1)]
+    assert list(stats) == ["steps", "train_s", "loss_first", "loss_last", "vision", "size", "plan"]
+    assert stats["vision"]["steps"] == plan["see_steps"] and stats["plan"] == plan
     embedder = registry.build("embedder", f"hf:{out}")
     assert isinstance(embedder, ClipEmbedder)
     scenes = world.scenes(3, seed=0)

@@ -41,7 +41,7 @@ def _work(sample: train_llm.Sample) -> Work:
         Proposal(model=label, text=text)
         for label, text in zip(sample.labels, sample.texts, strict=True)
     ]
-    return Work(record=record, image=None)
+    return Work(record)
 
 
 def _sent(llm: RecordingLLM) -> str:
@@ -156,6 +156,8 @@ def test_smoke_training_loads_through_the_registry_and_answers(tmp_path):
 
     stats = train_llm.train(tmp_path / "llm", size="smoke", log=lambda _msg: None)
     assert stats["steps"] == train_llm.PLANS["smoke"]["steps"]
+    assert list(stats)[-4:] == ["size", "plan", "parameters", "total_s"]
+    assert stats["total_s"] >= stats["train_s"]  # the whole run, building and saving included
     llm = registry.build("llm", f"hf:{tmp_path / 'llm'}", device="cpu", dtype="float32")
     scene = make_scene(0, split="test")
     rng = random.Random(0)

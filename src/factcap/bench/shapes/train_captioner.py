@@ -53,7 +53,7 @@ from factcap.bench.shapes.language import (
     mentions,
     plural,
 )
-from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
+from factcap.bench.shapes.training import Phase, TrainingRun
 from factcap.bench.shapes.world import COLOURS, SHAPES, SIZES, Scene
 
 CLEAN = Noise()
@@ -395,28 +395,24 @@ def train(
 ) -> dict[str, Any]:
     """Train a captioner with the quirks of ``noise`` into ``out``; returns training stats and,
     at full size, held-out quality (:func:`evaluate` on ``eval_n`` scenes, default 300)."""
-    plan = plan_for(PLANS, size, steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(seed)
+    run = TrainingRun.start(PLANS, out, size=size, seed=seed, steps=steps, eval_n=eval_n, log=log)
+    plan = run.plan
     processor = build_processor(plan["image_size"])
     model = build_model(processor.tokenizer, plan)
-    stats = fit(
+    stats = run.fit(
         WithPatchHead(model),
-        make_batches(processor, plan, noise, seed),
-        plan["steps"],
-        plan["lr"],
-        loss_fn=lambda m, b: caption_and_patch_loss(m, b, plan["patch_weight"]),
-        log=log,
-        log_every=max(1, plan["steps"] // 10),
+        Phase(
+            make_batches(processor, plan, noise, seed),
+            plan["steps"],
+            plan["lr"],
+            lambda m, b: caption_and_patch_loss(m, b, plan["patch_weight"]),
+        ),
     )
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    model.save_pretrained(run.out)
+    processor.save_pretrained(run.out)
     quirks = {"seed": seed, "noise": vars(noise)}
-    (out / NOISE_FILE).write_text(json.dumps(quirks), encoding="utf-8")
-    stats |= {"size": size, "plan": plan, **quirks}
-    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
-    return stats
+    (run.out / NOISE_FILE).write_text(json.dumps(quirks), encoding="utf-8")
+    return run.finish(stats, evaluate, **quirks)
 
 
 # --- held-out evaluation --------------------------------------------------------------------

@@ -42,8 +42,8 @@ from factcap.bench.shapes.language import (
     plural,
     references,
 )
-from factcap.bench.shapes.train_vqa import PATCH_CLASSES, scene_batch, scene_batches
-from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
+from factcap.bench.shapes.train_vqa import PATCH_CLASSES, scene_batch, vision_phase
+from factcap.bench.shapes.training import Phase, TrainingRun
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES
 
 CONTEXT = 77  # tokens, as OpenAI CLIP; the longest reference takes about 40
@@ -251,39 +251,27 @@ def train(
     ``steps`` (the contrastive phase) and other :data:`PLANS` entries can be overridden;
     ``eval_n`` held-out scenes are evaluated (default: 100 at full size, none at smoke).
     """
-    plan = plan_for(PLANS, size, steps, **plan_overrides)
-    out = Path(out)
-    seed_everything(seed)
-    processor = build_processor(out)
+    run = TrainingRun.start(
+        PLANS, out, size=size, seed=seed, steps=steps, eval_n=eval_n, log=log, **plan_overrides
+    )
+    plan = run.plan
+    processor = build_processor(run.out)
     model = build_model(processor.tokenizer, plan)
-    trainee = Trainee(model)
     grid = IMAGE_SIZE // plan["patch"]
-    seeing = fit(
-        trainee,
-        scene_batches(plan["see_batch"], seed, grid),
-        plan["see_steps"],
-        plan["see_lr"],
-        loss_fn=see_loss,
-        log=lambda msg: log(f"vision: {msg}"),
-        log_every=max(1, plan["see_steps"] // 5),
-    )
     after = plan["see_steps"] * plan["see_batch"]
-    stats = fit(
-        trainee,
-        make_batches(processor.tokenizer, plan["batch"], seed, grid, start=after),
-        plan["steps"],
-        plan["lr"],
-        loss_fn=contrastive_loss,
-        log=log,
-        log_every=max(1, plan["steps"] // 10),
+    stats = run.fit(
+        Trainee(model),
+        vision_phase(plan["see_batch"], seed, grid, plan, see_loss),
+        Phase(
+            make_batches(processor.tokenizer, plan["batch"], seed, grid, start=after),
+            plan["steps"],
+            plan["lr"],
+            contrastive_loss,
+        ),
     )
-    stats["vision"] = seeing
-    stats["train_s"] = round(seeing["train_s"] + stats["train_s"], 2)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    stats |= {"size": size, "plan": plan}
-    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
-    return stats
+    model.save_pretrained(run.out)
+    processor.save_pretrained(run.out)
+    return run.finish(stats, evaluate)
 
 
 def evaluate(out: Path, n: int = 100, seed: int = 0) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from factcap.bench.shapes import world
-from factcap.bench.shapes.training import add_held_out, fit, plan_for, scene_pixels, seed_everything
+from factcap.bench.shapes.training import Phase, TrainingRun, scene_pixels
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, Obj, Scene
 
 COLOUR_SHAPES: list[str] = [f"{c} {s}" for c in COLOURS for s in SHAPES]
@@ -274,29 +274,19 @@ def train(
 
     ``eval_n`` held-out scenes are evaluated (default: 300 at full size, none at smoke).
     """
-    plan = plan_for(PLANS, size, steps)
-    out = Path(out)
-    seed_everything(seed)
-    tokenizer = write_tokenizer(out)
+    run = TrainingRun.start(PLANS, out, size=size, seed=seed, steps=steps, eval_n=eval_n, log=log)
+    plan = run.plan
+    tokenizer = write_tokenizer(run.out)
     model = build_model(tokenizer, plan)
     text = dict(
         tokenizer(QUERIES, padding="max_length", max_length=TEXT_LENGTH, return_tensors="pt")
     )
     grid = IMAGE_SIZE // plan["patch"]
-    stats = fit(
-        model,
-        make_batches(plan, text, grid, seed),
-        plan["steps"],
-        plan["lr"],
-        loss_fn=_loss,
-        log=log,
-        log_every=max(1, plan["steps"] // 10),
-    )
-    model.save_pretrained(out)
-    save_processor(tokenizer, out)
-    stats |= {"size": size, "plan": plan}
-    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
-    return stats
+    batches = make_batches(plan, text, grid, seed)
+    stats = run.fit(model, Phase(batches, plan["steps"], plan["lr"], _loss))
+    model.save_pretrained(run.out)
+    save_processor(tokenizer, run.out)
+    return run.finish(stats, evaluate)
 
 
 def _present(scene: Scene) -> set[str]:

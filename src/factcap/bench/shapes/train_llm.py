@@ -56,7 +56,7 @@ from factcap.bench.shapes.language import (
     noisy_caption,
     phrase,
 )
-from factcap.bench.shapes.training import add_held_out, fit, plan_for, seed_everything
+from factcap.bench.shapes.training import Phase, TrainingRun
 from factcap.bench.shapes.world import Scene
 from factcap.pipeline.compose import style_text, verdicts_block
 from factcap.pipeline.parsing import parse_claims
@@ -532,40 +532,28 @@ def train(
     ``eval_n`` held-out samples per task are evaluated (default: 200 at full size, none at
     smoke); ``steps`` overrides the plan's.
     """
-    plan = plan_for(PLANS, size, steps)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(seed)
-    start = time.perf_counter()
+    run = TrainingRun.start(PLANS, out, size=size, seed=seed, steps=steps, eval_n=eval_n, log=log)
+    plan = run.plan
     # the tokenizer's corpus comes from scenes the batches (which start at index 0) also use
     tokenizer = build_tokenizer(samples(plan["corpus"], seed, "train"), plan["vocab"])
     model = build_model(tokenizer, plan)
     init_embeddings(model, tokenizer, seed)
-    stats = fit(
-        model,
-        make_batches(
-            tokenizer,
-            plan["batch"],
-            seed,
-            ["claims"] * plan["claims_share"] + ["compose"],
-            Weights(compose=plan["compose_weight"], echo=plan["echo_weight"]),
-        ),
-        plan["steps"],
-        plan["lr"],
-        loss_fn=loss_on,
-        log=log,
-        log_every=max(1, plan["steps"] // 10),
+    batches = make_batches(
+        tokenizer,
+        plan["batch"],
+        seed,
+        ["claims"] * plan["claims_share"] + ["compose"],
+        Weights(compose=plan["compose_weight"], echo=plan["echo_weight"]),
     )
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    stats |= {
-        "size": size,
-        "plan": plan,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "total_s": round(time.perf_counter() - start, 2),
-    }
-    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
-    return stats
+    stats = run.fit(model, Phase(batches, plan["steps"], plan["lr"], loss_on))
+    model.save_pretrained(run.out)
+    tokenizer.save_pretrained(run.out)
+    return run.finish(
+        stats,
+        evaluate,
+        parameters=sum(p.numel() for p in model.parameters()),
+        total_s=round(time.perf_counter() - run.started, 2),
+    )
 
 
 # --- held-out evaluation through factcap's own backend ---------------------------------------

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from factcap.backends.tiny.blip import blip_config
 from factcap.bench.shapes import world
 from factcap.bench.shapes.language import NUMBERS, plural
-from factcap.bench.shapes.training import add_held_out, fit, plan_for, scene_pixels, seed_everything
+from factcap.bench.shapes.training import LossFn, Phase, TrainingRun, scene_pixels
 from factcap.bench.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, SIZES, Scene
 
 FORMS = ("object", "attribute", "count")
@@ -372,6 +372,20 @@ def scene_batches(batch: int, seed: int, grid: int) -> Callable[[int], dict[str,
     )
 
 
+def vision_phase(batch: int, seed: int, grid: int, plan: dict[str, Any], loss_fn: LossFn) -> Phase:
+    """The first phase of the VQA and CLIP trainers, which trains the vision tower alone
+    (``loss_fn``, a patch probe's loss) on :func:`scene_batches` of ``batch`` scenes, for the
+    plan's ``see_steps`` at ``see_lr``; the scenes of the second phase start after these."""
+    return Phase(
+        scene_batches(batch, seed, grid),
+        plan["see_steps"],
+        plan["see_lr"],
+        loss_fn,
+        name="vision",
+        logs=5,
+    )
+
+
 class Batches:
     """Step -> a batch: ``batch`` fresh training scenes (scene ``step * batch + i`` of
     ``train``), each asked one balanced question of every form it allows, with the patch
@@ -557,40 +571,29 @@ def train(
     """
     from factcap.backends.hf_blip import _mask_padded_questions
 
-    plan = plan_for(PLANS, size, steps, **plan_overrides)
-    out = Path(out)
-    seed_everything(seed)
-    processor = build_processor(out)
+    run = TrainingRun.start(
+        PLANS, out, size=size, seed=seed, steps=steps, eval_n=eval_n, log=log, **plan_overrides
+    )
+    plan = run.plan
+    processor = build_processor(run.out)
     model = build_model(processor.tokenizer, plan)
     _mask_padded_questions(model.text_decoder)  # train as the backend reads padded batches
     grid = IMAGE_SIZE // plan["patch"]
     trainee = Trainee(model)
-    seeing = fit(
-        trainee,
-        scene_batches(plan["batch"], seed, grid),
-        plan["see_steps"],
-        plan["see_lr"],
-        loss_fn=see_loss,
-        log=lambda msg: log(f"vision: {msg}"),
-        log_every=max(1, plan["see_steps"] // 5),
-    )
     after = plan["see_steps"] * plan["batch"]  # the questions are about scenes not yet seen
-    stats = fit(
+    stats = run.fit(
         trainee,
-        Batches(processor.tokenizer, plan["batch"], seed, grid, start=after),
-        plan["steps"],
-        plan["lr"],
-        loss_fn=answer_loss,
-        log=log,
-        log_every=max(1, plan["steps"] // 10),
+        vision_phase(plan["batch"], seed, grid, plan, see_loss),
+        Phase(
+            Batches(processor.tokenizer, plan["batch"], seed, grid, start=after),
+            plan["steps"],
+            plan["lr"],
+            answer_loss,
+        ),
     )
-    stats["vision"] = seeing
-    stats["train_s"] = round(seeing["train_s"] + stats["train_s"], 2)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    stats |= {"size": size, "plan": plan}
-    add_held_out(stats, evaluate, out, size=size, seed=seed, eval_n=eval_n, log=log)
-    return stats
+    model.save_pretrained(run.out)
+    processor.save_pretrained(run.out)
+    return run.finish(stats, evaluate)
 
 
 def held_out_questions(n: int, seed: int = 0) -> list[tuple[Scene, Question, bool]]:

@@ -3,7 +3,9 @@
 Each role's trainer (``train_<role>.py``) exposes ``train(out, *, size, seed) -> dict`` that
 writes a complete transformers checkpoint directory into ``out`` and returns its statistics.
 ``size`` is ``"full"`` (the benchmark's models) or ``"smoke"`` (seconds; for tests: the same
-code and the same architectures, far fewer steps and a narrower model).
+code and the same architectures, far fewer steps and a narrower model). A trainer's ``train``
+is :meth:`TrainingRun.start`, the model built, :meth:`TrainingRun.fit` over its
+:class:`Phase` list, the files saved, and :meth:`TrainingRun.finish`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +95,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# What :func:`fit` trains on: an iterator of keyword batches, or a function of the step number.
+BatchSource = Iterator[dict[str, Any]] | Callable[[int], dict[str, Any]]
+LossFn = Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor]
+
+
 def fit(
     model: torch.nn.Module,
-    batches: Iterator[dict[str, Any]] | Callable[[int], dict[str, Any]],
+    batches: BatchSource,
     steps: int,
     lr: float,
-    loss_fn: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
     warmup: float = 0.05,
     weight_decay: float = 0.01,
     clip: float = 1.0,
@@ -150,3 +158,116 @@ def fit(
         "loss_first": round(sum(losses[:tenth]) / tenth, 4),
         "loss_last": round(sum(losses[-tenth:]) / tenth, 4),
     }
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of :func:`fit` in a training run: ``steps`` steps at ``lr`` on ``batches``
+    with ``loss_fn``, logging ``logs`` progress lines. A ``name``d phase prefixes its log lines
+    with the name, and its statistics go under that name in the run's."""
+
+    batches: BatchSource
+    steps: int
+    lr: float
+    loss_fn: LossFn | None = None
+    name: str | None = None
+    logs: int = 10
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda message: log(f"{prefix}: {message}")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One call of a trainer's ``train``: where it writes, its plan, size and seed, how many
+    held-out samples it evaluates, where it logs, and when it started (after seeding)."""
+
+    out: Path
+    plan: dict[str, Any]
+    size: str
+    seed: int
+    eval_n: int | None
+    log: Callable[[str], None]
+    started: float
+
+    @classmethod
+    def start(
+        cls,
+        plans: dict[str, dict[str, Any]],
+        out: Path,
+        *,
+        size: str,
+        seed: int,
+        steps: int | None,
+        eval_n: int | None,
+        log: Callable[[str], None],
+        **plan_overrides: Any,
+    ) -> TrainingRun:
+        """The plan (:func:`plan_for`), ``out`` created, and every generator seeded
+        (:func:`seed_everything`): build the model after this, so that its initial weights
+        follow from ``seed``."""
+        plan = plan_for(plans, size, steps, **plan_overrides)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        seed_everything(seed)
+        return cls(out, plan, size, seed, eval_n, log, time.perf_counter())
+
+    def fit(self, model: torch.nn.Module, *phases: Phase) -> dict[str, Any]:
+        """Train ``model`` through ``phases`` in order; the last phase's :func:`fit` statistics,
+        each earlier phase's under its name, and ``train_s`` the seconds of them all.
+
+        >>> import tempfile
+        >>> run = TrainingRun.start({"smoke": {}}, Path(tempfile.mkdtemp()), size="smoke",
+        ...                         seed=0, steps=None, eval_n=None, log=print)
+        >>> x = {"x": torch.ones(4, 2)}
+        >>> loss = lambda m, b: (m(b["x"]) - 3).pow(2).mean()
+        >>> stats = run.fit(torch.nn.Linear(2, 1), Phase(lambda step: x, 2, 0.1, loss, "warm", 1),
+        ...                 Phase(lambda step: x, 3, 0.1, loss, logs=1))  # doctest: +ELLIPSIS
+        warm: step 2/2 loss ...
+        step 3/3 loss ...
+        >>> list(stats), stats["warm"]["steps"]
+        (['steps', 'train_s', 'loss_first', 'loss_last', 'warm'], 2)
+        """
+        if not phases or any(phase.name is None for phase in phases[:-1]):
+            raise ValueError("fit needs phases, each but the last named (its statistics' key)")
+        done = []
+        for phase in phases:
+            log = self.log if phase.name is None else _prefixed(self.log, phase.name)
+            done.append(
+                fit(
+                    model,
+                    phase.batches,
+                    phase.steps,
+                    phase.lr,
+                    loss_fn=phase.loss_fn,
+                    log=log,
+                    log_every=max(1, phase.steps // phase.logs),
+                )
+            )
+        *earlier, stats = done
+        for phase, seen in zip(phases[:-1], earlier, strict=True):
+            stats[str(phase.name)] = seen
+        stats["train_s"] = round(sum(s["train_s"] for s in done), 2)
+        return stats
+
+    def finish(
+        self,
+        stats: dict[str, Any],
+        evaluate: Callable[..., dict[str, Any]],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """``stats`` with the run's size and plan, then ``extra``, then the held-out quality of
+        the saved model (:func:`add_held_out` with ``evaluate``): call it once ``out`` holds
+        every file of the model."""
+        stats |= {"size": self.size, "plan": self.plan, **extra}
+        add_held_out(
+            stats,
+            evaluate,
+            self.out,
+            size=self.size,
+            seed=self.seed,
+            eval_n=self.eval_n,
+            log=self.log,
+        )
+        return stats
