@@ -35,7 +35,11 @@ images: --images copy|link puts them (copies, or symbolic links to the found fil
 output folder (folder) or in <stem>_images/ beside the output file (coco, llava, csv,
 gbc); none (the default for the file formats) refers to them where they are. hf always embeds them.
 Images are found like factcap evaluate finds them (--image-root, then where the captioning
-ran, then beside RESULTS); a record whose image is needed but not found is left out.
+ran, then beside RESULTS); a record whose image is needed (copy, link, hf) but not found, or
+whose file does not decode as an image, is left out and counted.
+3D assets: their rendered views (saved by caption --save-views DIR) are exported, one image
+entry per view (id <id>-view-<k>) with the asset's captions; an asset without saved views is
+left out and counted. The mesh file itself is never exported.
 
 Default styles: every style of the chosen records (folder: the first); default statuses: ok.
 --prefix goes before every caption as given (e.g. a LoRA trigger word "ohwx, ")."""
@@ -114,6 +118,19 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"factcap: warning: {stats.no_image} records were left out: their image file was "
             "not found (--image-root names the folder relative paths start from)",
+            file=sys.stderr,
+        )
+    if stats.not_media:
+        print(
+            f"factcap: warning: {stats.not_media} records were left out: the file they name "
+            f"is not an image factcap decodes, so it was not copied (e.g. "
+            f"{stats.not_media_example})",
+            file=sys.stderr,
+        )
+    if stats.no_views:
+        print(
+            f"factcap: warning: {stats.no_views} 3D assets were left out: their rendered "
+            "views were not saved (caption them with --save-views DIR to export the views)",
             file=sys.stderr,
         )
     if stats.exported == 0:

@@ -76,7 +76,9 @@ from typing import Any
 
 from factcap import __version__
 from factcap.engine.records import ImageFinder, read_records
-from factcap.errors import OutputError, UsageError, require
+from factcap.errors import ImageError, OutputError, UsageError, require
+from factcap.images import DecodeLimits, decode
+from factcap.text.sanitize import one_line
 
 #: The file every exported folder holds (what made it); ``overwrite`` replaces only such
 #: folders (or empty ones).
@@ -103,6 +105,12 @@ class Item:
     """Where the copy or link will be once the export is complete (None: not placed)."""
     size: tuple[int, int] | None
     """(width, height) from the record, else from the image file's header."""
+    file: str = ""
+    """The image file as the record names it (``source``, or a 3D asset's view ``file``)."""
+    data: bytes | None = None
+    """The image file's bytes, read once and decoded (copied and embedded images)."""
+    view: int | None = None
+    """A 3D asset's view index (the item is that view's saved image); None for a photo."""
 
 
 @dataclass
@@ -124,6 +132,17 @@ class ExportStats:
     """Records without any chosen style (left out by llava and folder)."""
     no_graph: int = 0
     """Records without a caption graph (``gbc``: exported as the image vertex alone)."""
+    not_media: int = 0
+    """Left out: the file was needed but does not decode as an image (it is not copied,
+    linked or embedded)."""
+    not_media_example: str = ""
+    """One of them: ``id: path: why`` (never the file's content)."""
+    assets: int = 0
+    """3D assets exported (as their saved views)."""
+    views: int = 0
+    """Rendered views written for those assets (one entry each)."""
+    no_views: int = 0
+    """Left out: 3D assets whose views were not saved (``caption --save-views``)."""
     images: Path | None = None
     """The folder the images went to (None: not copied or linked)."""
 
@@ -137,6 +156,18 @@ class ExportStats:
             parts.append(f"{self.no_caption} without a chosen caption")
         if self.no_image:
             parts.append(f"{self.no_image} without an image file")
+        if self.not_media:
+            parts.append(
+                f"{self.not_media} whose file is not an image (left out; e.g. "
+                f"{self.not_media_example})"
+            )
+        if self.assets:
+            parts.append(f"{self.assets} 3D assets as {self.views} rendered views")
+        if self.no_views:
+            parts.append(
+                f"{self.no_views} 3D assets without saved views (left out; caption "
+                "--save-views DIR saves them)"
+            )
         if self.no_graph:
             parts.append(f"{self.no_graph} without a graph (image vertex only; caption --regions)")
         where = f"{self.output}" + (f" (images in {self.images})" if self.images else "")
@@ -193,7 +224,7 @@ def _image_ref(item: Item, context: Context, relative_to: Path | None) -> str:
         if relative_to is None:
             return item.name
         return os.path.relpath(item.placed, relative_to)
-    return str(item.image) if item.image is not None else item.source
+    return str(item.image) if item.image is not None else (item.file or item.source)
 
 
 def write_coco(items: Iterator[Item], context: Context) -> None:
@@ -276,7 +307,9 @@ def write_folder(items: Iterator[Item], context: Context) -> None:
         text = item.captions.get(style)
         if text is None:
             continue
-        (context.path / f"{Path(item.name).stem}.txt").write_text(text + "\n", encoding="utf-8")
+        # one line, no control or bidi characters: a trainer reads the file as the caption
+        caption = one_line(text)
+        (context.path / f"{Path(item.name).stem}.txt").write_text(caption + "\n", encoding="utf-8")
         context.stats.captions += 1
 
 
@@ -305,11 +338,11 @@ def write_hf(items: Iterator[Item], context: Context, batch_rows: int = 64) -> N
     rows: list[dict[str, Any]] = []
     with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for item in items:
-            assert item.image is not None
+            assert item.data is not None  # embedded images were read and decoded
             context.stats.captions += len(item.captions)
             rows.append(
                 {
-                    "image": {"bytes": item.image.read_bytes(), "path": item.name},
+                    "image": {"bytes": item.data, "path": item.name},
                     "id": item.id,
                     "source": item.source,
                     "status": item.status,
@@ -468,6 +501,15 @@ def gbc_graph(
     }
 
 
+def _gbc_path(item: Item, context: Context) -> str:
+    """GBC's ``img_path``: relative, as GBC's datasets name images under an image root: to
+    ``<stem>_images/`` when placed, else to the output file's folder (the file found; the
+    source as the record gives it when none is)."""
+    if item.placed is None and item.image is not None:
+        return os.path.relpath(item.image, context.final.parent)
+    return _image_ref(item, context, None)
+
+
 def write_gbc(items: Iterator[Item], context: Context) -> None:
     """GBC graphs as JSONL, one line per image (see the module docstring and
     :func:`gbc_graph`)."""
@@ -476,7 +518,7 @@ def write_gbc(items: Iterator[Item], context: Context) -> None:
             graph = item.record.get("graph")
             if not (isinstance(graph, dict) and graph.get("nodes")):
                 context.stats.no_graph += 1
-            line = gbc_graph(item.record, item.captions, _image_ref(item, context, None))
+            line = gbc_graph(item.record, item.captions, _gbc_path(item, context))
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
             context.stats.captions += len(item.captions)
 
@@ -702,33 +744,100 @@ class ExportJob:
                 stats.no_caption += 1
                 if needs_caption:
                     continue
-            source = str(row.get("source", ""))
-            found = self.finder.locate(source)
-            image = found if isinstance(found, Path) else None
-            if needs_image and image is None:
-                stats.no_image += 1
+            record_id, source = str(row.get("id")), str(row.get("source", ""))
+            media = self._media(row, record_id, needs_image, stats)
+            if media is None:
                 continue
-            name = Path(source).name
-            placed = None
-            if place_in is not None and image is not None:
-                name = _unique(image.name, str(row.get("id")), used)
-                _place(image, place_in / name, self.images)
-                assert self.image_dir is not None
-                placed = self.image_dir / name
-            elif needs_image and image is not None:
-                name = _unique(image.name, str(row.get("id")), used)
+            items = []
+            for view, file, image, data in media:
+                item_id = record_id if view is None else f"{record_id}-view-{view}"
+                name = Path(source).name if view is None else file
+                placed = None
+                if needs_image and image is not None:
+                    # every asset's views are view-<k>.png: they are named after the asset
+                    wanted = image.name
+                    if view is not None:
+                        wanted = f"{Path(source).stem or 'asset'}-view-{view}{image.suffix}"
+                    name = _unique(wanted, item_id, used)
+                    if place_in is not None:
+                        _place(image, data, place_in / name, self.images)
+                        assert self.image_dir is not None
+                        placed = self.image_dir / name
+                items.append(
+                    Item(
+                        record=row,
+                        id=item_id,
+                        source=source,
+                        status=status,
+                        captions=captions,
+                        image=image,
+                        name=name,
+                        placed=placed,
+                        size=_size(row, image) if self.to == "coco" else None,
+                        file=file,
+                        data=data,
+                        view=view,
+                    )
+                )
             stats.exported += 1
-            yield Item(
-                record=row,
-                id=str(row.get("id")),
-                source=source,
-                status=status,
-                captions=captions,
-                image=image,
-                name=name,
-                placed=placed,
-                size=_size(row, image) if self.to == "coco" else None,
-            )
+            if media[0][0] is not None:
+                stats.assets += 1
+                stats.views += len(media)
+            yield from items
+
+    def _media(
+        self, row: dict[str, Any], record_id: str, needs_image: bool, stats: ExportStats
+    ) -> list[tuple[int | None, str, Path | None, bytes | None]] | None:
+        """The files a record exports: its image, or each saved view of a 3D asset, as
+        ``(view index or None, the file as the record names it, the file found, its bytes)``.
+        Where the image is placed or embedded, every file must be found and decode as an
+        image (:func:`factcap.images.decode`, default limits); the bytes are those that
+        decoded (None when linked). None: the record is left out (and counted)."""
+        if row.get("kind") == "asset":  # its media are its views; the mesh is no image
+            views = [v for v in row.get("views") or [] if isinstance(v, dict)]
+            files: list[tuple[int | None, str]] = [
+                (v["index"] if isinstance(v.get("index"), int) else k, str(v.get("file") or ""))
+                for k, v in enumerate(views)
+            ]
+            if not files or not all(file for _, file in files):
+                stats.no_views += 1
+                return None
+        else:
+            files = [(None, str(row.get("source", "")))]
+        media = []
+        for view, file in files:
+            found = self.finder.locate(file)
+            image = found if isinstance(found, Path) else None
+            data = None
+            if needs_image:
+                if image is None:
+                    stats.no_image += 1
+                    return None
+                try:
+                    data = self._read_image(image)
+                except ImageError as err:  # its kind only: the message could name content
+                    stats.not_media += 1
+                    stats.not_media_example = stats.not_media_example or (
+                        f"{record_id}: {file}: {err.kind}"
+                    )
+                    return None
+            media.append((view, file, image, data))
+        return media
+
+    def _read_image(self, image: Path) -> bytes | None:
+        """The bytes of ``image`` once they decode as an image (None when linked: the file is
+        decoded where it is). Raises :class:`ImageError` otherwise."""
+        limits = DecodeLimits()
+        if self.images == "link":
+            decode(image, limits)
+            return None
+        try:
+            with image.open("rb") as handle:
+                data = handle.read(limits.max_file_bytes + 1)  # decode refuses more
+        except OSError as err:
+            raise ImageError("FileUnreadable", f"cannot read {image}: {err.strerror}") from None
+        decode(data, limits)
+        return data
 
 
 def _unique(name: str, record_id: str, used: set[str]) -> str:
@@ -744,11 +853,13 @@ def _unique(name: str, record_id: str, used: set[str]) -> str:
     return candidate + ext
 
 
-def _place(image: Path, target: Path, mode: str) -> None:
+def _place(image: Path, data: bytes | None, target: Path, mode: str) -> None:
+    """A symbolic link to ``image``, or its ``data`` (the bytes that decoded) written."""
     if mode == "link":
         os.symlink(image, target)
     else:
-        shutil.copyfile(image, target)
+        assert data is not None
+        target.write_bytes(data)
 
 
 def _size(row: dict[str, Any], image: Path | None) -> tuple[int, int] | None:
