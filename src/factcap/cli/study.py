@@ -198,6 +198,8 @@ def run_create(args: argparse.Namespace) -> int:
         skipped.append(f"{summary.missing_image} whose image was not found")
     if summary.asset_without_view:
         skipped.append(f"{summary.asset_without_view} 3D assets without a saved view")
+    if summary.not_media:
+        skipped.append(f"{summary.not_media} whose file is not an image")
     print(
         f"factcap: study {args.output}: {summary.items} items (of {summary.eligible} usable, "
         f"{summary.records} records"

@@ -5,10 +5,13 @@ The caption sources are those of ``factcap evaluate`` (``final:<style>``, ``prop
 source may also be named ``<results name>/<source>`` (e.g. ``run2.jsonl/final:detailed``),
 which is needed when two files give the same source name. An item is a record with status
 ``ok`` that has a caption of every compared source and whose image is found
-(:class:`~factcap.engine.records.ImageFinder`; a 3D asset uses its first saved view); the
-study takes a seeded random ``items`` of them, copies their images into ``STUDY_DIR/images``
-and writes ``study.json`` and ``study.sqlite`` (:mod:`.store`) with the design of
-:mod:`.design`.
+(:class:`~factcap.engine.records.ImageFinder`; a 3D asset uses its first saved view) and
+decodes as an image (:func:`factcap.images.decode`: a record may name any file, and the study
+serves its images to raters); the study takes a seeded random ``items`` of them, copies their
+images into ``STUDY_DIR/images`` (a browser's format under its own file ending; any other
+format re-encoded as PNG) and writes ``study.json`` and ``study.sqlite`` (:mod:`.store`) with
+the design of :mod:`.design`. Captions are stored without control or bidi formatting
+characters (:func:`factcap.text.sanitize.display_text`).
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from factcap.engine.records import ImageFinder, read_records
-from factcap.errors import OutputError, UsageError
+from factcap.errors import ImageError, OutputError, UsageError
+from factcap.images import DecodeLimits, decode
+from factcap.schema import Media
 from factcap.study import design as study_design
 from factcap.study.store import DATABASE, STUDY_JSON, StudyStore
+from factcap.text.sanitize import display_text
 
 QUESTION = "Which caption describes the image more accurately and in more detail?"
 NO_VIEW = "a 3D asset without saved view files"
+#: The formats every browser shows, by Pillow's name, and the file ending they are stored
+#: under (the study server's media type comes from it); others are stored as PNG.
+WEB_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -41,6 +50,10 @@ class Candidate:
     image: Path | None = None
     missing: str = ""
     asset: bool = False
+    not_media: bool = False
+    """The file was found but does not decode as an image."""
+    format: str | None = None
+    """The image's format as decoded (Pillow's name)."""
     captions: dict[str, str] = field(default_factory=dict)
 
 
@@ -53,6 +66,8 @@ class Summary:
     without_sources: int = 0
     missing_image: int = 0
     asset_without_view: int = 0
+    not_media: int = 0
+    """Records whose file is not an image (not copied)."""
     eligible: int = 0
     items: int = 0
     real_units: int = 0
@@ -92,19 +107,26 @@ def read_candidates(
 
 
 def _locate(cand: Candidate, record: dict[str, Any], finder: ImageFinder) -> None:
-    if record.get("kind") == "asset":
+    media = Media.from_row(record)
+    if media.views:  # an input of several views (a 3D asset): raters see its first view
         cand.asset = True
-        views = [v for v in record.get("views") or [] if isinstance(v, dict) and v.get("file")]
+        views = [v for v in media.views if v.get("file")]
         if not views:
             cand.missing = NO_VIEW
             return
         where = finder.locate(str(views[0]["file"]))
     else:
         where = finder.locate(str(record.get("source", "")))
-    if isinstance(where, Path):
-        cand.image = where
-    else:
+    if not isinstance(where, Path):
         cand.missing = where
+        return
+    try:
+        cand.format = decode(where, DecodeLimits()).format
+    except ImageError as err:  # its kind only: the message could name content
+        cand.not_media = True
+        cand.missing = f"{where.name} does not decode as an image ({err.kind})"
+        return
+    cand.image = where
 
 
 def _check_sources(sources: Sequence[str], given_by: dict[str, set[str]], labels: set[str]) -> None:
@@ -152,7 +174,12 @@ def create_study(
 
     found, n_records, given_by = read_candidates(results, image_root)
     _check_sources(sources, given_by, {_label(p) for p in results})
-    summary_counts = {"without_sources": 0, "missing_image": 0, "asset_without_view": 0}
+    summary_counts = {
+        "without_sources": 0,
+        "missing_image": 0,
+        "asset_without_view": 0,
+        "not_media": 0,
+    }
     eligible: list[Candidate] = []
     examples: dict[str, str] = {}
     for cand in found.values():
@@ -161,6 +188,7 @@ def create_study(
         elif cand.image is None:
             no_view = cand.asset and cand.missing == NO_VIEW
             key = "asset_without_view" if no_view else "missing_image"
+            key = "not_media" if cand.not_media else key
             summary_counts[key] += 1
             examples.setdefault(key, f"{cand.record_id}: {cand.missing}")
         else:
@@ -185,10 +213,8 @@ def create_study(
         images.mkdir(parents=True, exist_ok=True)
         for cand in chosen:
             item_id = _item_id(cand.record_id, used_ids)
-            assert cand.image is not None
-            name = f"images/{item_id}{cand.image.suffix.lower()}"
-            shutil.copyfile(cand.image, study_dir / name)
-            captions = {s: cand.captions[s].strip() for s in sources}
+            name = _copy_image(cand, study_dir, item_id)
+            captions = {s: display_text(cand.captions[s]).strip() for s in sources}
             study_items.append(study_design.Item(item_id, name, captions))
             described.append(
                 {
@@ -227,6 +253,24 @@ def create_study(
         examples=examples,
         **summary_counts,
     )
+
+
+def _copy_image(cand: Candidate, study_dir: Path, item_id: str) -> str:
+    """Copy a candidate's image into ``images/`` under the file ending of the format it
+    decoded as (so the server's media type is the image's own), re-encoded as PNG when
+    browsers do not show that format; returns its path relative to the study folder."""
+    assert cand.image is not None
+    ending = WEB_FORMATS.get(cand.format or "")
+    if ending is not None:
+        name = f"images/{item_id}{ending}"
+        shutil.copyfile(cand.image, study_dir / name)
+        return name
+    name = f"images/{item_id}.png"
+    try:
+        decode(cand.image, DecodeLimits()).image.save(study_dir / name, "PNG")
+    except ImageError as err:  # changed since it was checked
+        raise OutputError(f"{cand.record_id}: the image no longer decodes ({err.kind})") from None
+    return name
 
 
 def _item_id(record_id: str, used: set[str]) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 
 from factcap.errors import DataError, NotFound, OutputError
 from factcap.study.store import CHOICES, Assignment, StudyStore
+from factcap.text.sanitize import display_text
 
 PLATFORMS = ("mturk", "prolific")
 MTURK_INPUT_COLUMNS = ("hit_key", "image_url", "caption_left", "caption_right")
@@ -68,8 +69,8 @@ def _hits(store: StudyStore, base_url: str) -> Iterator[dict[str, str]]:
         yield {
             "hit_key": key,
             "image_url": f"{base}/{a.image}",
-            "caption_left": a.left_caption,
-            "caption_right": a.right_caption,
+            "caption_left": display_text(a.left_caption),  # workers see them: no bidi
+            "caption_right": display_text(a.right_caption),
         }
 
 

@@ -63,7 +63,8 @@ from fastapi.responses import (  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
-from factcap.study.store import StudyStore  # noqa: E402
+from factcap.study.store import MAX_ID, StudyStore  # noqa: E402
+from factcap.text.sanitize import display_text  # noqa: E402
 
 __all__ = ["create_app", "is_loopback", "run"]
 
@@ -116,9 +117,21 @@ class VoteBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    assignment_id: int = Field(ge=1)
+    assignment_id: int = Field(ge=1, le=MAX_ID)
     choice: Literal["left", "right", "same"]
     elapsed_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+
+
+def _is_image(path: Path) -> bool:
+    """Whether ``path``'s header is an image format Pillow reads (a study made before images
+    were checked may hold any file a record named); the header only, so it is cheap."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as picture:
+            return picture.format is not None
+    except Exception:  # noqa: BLE001 - any failure to read a header: not served
+        return False
 
 
 def _static(name: str) -> bytes:
@@ -229,11 +242,11 @@ def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
         out["assignment"] = {
             "id": item.id,
             "image_url": f"/api/r/{token}/image/{item.id}",
-            "left": item.left_caption,
-            "right": item.right_caption,
+            "left": display_text(item.left_caption),  # a study made before captions were
+            "right": display_text(item.right_caption),  # cleaned may hold bidi overrides
             "position": item.position,
         }
-        out["question"] = question
+        out["question"] = display_text(question)
         return out
 
     @app.post("/api/r/{token}/vote")
@@ -261,6 +274,8 @@ def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
         kind = mimetypes.guess_type(path.name)[0] or ""
         if not path.is_relative_to(root) or not kind.startswith("image/") or not path.is_file():
             raise NotFound("this item's image is missing from the study folder")
+        if not _is_image(path):
+            raise NotFound("this item's file is not an image")
         return FileResponse(
             path, media_type=kind, headers={"Cache-Control": "private, max-age=3600"}
         )

@@ -47,6 +47,8 @@ STUDY_JSON = "study.json"
 DATABASE = "study.sqlite"
 CHOICES = ("left", "right", "same")
 ORIGINS = ("web", "crowd")
+#: The largest row id SQLite holds (a signed 64-bit integer); a larger one names nothing.
+MAX_ID = 2**63 - 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS raters (
@@ -341,7 +343,14 @@ class StudyStore:
         return [Assignment.from_row(r) for r in rows]
 
     def assignment(self, assignment_id: int) -> Assignment | None:
-        """One assignment by id; None when there is none."""
+        """One assignment by id; None when there is none (any id SQLite cannot hold).
+
+        >>> import tempfile
+        >>> StudyStore.create(Path(tempfile.mkdtemp()), {}, []).assignment(10**30) is None
+        True
+        """
+        if not _valid_id(assignment_id):
+            return None
         with self._connect() as db:
             row = db.execute(
                 f"SELECT {_ASSIGNMENT_COLUMNS} FROM assignments a"
@@ -456,10 +465,9 @@ class StudyStore:
     ) -> None:
         if db.execute("SELECT 1 FROM raters WHERE token = ?", (token,)).fetchone() is None:
             raise VoteRefused("unknown rater token", 403)
-        try:
-            assignment_id = int(assignment_id)
-        except (TypeError, ValueError):
-            raise VoteRefused(f"no assignment {assignment_id!r} for this rater", 403) from None
+        if not _valid_id(assignment_id):
+            raise VoteRefused("no such assignment for this rater", 403)
+        assignment_id = int(assignment_id)
         owner = db.execute(
             "SELECT token FROM assignments WHERE id = ?", (assignment_id,)
         ).fetchone()
@@ -570,3 +578,18 @@ class StudyStore:
                 (external_id,),
             ).fetchone()
         return Rater(*row) if row else None
+
+
+def _valid_id(value: Any) -> bool:
+    """Whether ``value`` is an integer a row id can be (1 to :data:`MAX_ID`; a bool is not).
+
+    >>> _valid_id(1), _valid_id("7"), _valid_id(10**20), _valid_id(0), _valid_id("x")
+    (True, True, False, False, False)
+    """
+    if isinstance(value, bool):
+        return False
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return 1 <= number <= MAX_ID
