@@ -149,6 +149,8 @@ def parse_json_body(body: bytes, model: type[M]) -> M:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HTTPException(400, f"malformed JSON: {err}") from None
+    except RecursionError:  # brackets nested past Python's recursion limit
+        raise HTTPException(400, "malformed JSON: nested too deeply") from None
     return check_fields(payload, model)
 
 

@@ -84,6 +84,8 @@ def _form_fields(form: Any) -> dict[str, Any]:
             raise HTTPException(422, f"'{name}' must be a JSON string field, not a file")
         try:
             payload[name] = json.loads(value)
+        except RecursionError:
+            raise HTTPException(422, f"'{name}': JSON nested too deeply") from None
         except json.JSONDecodeError:
             if name == "captions":
                 raise HTTPException(422, "'captions' must be a JSON object {name: text}") from None
