@@ -52,6 +52,7 @@ from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
 from factcap.pipeline.compose import refuted_matchers
 from factcap.schema import CLAIM_KINDS, VERDICTS, Claim
+from factcap.text.sanitize import display_safe, display_text
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
 _EVIDENCE_SHOWN = (
@@ -252,7 +253,9 @@ def _umask() -> int:
 def render_page(data: dict[str, Any], study_html: str = "") -> str:
     """The HTML text for report data (``title``, ``summary``, ``metrics``,
     ``score_sources``, ``items``) and an optional static ``study_html`` section; scripts
-    and styles are allowed by hash only."""
+    and styles are allowed by hash only. Every text shown loses its control and bidi
+    formatting characters (:func:`~factcap.text.sanitize.display_safe`)."""
+    data, study_html = display_safe(data), display_text(study_html)
     static = resources.files("factcap.report") / "static"
     css = (static / "report.css").read_text(encoding="utf-8")
     js = (static / "report.js").read_text(encoding="utf-8")
