@@ -602,15 +602,6 @@ def _relation_synonym(synonym: Same) -> Same:
     return lambda c, r: all(synonym(x, y) for x, y in zip(c, r, strict=True))
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One (candidate, reference) comparison waiting for its soft stage."""
-
-    hard: dict[str, int]
-    rest: dict[str, tuple[list[str], list[str]]]
-    sizes: dict[str, tuple[int, int]]
-
-
 def _as_texts(kind: str, items: Sequence[Any]) -> list[str]:
     return [" ".join(i) for i in items] if kind == "relation" else list(items)
 

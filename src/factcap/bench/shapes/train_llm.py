@@ -559,18 +559,6 @@ def train(
 # --- held-out evaluation through factcap's own backend ---------------------------------------
 
 
-def answer_tokens(out: Path, n: int = 2000, seed: int = 0) -> dict[str, int]:
-    """The longest answer (in tokens, with :data:`EOS`) per task over ``n`` held-out samples."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    longest: dict[str, int] = dict.fromkeys(TASKS, 0)
-    for sample in samples(n, seed, "test"):
-        size = len(tokenizer(sample.answer, add_special_tokens=False)["input_ids"]) + 1
-        longest[sample.task] = max(longest[sample.task], size)
-    return longest
-
-
 def evaluate(
     out: Path, n: int = 200, seed: int = 0, batch: int = 16, max_new_tokens: int = 320
 ) -> dict[str, Any]:
