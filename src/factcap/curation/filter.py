@@ -1,56 +1,15 @@
 """``factcap filter``: keep the records a ``--where`` expression is true for, stream the rest
 to a rejected output, and say what each condition did.
 
-The expression language is :mod:`factcap.curation.filter_expr`. The names it knows:
+The expression language is :mod:`factcap.curation.filter_expr`; the names it knows are
+:data:`RECORD_NAMES` and :data:`CAPTION_NAMES` (their values: :func:`record_values`,
+:func:`caption_values`) and the score values of ``--scores``. Records are read with
+:func:`factcap.engine.records.read_records` and written with the sinks of
+:data:`factcap.engine.sinks.SINKS`; a WebDataset output's images come from
+:class:`~factcap.engine.records.ImageFinder`.
 
-Record values (one per record):
-
-=================  ====  =============================================================
-name               kind  value
-=================  ====  =============================================================
-``id``             text  the record's id
-``source``         text  the image path (or container reference) as written
-``status``         text  ``ok`` or ``error``
-``kind``           text  ``image`` or ``asset``
-``error_type``     text  the error's type (missing for an ok record)
-``n_claims``       num   claims checked
-``n_supported``    num   claims with verdict supported (also ``n_refuted``,
-                         ``n_uncertain``)
-``n_removed``      num   refuted statements left out of the captions
-``n_proposals``    num   proposals (candidate captions, OCR included)
-``n_captions``     num   final captions (styles)
-``n_notes``        num   notes (fallbacks used, repairs)
-``width``          num   image width in pixels (``height`` too; missing when unknown)
-=================  ====  =============================================================
-
-Caption values (one per caption: ``any(...)``/``all(...)`` go through every final caption
-of the record, one per style; elsewhere they are the *default caption*'s):
-
-==================  ====  ============================================================
-``style``           text  the caption's style (``detailed``, ``short`` ...)
-``caption``         text  its text
-``caption_chars``   num   its length in characters (``caption_words``: in words)
-every score value   num   from ``--scores``: the row of ``final:<style>`` for this record
-                          (``clip_score``, ``vqa_score``, ``chair_ov_i`` ...); a null value
-                          (the metric failed) or no row is missing
-==================  ====  ============================================================
-
-The default caption is ``--style S``'s; without it, the style of the first ``final:<style>``
-caption source in SCORES (the order ``factcap evaluate`` writes them, as its baseline), or,
-without scores, each record's first caption. Proposal scores (``proposal:<model>`` rows) are
-not used.
-
-A missing value makes its comparison unknown, and a record whose expression is not true is
-rejected; such records are counted apart (``undecided``), with the names that were missing.
-For every condition (each operand of the top-level ``and``/``or``, or the whole expression)
-the counts say how many records it alone would reject.
-
-Records are read with :func:`factcap.engine.records.read_records` (any sink format) and
-written with the sinks of :data:`factcap.engine.sinks.SINKS` (the format from each output's
-name, or ``format``), one record at a time; every input record goes to exactly one of the two
-outputs, in input order. Record fields outside :class:`~factcap.schema.Record` (rows written
-by other tools) are dropped. A WebDataset output gets each image file that
-:class:`~factcap.engine.records.ImageFinder` finds.
+README: "Curation: alt-text, ranking, filter, export" (``factcap filter``: each name's value,
+the default caption, missing values, the per-condition counts).
 
 >>> import tempfile
 >>> d = Path(tempfile.mkdtemp())
@@ -77,7 +36,7 @@ from factcap.errors import ConfigError, DataError, UsageError
 from factcap.inputs import InputItem
 from factcap.schema import VERDICTS, Record
 
-#: The record values: name → kind (see the module docstring).
+#: The record values: name → kind (what each one means: the README's filter table).
 RECORD_NAMES: dict[str, str] = {
     "id": STR,
     "source": STR,
@@ -169,7 +128,7 @@ def known_names(scores: Scores | None) -> dict[str, str]:
 
 
 def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record values of one record (see the module docstring)."""
+    """The record values of one record (:data:`RECORD_NAMES`)."""
     claims = record.get("claims") or []
     verdicts = [c.get("verdict") for c in claims if isinstance(c, dict)]
     size = record.get("image_size")
@@ -196,7 +155,7 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
 def caption_values(
     style: str, text: Any, scores: Mapping[str, float | None] | None
 ) -> dict[str, Any]:
-    """The caption values of one caption (see the module docstring)."""
+    """The caption values of one caption (:data:`CAPTION_NAMES`)."""
     text = text if isinstance(text, str) else None
     return {
         **(scores or {}),

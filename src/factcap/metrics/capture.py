@@ -1,59 +1,12 @@
 """CAPTURE: how many of the references' details a caption gets, and how many it adds.
 
-After Dong et al. 2024, "Benchmarking and Improving Detail Image Caption" (CAPTURE:
-CAPtion evaluation by exTracting and coUpling coRE information), following its reference
-implementation where the paper is silent.
+After Dong et al. 2024, "Benchmarking and Improving Detail Image Caption", following its
+reference implementation where the paper is silent: objects, attributes and relations are
+extracted from the caption and from each reference (by the ``llm`` role, or offline by
+:func:`rule_elements`), matched exact → synonym → soft, and scored as F1 weighted 5:5:2.
 
-**Elements.** From the candidate and from each reference, extract *objects* (nouns, singular,
-compounds kept: "clock tower"), *attributes* (words describing an object: colour, size,
-material, state; pooled over objects, as CAPTURE does) and *relations* (``(subject,
-relation, object)`` triples: "cat on sofa", "man ride bicycle"). Generic nouns that are not
-things in the picture ("image", "background", "scene", ...: :data:`STOP_OBJECTS`) are dropped
-from the objects, as CAPTURE's stop-word list does.
-
-Two extractors, chosen by the ``extractor`` option (``auto``: the LLM when the ``llm`` role is
-configured, else the rules):
-
-- ``llm`` — the ``llm`` role is asked for JSON (:data:`EXTRACT_PROMPT`), all texts in one
-  batched ``chat`` call; the answer is read with :func:`~factcap.text.jsonrepair.extract_json`
-  and kept only where grounded in the text (every word of an object, and each attribute, must
-  occur in it). A text whose answer cannot be parsed falls back to the rules, and the score's
-  ``info`` says so (``capture_extractor``, ``capture_fallback``).
-- ``rules`` — :func:`rule_elements`, offline and deterministic: a chunker finds noun phrases
-  (led by a determiner or number, or a content word after a preposition, conjunction or at the
-  start of a sentence; the word classes are :func:`~factcap.text.english.content_words`'s);
-  the last word is the object, modifiers before it are attributes when they are describing
-  words (:data:`ATTRIBUTE_WORDS`, WordNet adjectives that are not nouns, participles) and part
-  of a compound object otherwise; "X is/looks ADJ" adds attributes; the words between two
-  consecutive phrases of a sentence give a relation when they hold a preposition or verb
-  (auxiliaries, determiners and adverbs dropped, verbs lemmatised with WordNet): a
-  preposition attaches to the phrase just before it, a verb to the clause's subject (the first
-  phrase of the sentence, or of a clause after "and" or a comma). It misses what a parser
-  would catch (bare verbs it does not know, long-distance attachments): use an LLM for
-  accuracy, the rules for reproducible, model-free numbers.
-
-**Matching**, per element type, each candidate element against one reference's elements, in
-three stages as CAPTURE: (1) *exact* — equal strings, one to one; (2) *synonym* — among the
-rest, one to one, :func:`~factcap.text.synonyms.are_synonyms` (WordNet when installed,
-else CHAIR's COCO table; relations need all three parts to match); (3) *soft* — each remaining
-candidate element earns its highest cosine with a remaining reference element, and each
-remaining reference element its highest cosine with a remaining candidate element (unit
-sentence embeddings of the ``text_embedder`` role, else CLIP text embeddings of the
-``embedder`` role, else no soft stage: ``info["capture_soft"]`` says which). Cosines are
-clamped to [0, 1] and only those ≥ ``soft_threshold`` count (default 0, CAPTURE's: every
-positive similarity is partial credit).
-
-**Scores.** With ``m_c`` / ``m_r`` the matched amounts on each side (exact + synonym matches
-+ soft credits) and ``n_c`` / ``n_r`` the element counts: precision ``P = m_c / n_c``, recall
-``R = m_r / n_r``, ``F1 = 2PR / (P + R)``; an empty side gives 0 (so does a type that neither
-caption has, as in CAPTURE's code). The total is CAPTURE's weighted mean
-``capture = (α·F1_obj + β·F1_attr + γ·F1_rel) / (α + β + γ)`` with α = β = 0.5, γ = 0.2
-(objects : attributes : relations = 5 : 5 : 2). ``capture_precision`` and ``capture_recall``
-are the same weighted means of the per-type precisions and recalls. With several references,
-each value is the mean over the references. All values lie in [0, 1]. Long captions are not
-cut: extraction works on the whole text, and the embedded elements are short phrases.
-
-A sample without references, or with an empty caption, is a failure (NaN with the reason).
+README: "Evaluate captions" → "CAPTURE" (the elements, both extractors, the three matching
+stages, the scores).
 
 >>> round(weighted_total(1.0, 0.5, 0.0), 4)  # (0.5·1 + 0.5·0.5 + 0.2·0) / 1.2
 0.625
@@ -259,7 +212,8 @@ class _Phrase:
 
 
 def _phrases(tokens: list[str], lem: Lemmatizer) -> list[_Phrase]:
-    """Noun-phrase chunks of one sentence (see the module docstring)."""
+    """Noun-phrase chunks of one sentence (README: "CAPTURE", the rules); the word classes are
+    :func:`~factcap.text.english.content_words`'s."""
     content = set(content_words(" ".join(t for t in tokens if t not in (",", "'s"))))
     content -= _PREPOSITIONS | _NOT_NOUNS
 
@@ -348,7 +302,7 @@ def rule_elements(
     text: str, lemmatizer: Lemmatizer | None = None, stop_words: bool = True
 ) -> Elements:
     """The offline extractor: objects, attributes and relations from noun-phrase chunks and
-    simple patterns (see the module docstring). ``lemmatizer`` None uses no WordNet.
+    simple patterns (README: "CAPTURE", the rules). ``lemmatizer`` None uses no WordNet.
 
     >>> rule_elements("A man in a blue shirt is riding a bicycle.").relations[:1]
     (('man', 'in', 'shirt'),)
@@ -647,7 +601,9 @@ def score_pair(
 
 
 class Capture(Metric):
-    """CAPTURE detail precision/recall against reference captions (see the module docstring).
+    """CAPTURE detail precision/recall against reference captions (README: "CAPTURE"). The
+    LLM's answer is read with :func:`~factcap.text.jsonrepair.extract_json`; synonyms are
+    :func:`~factcap.text.synonyms.are_synonyms`.
 
     Options: ``extractor`` (``auto`` | ``llm`` | ``rules``), ``synonym_matching`` and
     ``soft_matching`` (on), ``soft_threshold`` (0.0), ``soft_role`` (``auto`` |
