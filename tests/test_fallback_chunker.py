@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from factcap.pipeline.parsing import fallback_claims
 from factcap.schema import Claim
 
@@ -125,12 +127,177 @@ HELD_OUT: list[Expected] = [
 ]
 
 
-def test_held_out_captions_come_out_right():
-    assert len(HELD_OUT) >= 25
-    report = {caption: score(caption, subjects, counts) for caption, subjects, counts in HELD_OUT}
+#: A second held-out set, written after the rules had been tuned on the table below but before
+#: this set was ever run (the first set had been read while the rules were written, so this one
+#: is the stricter check); longer, prose-like answers included.
+HELD_OUT_2: list[Expected] = [
+    ("a young man rides a bicycle down a busy street", ["young man", "bicycle", "busy street"], {}),
+    ("several sailboats are docked in a marina", ["sailboat", "marina"], {}),
+    ("a brown bear catches a salmon in a river", ["brown bear", "salmon", "river"], {}),
+    (
+        "two chefs prepare food in a restaurant kitchen",
+        ["chef", "food", "restaurant kitchen"],
+        {"chef": 2},
+    ),
+    ("a lamp and a stack of magazines on a nightstand", ["lamp", "magazine", "nightstand"], {}),
+    ("the girl blows out candles on her cake", ["girl", "candle", "cake"], {}),
+    ("geese fly over a frozen lake", ["goose", "frozen lake"], {}),
+    ("a woman feeds ducks by a pond", ["woman", "duck", "pond"], {}),
+    ("an airplane takes off from a runway", ["airplane", "runway"], {}),
+    ("a man holding a surfboard walks toward the ocean", ["man", "surfboard", "ocean"], {}),
+    ("students sit at desks in a classroom", ["student", "desk", "classroom"], {}),
+    ("a vase with tulips sits on a shelf", ["vase", "tulip", "shelf"], {}),
+    ("four motorcycles are lined up outside a cafe", ["motorcycle", "cafe"], {"motorcycle": 4}),
+    ("a toddler plays with toy trucks on the floor", ["toddler", "toy truck", "floor"], {}),
+    ("zebras and giraffes drink at a watering hole", ["zebra", "giraffe", "watering hole"], {}),
+    ("a cowboy ropes a calf at a rodeo", ["cowboy", "calf", "rodeo"], {}),
+    ("a red fire truck parked next to a hydrant", ["red fire truck", "hydrant"], {}),
+    ("a bride and groom cut their wedding cake", ["bride", "groom", "wedding cake"], {}),
+    ("a squirrel nibbles on an acorn", ["squirrel", "acorn"], {}),
+    ("a crowd of fans cheers at a concert", ["fan", "concert"], {}),
+    ("the man wears a hat and a blue tie", ["man", "hat", "blue tie"], {}),
+    ("a little dog barks at a mail carrier", ["little dog", "mail carrier"], {}),
+    ("bread, cheese and grapes on a picnic blanket", ["bread", "cheese", "grape", "picnic blanket"], {}),
+    ("a lifeguard watches swimmers from a tall chair", ["lifeguard", "swimmer", "tall chair"], {}),
+    ("three puppies nap in a wicker basket", ["puppy", "wicker basket"], {"puppy": 3}),
+    ("a man fixes a flat tire on the side of the road", ["man", "flat tire", "road"], {}),
+    ("an old woman knits a scarf by the fireplace", ["old woman", "scarf", "fireplace"], {}),
+    ("a cat stretches on a sunny porch", ["cat", "sunny porch"], {}),
+    ("the players shake hands after the game", ["player", "hand", "game"], {}),
+    ("a farmer drives a tractor through a wheat field", ["farmer", "tractor", "wheat field"], {}),
+    (
+        "The image shows a large pizza topped with mushrooms and peppers on a wooden table.",
+        ["large pizza", "mushroom", "pepper", "wooden table"],
+        {},
+    ),
+    (
+        "In this picture, two dogs are running across a grassy field while a man watches them.",
+        ["dog", "grassy field", "man"],
+        {"dog": 2},
+    ),
+    ("a teacher points at a chalkboard", ["teacher", "chalkboard"], {}),
+    ("the waiter carries plates of pasta", ["waiter", "plate", "pasta"], {}),
+    ("a man with a beard plays guitar on a stage", ["man", "beard", "guitar", "stage"], {}),
+]
+
+
+@pytest.mark.parametrize("held_out", [HELD_OUT, HELD_OUT_2], ids=["first", "second"])
+def test_held_out_captions_come_out_right(held_out):
+    assert len(held_out) >= 25
+    report = {caption: score(caption, subjects, counts) for caption, subjects, counts in held_out}
     misses = {c: r["misses"] for c, r in report.items() if r["misses"]}
     wrong = {c: r["wrong"] for c, r in report.items() if r["wrong"]}
     dupes = {c: r["dupes"] for c, r in report.items() if r["dupes"]}
     assert sum(len(m) for m in misses.values()) <= 1, misses
     assert not wrong, wrong
     assert not dupes, dupes
+
+
+# --- the table: the rules' own cases, each kind of phrase the chunker must read ---------------
+
+TABLE: list[Expected] = [
+    # the issue's examples
+    ("sheep graze near some benches", ["sheep", "bench"], {}),
+    ("dishes and boxes on a shelf", ["dish", "box", "shelf"], {}),
+    ("two women hold cacti", ["woman", "cactus"], {"woman": 2}),
+    ("a plate of pies on a table", ["plate", "pie", "table"], {}),
+    ("wolves run past churches", ["wolf", "church"], {}),
+    ("two ties hang on a rack", ["tie", "rack"], {"tie": 2}),
+    # noun or verb, by agreement and position
+    ("a man signs papers at a desk", ["man", "paper", "desk"], {}),
+    ("street signs on a pole", ["street sign", "pole"], {}),
+    ("a surfer rides the waves", ["surfer", "wave"], {}),
+    ("a woman waves at the camera", ["woman", "camera"], {}),
+    ("birds perch on power lines", ["bird", "power line"], {}),
+    ("deer drink from a stream", ["deer", "stream"], {}),
+    ("a fruit stand sells apples", ["fruit stand", "apple"], {}),
+    ("a man stands on a skateboard", ["man", "skateboard"], {}),
+    ("traffic lights hang over an intersection", ["traffic light", "intersection"], {}),
+    ("a woman lights a candle", ["woman", "candle"], {}),
+    ("ocean waves crash against rocks", ["ocean wave", "rock"], {}),
+    ("cattle graze in a field", ["cattle", "field"], {}),
+    ("a man and woman walk along the beach", ["man", "woman", "beach"], {}),
+    ("a boat docks at the pier", ["boat", "pier"], {}),
+    ("the train arrives at the station", ["train", "station"], {}),
+    ("children play soccer in a field", ["child", "soccer", "field"], {}),
+    ("a boy flies a kite", ["boy", "kite"], {}),
+    ("a kite flies high above the beach", ["kite", "beach"], {}),
+    ("a chef cooks pasta in a large pot", ["chef", "pasta", "large pot"], {}),
+    ("horses pull a carriage through the city", ["horse", "carriage", "city"], {}),
+    ("an elephant sprays water with its trunk", ["elephant", "water", "trunk"], {}),
+    ("a tennis player swings a racket", ["tennis player", "racket"], {}),
+    ("people walk their dogs in a park", ["person", "dog", "park"], {}),
+    # participles and -ing nouns
+    ("a sleeping dog on a rug", ["sleeping dog", "rug"], {}),
+    ("a man sitting on a bench reading a newspaper", ["man", "bench", "newspaper"], {}),
+    ("sliced tomatoes on a wooden plate", ["sliced tomato", "wooden plate"], {}),
+    ("a painting hangs on the wall", ["painting", "wall"], {}),
+    ("a woman painting a fence", ["woman", "fence"], {}),
+    ("the cat is sitting on the couch", ["cat", "couch"], {}),
+    ("a man is riding a horse", ["man", "horse"], {}),
+    ("two zebras standing in tall grass", ["zebra", "tall grass"], {"zebra": 2}),
+    ("many cars are parked along the road", ["car", "road"], {}),
+    # coordination and lists
+    ("a red and white bus parked on the street", ["red and white bus", "street"], {}),
+    ("a laptop, a mouse and a keyboard on a desk", ["laptop", "mouse", "keyboard", "desk"], {}),
+    ("a pizza with pepperoni and olives", ["pizza", "pepperoni", "olive"], {}),
+    ("a plate with a sandwich and chips", ["plate", "sandwich", "chip"], {}),
+    ("Young girls with umbrellas walk past shops", ["young girl", "umbrella", "shop"], {}),
+    # counts
+    ("two men and three women pose for a photo", ["man", "woman"], {"man": 2, "woman": 3}),
+    ("three cats and a dog sleep together", ["cat", "dog"], {"cat": 3}),
+    ("2 dogs and 4 cats", ["dog", "cat"], {"dog": 2, "cat": 4}),
+    ("one dog and two cats", ["dog", "cat"], {"cat": 2}),
+    ("five people", ["person"], {"person": 5}),
+    ("two of the dogs are asleep", ["dog"], {}),
+    ("several boats float in the harbor", ["boat", "harbor"], {}),
+    # "of"
+    ("a cup of coffee and a croissant", ["cup", "coffee", "croissant"], {}),
+    ("a bowl of fruit sits on the kitchen counter", ["bowl", "fruit", "kitchen counter"], {}),
+    ("a vase of flowers on a table next to a lamp", ["vase", "flower", "table", "lamp"], {}),
+    ("a group of people stands near a bus", ["person", "bus"], {}),
+    ("a bunch of bananas hangs from a hook", ["banana", "hook"], {}),
+    ("a pair of scissors on a desk", ["scissors", "desk"], {}),
+    ("a herd of sheep grazes on a hill", ["sheep", "hill"], {}),
+    ("someone is holding a glass of wine", ["glass", "wine"], {}),
+    # what names no object
+    ("a photo of a cat sleeping on a sofa", ["cat", "sofa"], {}),
+    ("in the background there are mountains", ["mountain"], {}),
+    ("a man in front of a building", ["man", "building"], {}),
+    ("on top of the fridge sits a cat", ["fridge", "cat"], {}),
+    ("a stop sign at the corner of a street", ["stop sign", "street"], {}),
+    ("a dog without a leash runs in a field", ["dog", "field"], {}),
+    ("there are no people in the street", ["street"], {}),
+    ("a man with no shirt", ["man"], {}),
+    ("the sky is blue and the grass is green", ["sky", "grass"], {}),
+    ("it is a sunny day at the beach", ["sunny day", "beach"], {}),
+    ("she holds a baby in her arms", ["baby", "arm"], {}),
+    ("they are playing frisbee on the grass", ["frisbee", "grass"], {}),
+    ("a cat looks out of a window", ["cat", "window"], {}),
+    # possessives, modifiers
+    ("a man's hand holds a phone", ["man", "hand", "phone"], {}),
+    ("A woman's dog chases a ball", ["woman", "dog", "ball"], {}),
+    ("the dog's owner throws a stick", ["dog", "owner", "stick"], {}),
+    ("a little boy eats an ice cream cone", ["little boy", "ice cream cone"], {}),
+    ("an orange cat on a blue blanket", ["orange cat", "blue blanket"], {}),
+    ("hot dogs on a grill", ["hot dog", "grill"], {}),
+    ("a baby elephant follows its mother", ["baby elephant", "mother"], {}),
+    ("a clock tower stands above the town square", ["clock tower", "town square"], {}),
+    ("a dog with a frisbee in its mouth", ["dog", "frisbee", "mouth"], {}),
+]
+
+
+def _extracted(caption: str) -> tuple[set[str], dict[str, int | None]]:
+    claims = fallback_claims([caption])
+    objects = {c.subject for c in claims if c.kind == "object"}
+    return objects, {c.subject: c.count for c in claims if c.kind == "count"}
+
+
+@pytest.mark.parametrize(("caption", "subjects", "counts"), TABLE, ids=[c for c, *_ in TABLE])
+def test_table(caption, subjects, counts):
+    assert _extracted(caption) == (set(subjects), counts)
+
+
+def test_the_table_is_large_and_has_no_held_out_caption():
+    assert len(TABLE) >= 60
+    assert not {c for c, *_ in TABLE} & {c for c, *_ in HELD_OUT}
