@@ -57,9 +57,6 @@ class Resources:
         """Say that ``source`` is a 3D asset with these ``views`` (see the module docstring)."""
         self._assets[source] = (list(views), size or 512)
 
-    def is_asset(self, source: str) -> bool:
-        return source in self._assets
-
     def load_views(self, source: str) -> list[Any] | str:
         """The images the metrics look at for ``source``: its one image, or an asset's views;
         a str saying why there are none."""
