@@ -181,7 +181,81 @@ HELD_OUT_2: list[Expected] = [
 ]
 
 
-@pytest.mark.parametrize("held_out", [HELD_OUT, HELD_OUT_2], ids=["first", "second"])
+#: A third held-out set, written after one rule was added for a miss in the second set (a verb
+#: agreeing with the noun before "of": "a crowd of fans *cheers*"), before this set was run.
+HELD_OUT_3: list[Expected] = [
+    (
+        "a man in a wetsuit carries his board across the sand",
+        ["man", "wetsuit", "board", "sand"],
+        {},
+    ),
+    ("there is a bicycle leaning against a brick wall", ["bicycle", "brick wall"], {}),
+    (
+        "a little girl with pigtails blows bubbles in the yard",
+        ["little girl", "pigtail", "bubble", "yard"],
+        {},
+    ),
+    (
+        "a police officer directs traffic at a busy intersection",
+        ["police officer", "traffic", "busy intersection"],
+        {},
+    ),
+    ("swans glide across a calm lake at sunset", ["swan", "calm lake", "sunset"], {}),
+    ("a tray of muffins cools on the counter", ["tray", "muffin", "counter"], {}),
+    ("kids in costumes knock on a door", ["kid", "costume", "door"], {}),
+    (
+        "a black dog that is carrying a stick runs through the snow",
+        ["black dog", "stick", "snow"],
+        {},
+    ),
+    ("two horses pull a wagon filled with hay", ["horse", "wagon", "hay"], {"horse": 2}),
+    ("a woman sits on a park bench feeding pigeons", ["woman", "park bench", "pigeon"], {}),
+    ("a mechanic works under the hood of a car", ["mechanic", "hood", "car"], {}),
+    ("an old truck rusts in a field of tall weeds", ["old truck", "field", "tall weed"], {}),
+    ("3 kittens play with a ball of yarn", ["kitten", "ball", "yarn"], {"kitten": 3}),
+    (
+        "a man reads a book while his cat sleeps on his lap",
+        ["man", "book", "cat", "lap"],
+        {},
+    ),
+    ("a baker pulls bread out of an oven", ["baker", "bread", "oven"], {}),
+    ("fishermen repair their nets on a wooden dock", ["fisherman", "net", "wooden dock"], {}),
+    ("a hiker stands on a rocky ledge above a valley", ["hiker", "rocky ledge", "valley"], {}),
+    ("the bus is full of passengers", ["bus", "passenger"], {}),
+    (
+        "a tall glass of orange juice next to a plate of pancakes",
+        ["tall glass", "orange juice", "plate", "pancake"],
+        {},
+    ),
+    ("several cows are lying in the grass near a barn", ["cow", "grass", "barn"], {}),
+    ("a girl on a swing laughs as her father pushes her", ["girl", "swing", "father"], {}),
+    ("a plane flies above the clouds", ["plane", "cloud"], {}),
+    (
+        "A close-up of a bee collecting pollen from a yellow flower.",
+        ["bee", "pollen", "yellow flower"],
+        {},
+    ),
+    (
+        "This photo shows a kitchen with white cabinets, a stainless steel fridge and a small "
+        "table.",
+        ["kitchen", "white cabinet", "stainless steel fridge", "small table"],
+        {},
+    ),
+    ("a snowboarder jumps off a ramp", ["snowboarder", "ramp"], {}),
+    ("a family eats dinner at a long table", ["family", "dinner", "long table"], {}),
+    ("an empty street with parked cars on both sides", ["empty street", "parked car"], {}),
+    ("a boy brushes his teeth in front of a mirror", ["boy", "tooth", "mirror"], {}),
+    (
+        "six ducklings follow their mother across a road",
+        ["duckling", "mother", "road"],
+        {"duckling": 6},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "held_out", [HELD_OUT, HELD_OUT_2, HELD_OUT_3], ids=["first", "second", "third"]
+)
 def test_held_out_captions_come_out_right(held_out):
     assert len(held_out) >= 25
     report = {caption: score(caption, subjects, counts) for caption, subjects, counts in held_out}
