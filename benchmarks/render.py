@@ -76,7 +76,7 @@ def job_overhead(folder: Path, size: int) -> dict[str, float]:
     with open_sink(out, "jsonl") as sink:
         written = run_job(pipeline, open_source([str(folder / "assets")]), sink)
     wall = time.perf_counter() - start
-    pipeline.render_pool.close()
+    pipeline.close()
     model_s = render_s = 0.0
     for line in out.read_text().splitlines():
         for stage, ms in json.loads(line)["timings_ms"].items():

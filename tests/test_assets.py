@@ -168,8 +168,9 @@ def test_a_folder_of_photos_and_assets_gives_one_record_each(mixed, tmp_path, fm
     records = {r["source"].rsplit("/", 1)[-1]: r for r in read_records(out)}
     assert sorted(records) == sorted(p.name for p in mixed.iterdir())
     cube = records["red_cube.glb"]
-    assert cube["status"] == "ok" and cube["kind"] == "asset" and len(cube["views"]) == 8
-    assert cube["asset"]["faces"] == 12 and cube["image_size"] == [64, 64]
+    media = cube["media"]
+    assert cube["status"] == "ok" and media["kind"] == "asset" and len(media["views"]) == 8
+    assert media["facts"]["faces"] == 12 and cube["image_size"] == [64, 64]
     assert {p["view"] for p in cube["proposals"]} == set(range(8))  # each captioner, each view
     assert cube["captions"]["detailed"].strip()
     assert all((views / cube["id"] / f"view-{i}.png").is_file() for i in range(8))
@@ -177,7 +178,8 @@ def test_a_folder_of_photos_and_assets_gives_one_record_each(mixed, tmp_path, fm
         for box in claim["evidence"].get("detector_boxes", []):
             assert 0 <= box["view"] < 8
     assert records["empty.glb"]["error"]["type"] == "EmptyAsset"
-    assert "kind" not in records[example_paths()[0].name]  # photos' records are unchanged
+    assert "media" not in records[example_paths()[0].name]  # a photo's media says nothing more
+    assert records["empty.glb"]["media"] == {"kind": "asset", "views": [], "facts": {}}
     if fmt == "webdataset":
         with tarfile.open(next(out.glob("part-*.tar"))) as shard:
             names = shard.getnames()
@@ -186,7 +188,7 @@ def test_a_folder_of_photos_and_assets_gives_one_record_each(mixed, tmp_path, fm
 
 
 def test_render_talk_is_cut_from_asset_captions():
-    from factcap.pipeline.compose import drop_render_talk
+    from factcap.media.asset import drop_render_talk
 
     assert drop_render_talk("A 3D model of a red chair. The background is white.") == "A red chair."
     assert drop_render_talk("a chair, 3d render, white background", "phrases") == "a chair"

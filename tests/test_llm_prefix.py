@@ -53,7 +53,7 @@ def _works(count: int = len(BENCH.CAPTIONS)) -> list[Work]:
             Claim(kind=ClaimKind.OBJECT, text="There is a window.", subject="window"),
         ]
         record.claims[0].verdict, record.claims[1].verdict = Verdict.SUPPORTED, Verdict.REFUTED
-        works.append(Work(record=record, image=None))
+        works.append(Work(record))
     return works
 
 

@@ -109,21 +109,26 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
 
 
 def test_work_items_survive_the_columns_between_stages(photos):
+    from factcap.media import View
     from factcap.pipeline.detect import DETECTIONS
-    from factcap.roles import Detection, TextSpan
+    from factcap.roles import TextSpan
+    from factcap.schema import Media
 
     record = Record(id="a", source="a.jpg", image_size=photos[0].size, extra={"alt": "x"})
     record.proposals.append(Proposal("tiny:blip", "a cat"))
     record.claims.append(Claim("object", "There is a cat.", "cat", evidence={"vqa_p_yes": 0.5}))
     record.add_timing("decode", 1.25)
     spans = [TextSpan("STOP", 0.9, (1.0, 2.0, 3.0, 4.0))]
-    found = {"cat": [Detection("cat", 0.75, (5.0, 6.0, 7.0, 8.5))]}
+    found = {"cat": [{"score": 0.75, "box": [5.0, 6.0, 7.0, 8.5]}]}
+    asset = Record(id="c", source="c.glb", media=Media("asset", [{"index": 0}, {"index": 1}]))
+    views = [View(photos[1], 0, {"azimuth": 0.0}), View(photos[2].convert("L"), 1)]
     work = [
-        Work(record, photos[0], spans, "rapidocr", {DETECTIONS: [found]}),
-        Work(Record(id="b", source="b.png", status="error"), None),
+        Work(record, [View(photos[0])], spans, "rapidocr", {DETECTIONS: [found]}),
+        Work(Record(id="b", source="b.png", status="error")),
+        Work(asset, views),
     ]
-    seqs, back = read_work(work_table([7, 9], work))
-    assert seqs == [7, 9]
+    seqs, back = read_work(work_table([7, 9, 11], work))
+    assert seqs == [7, 9, 11]
     assert back[0].record.to_dict() == record.to_dict()
     assert back[0].image.mode == "RGB" and back[0].image.size == photos[0].size
     assert back[0].image.tobytes() == photos[0].tobytes()
@@ -131,7 +136,14 @@ def test_work_items_survive_the_columns_between_stages(photos):
     assert back[0].extra == {DETECTIONS: [found]}  # one {query: boxes} per image looked at
     assert back[1].image is None and back[1].ocr_spans is None
     assert back[1].record.to_dict() == work[1].record.to_dict()
-    slim = work_table([7, 9], work, with_image=False)
+    # a kind of several views: each view's own size, index and metadata, in RGB
+    assert [(v.index, v.meta, v.image.size) for v in back[2].views] == [
+        (0, {"azimuth": 0.0}, photos[1].size),
+        (1, {}, photos[2].size),
+    ]
+    assert back[2].views[1].image.mode == "RGB" and back[2].kind.name == "asset"
+    assert back[2].record.to_dict() == asset.to_dict()
+    slim = work_table([7, 9, 11], work, with_image=False)
     assert slim.column_names == ["seq", "record"]
 
 

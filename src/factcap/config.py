@@ -100,6 +100,18 @@ class LimitsConfig(_Strict):
     max_pixels: int = Field(default=40_000_000, ge=1)
     max_file_mb: float = Field(default=64.0, gt=0)
 
+    def decode_limits(self) -> Any:
+        """These limits as the :class:`~factcap.images.DecodeLimits` the decoder checks.
+
+        >>> LimitsConfig(max_file_mb=1).decode_limits().max_file_bytes
+        1048576
+        """
+        from factcap.images import DecodeLimits
+
+        return DecodeLimits(
+            max_pixels=self.max_pixels, max_file_bytes=int(self.max_file_mb * 1024 * 1024)
+        )
+
 
 class AssetsConfig(_Strict):
     """3D assets (``.glb``, ``.gltf``, ``.obj``, ``.ply``, ``.stl``, ``.off``): how their views

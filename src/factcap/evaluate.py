@@ -37,7 +37,7 @@ from factcap.engine.records import ImageFinder, read_jsonl
 from factcap.errors import ConfigError, MissingDependency, OutputError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
-from factcap.schema import json_safe
+from factcap.schema import Media, json_safe
 from factcap.stats import CONFIDENCE, N_RESAMPLES, paired_difference
 
 SOURCES = ("final", "proposals", "all")
@@ -140,7 +140,7 @@ def build_samples(
         common = {
             "id": str(row["id"]),
             "source": str(found) if isinstance(found, Path) else str(row["source"]),
-            **_asset_fields(row, images),
+            **_media_fields(row, images),
             "references": references,
             "objects": objects,
             "claims": list(row.get("claims") or []),
@@ -165,19 +165,21 @@ def build_samples(
     return samples
 
 
-def _asset_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
-    """A 3D asset's views for its samples (saved view files found like images)."""
-    if row.get("kind") != "asset" or not isinstance(row.get("views"), list):
-        return {}
+def _media_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
+    """A row's media for its samples (saved view files found like images)."""
+    media = Media.from_row(row)
     views = []
-    for view in row["views"]:
+    for view in media.views:
         view = dict(view)
         if images and isinstance(view.get("file"), str):
             found = images.locate(view["file"])
             view["file"] = str(found) if isinstance(found, Path) else None
         views.append(view)
     size = row.get("image_size")
-    return {"views": views, "view_size": size[0] if isinstance(size, list) and size else None}
+    return {
+        "media": Media(media.kind, views, media.facts),
+        "view_size": size[0] if isinstance(size, list) and size else None,
+    }
 
 
 @dataclass
@@ -230,9 +232,9 @@ def evaluate(
         m if isinstance(m, Metric) else build_metric(m, **(options or {}).get(m, {}))
         for m in metric_names
     ]
-    for sample in samples:  # 3D assets: the image metrics look at their views
-        if sample.views and hasattr(resources, "add_asset"):
-            resources.add_asset(sample.source, sample.views, sample.view_size)
+    for sample in samples:  # an input of several views: the image metrics look at each
+        if hasattr(resources, "add_media"):
+            resources.add_media(sample.source, sample.media, sample.view_size)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, sample in enumerate(samples):
         groups[sample.caption_source].append(i)
@@ -438,7 +440,6 @@ def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -
     the ``embedder``, ``--t2i``, ``--vqa``)."""
     from factcap.backends.registry import build_configured
     from factcap.config import RoleConfig
-    from factcap.images import DecodeLimits
     from factcap.metrics.resources import Resources
     from factcap.roles import ROLES
 
@@ -452,10 +453,7 @@ def resources_for(config: Any, overrides: dict[str, str | None] | None = None) -
             rc = RoleConfig(model=spec)
         if rc is not None:
             builders[role.name] = lambda n=role.name, rc=rc: build_configured(config, n, rc)[0]
-    limits = DecodeLimits(
-        max_pixels=config.limits.max_pixels,
-        max_file_bytes=int(config.limits.max_file_mb * 1024 * 1024),
-    )
+    limits = config.limits.decode_limits()
     return Resources(builders, batch_size=config.evaluate.batch_size, limits=limits)
 
 

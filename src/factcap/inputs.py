@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from factcap.assets.spec import ASSET_SUFFIXES, asset_type
 from factcap.errors import ConfigError
+from factcap.media import file_format
 from factcap.schema import stable_id
 
 MANIFEST_SUFFIXES = (".txt", ".jsonl")
@@ -45,8 +45,8 @@ class InputItem:
     data: bytes | None = None
     problem: str | None = None  # set when the container holding it was damaged
     kind: str = "CorruptInput"  # the error type its record carries when ``problem`` is set
-    asset_type: str | None = None  # a 3D asset's format ("glb", "obj", ...); None: an image
-    views: list[Any] | None = None  # an asset's rendered views, once rendered (for sinks)
+    format: str = ""  # its file ending ("jpg", "glb"; "" unknown): decides its media kind
+    views: list[Any] | None = None  # views made from it (an asset's renders), for sinks
 
     @property
     def payload(self) -> Any:
@@ -65,7 +65,9 @@ def image_suffixes() -> frozenset[str]:
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    suffixes = image_suffixes() | set(ASSET_SUFFIXES)
+    from factcap.media import media_suffixes
+
+    suffixes = image_suffixes() | media_suffixes()
     for root, dirs, files in os.walk(directory):
         dirs.sort()
         for name in sorted(files):
@@ -107,7 +109,7 @@ def file_item(
         source=source,
         id=given_id or stable_id(os.path.realpath(source)),
         extra=dict(extra or {}),
-        asset_type=asset_type(source),
+        format=file_format(source),
     )
     what = special_file(source)
     if what is not None:

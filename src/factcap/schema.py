@@ -138,6 +138,54 @@ class ErrorInfo:
 
 
 @dataclass(slots=True)
+class Media:
+    """What a record's input was: its media ``kind`` (a name in
+    :data:`factcap.media.MEDIA`: ``image`` for a photo, ``asset`` for a 3D asset), the
+    ``views`` the checkers looked at when the kind has several (``index`` plus the kind's
+    metadata: an asset's ``azimuth`` and ``elevation``, and ``file`` when saved), and the
+    kind's ``facts`` (an asset's format, faces, vertices, bounds, what was skipped).
+
+    A photo's media says nothing beyond its kind, and its record leaves ``media`` out.
+
+    >>> Media.from_row({"kind": "asset", "views": [{"index": 0}], "asset": {"format": "glb"}})
+    Media(kind='asset', views=[{'index': 0}], facts={'format': 'glb'})
+    >>> Media.from_row({"media": {"kind": "asset", "views": [], "facts": {}}}).kind
+    'asset'
+    >>> Media.from_row({}).is_plain_photo
+    True
+    """
+
+    kind: str = "image"
+    views: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_plain_photo(self) -> bool:
+        """A photo with nothing more to say (its record leaves ``media`` out)."""
+        return self.kind == "image" and not self.views and not self.facts
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form: the record's ``media`` field."""
+        return {"kind": self.kind, "views": list(self.views), "facts": dict(self.facts)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Media:
+        """The media of a record row: its ``media`` field, or the ``kind`` / ``views`` /
+        ``asset`` fields of records written before ``media`` existed (8d96429 and older).
+        Anything that is not of the right type reads as empty."""
+        media = row.get("media")
+        if isinstance(media, dict):
+            kind, views, facts = media.get("kind"), media.get("views"), media.get("facts")
+        else:
+            kind, views, facts = row.get("kind"), row.get("views"), row.get("asset")
+        return cls(
+            kind=kind if isinstance(kind, str) and kind else "image",
+            views=[v for v in views if isinstance(v, dict)] if isinstance(views, list) else [],
+            facts=dict(facts) if isinstance(facts, dict) else {},
+        )
+
+
+@dataclass(slots=True)
 class Record:
     """Everything factcap knows about one input. See module docstring for an example."""
 
@@ -154,13 +202,8 @@ class Record:
     models: dict[str, Any] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    kind: str = "image"
-    """``image``, or ``asset`` for a 3D asset (then ``views`` and ``asset`` are set)."""
-    views: list[dict[str, Any]] = field(default_factory=list)
-    """An asset's rendered views: ``index``, ``azimuth``, ``elevation`` (and ``file`` when
-    saved with ``--save-views``)."""
-    asset: dict[str, Any] = field(default_factory=dict)
-    """An asset's facts: format, faces, vertices, points, bounds, what was skipped."""
+    media: Media = field(default_factory=Media)
+    """What the input was (:class:`Media`): its kind, its views, the kind's facts."""
     regions: list[dict[str, Any]] = field(default_factory=list)
     """With ``--regions``: one entry per verified region: ``id``, ``box`` (pixels), ``label``,
     ``caption``, ``score``, ``claims``, ``proposals``."""
@@ -205,11 +248,7 @@ class Record:
             "models": dict(self.models),
             "image_size": list(self.image_size) if self.image_size else None,
             **({"extra": self.extra} if self.extra else {}),
-            **(
-                {"kind": self.kind, "views": list(self.views), "asset": dict(self.asset)}
-                if self.kind != "image"
-                else {}
-            ),
+            **({} if self.media.is_plain_photo else {"media": self.media.to_dict()}),
             **({"regions": list(self.regions), "graph": dict(self.graph)} if self.graph else {}),
             **({"question": self.question} if self.question else {}),
             **({"answer": dict(self.answer)} if self.answer else {}),
@@ -234,9 +273,7 @@ class Record:
             models=dict(data.get("models", {})),
             image_size=tuple(size) if size else None,
             extra=dict(data.get("extra", {})),
-            kind=data.get("kind", "image"),
-            views=list(data.get("views", [])),
-            asset=dict(data.get("asset") or {}),
+            media=Media.from_row(data),
             regions=list(data.get("regions") or []),
             graph=dict(data.get("graph") or {}),
             question=data.get("question") or None,

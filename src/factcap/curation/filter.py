@@ -34,7 +34,7 @@ from factcap.engine.records import ImageFinder, read_records, read_score_rows
 from factcap.engine.sinks import SINKS, open_sink, sink_format
 from factcap.errors import ConfigError, DataError, UsageError
 from factcap.inputs import InputItem
-from factcap.schema import VERDICTS, Record
+from factcap.schema import VERDICTS, Media, Record
 
 #: The record values: name → kind (what each one means: the README's filter table).
 RECORD_NAMES: dict[str, str] = {
@@ -137,7 +137,7 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         "id": record.get("id"),
         "source": record.get("source"),
         "status": record.get("status", "ok"),
-        "kind": record.get("kind", "image"),
+        "kind": Media.from_row(record).kind,
         "error_type": error.get("type") if isinstance(error, dict) else None,
         "n_claims": len(claims),
         "n_removed": len(record.get("removed") or []),

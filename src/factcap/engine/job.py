@@ -54,6 +54,7 @@ from factcap.errors import (
     require,
 )
 from factcap.inputs import InputItem
+from factcap.pipeline.plan import stage_settings
 from factcap.prompts.style import selectable
 from factcap.schema import Record
 
@@ -145,21 +146,18 @@ class JobResult:
         )
 
 
-#: Settings kept only when they differ from their defaults (absent means the default).
-DEFAULTED_SETTINGS = ("alt_text", "proposals", "regions", "question")
-
-
 def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
-    """The settings that decide what a record holds; a resume must use the same ones. Alt-text,
-    proposal ranking, regions and questions are listed only when they differ from their defaults, so the
-    settings of jobs written before they existed still match."""
+    """The settings that decide what a record holds; a resume must use the same ones. The
+    config sections the stages declare (:func:`~factcap.pipeline.plan.stage_settings`) are
+    listed only when they differ from their defaults, so the settings of jobs written before
+    a section existed still match."""
     settings: dict[str, Any] = {
         "styles": list(spec.styles or config.styles),
         "instruction": spec.instruction or config.instruction,
         "models": config.pipeline_models(),
         "verify": config.verify.enabled,
     }
-    for key in DEFAULTED_SETTINGS:
+    for key in stage_settings():
         value = getattr(config, key)
         if value != type(value)():
             settings[key] = value.model_dump()
@@ -290,11 +288,11 @@ class CaptionJob:
         differs = [
             f"{key}: {saved.get(key)!r} in the output, {value!r} now"
             for key, value in self.settings.items()
-            if key in saved and saved[key] != value and key not in DEFAULTED_SETTINGS
+            if key in saved and saved[key] != value and key not in stage_settings()
         ] + [
             f"{key}: {saved.get(key, 'default')!r} in the output, "
             f"{self.settings.get(key, 'default')!r} now"
-            for key in DEFAULTED_SETTINGS
+            for key in stage_settings()
             if saved.get(key) != self.settings.get(key)
         ]
         if differs:

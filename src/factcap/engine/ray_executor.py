@@ -11,10 +11,12 @@ counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Dat
   (:func:`factcap.backends.registry.build_configured`); models are never pickled. Each pool reserves
   the model's ``num_gpus`` / ``num_cpus`` per actor and has ``replicas`` actors (see
   :class:`factcap.config.RoleConfig`). A stage without a model runs as Ray tasks.
-- Each step runs the stage's own function (``Stage.run``) on work items rebuilt from columns:
-  the record as JSON (:meth:`Record.to_dict`), the decoded RGB image as bytes plus its size
-  (and a 3D asset's views, rendered in the decode task), OCR spans and detections as JSON. A backend that fails marks its batch's items as error
-  records (the stage functions do that); the job goes on. The executor names no stage.
+- Each step runs the stage's own function (``Stage.run``) on work items rebuilt from the
+  columns of :meth:`Work.to_row` (the record as JSON, each view's RGB bytes, size, index and
+  metadata, OCR spans, and what stages leave each other in ``Work.extra``, plain JSON); a
+  3D asset renders in the decode task. A backend that fails marks its batch's items as
+  error records (the stage functions do that); the job goes on. The executor names no stage,
+  no feature and no media kind.
 - A Ray Data block is one pipeline batch (``batch_size`` consecutive inputs) at every stage,
   so each model sees the same batches as under the local executor and the records are the
   same (timings aside); records reach the driver in completion order unless
@@ -26,7 +28,6 @@ counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Dat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -113,91 +114,49 @@ def _schemas() -> tuple[Any, Any, Any]:
     import pyarrow as pa
 
     feed = pa.schema([("seq", pa.int64()), ("item", pa.large_binary())])
+    view = pa.struct(
+        [
+            ("pixels", pa.large_binary()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("index", pa.int64()),
+            ("meta", pa.large_string()),
+        ]
+    )
     work = pa.schema(
         [
             ("seq", pa.int64()),
             ("record", pa.large_string()),
-            ("image", pa.large_binary()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
+            ("views", pa.list_(view)),
             ("ocr", pa.large_string()),
             ("ocr_model", pa.string()),
             ("extra", pa.large_string()),
-            ("views", pa.list_(pa.large_binary())),
         ]
     )
     result = pa.schema([("seq", pa.int64()), ("record", pa.large_string())])
     return feed, work, result
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    raise TypeError(f"cannot carry a {type(value).__name__} between Ray stages")
-
-
 def work_table(seqs: Sequence[int], work: Sequence[Work], with_image: bool = True) -> Any:
-    """Work items as an Arrow table (see the module docstring); ``with_image=False`` keeps
-    only ``seq`` and ``record``, what the driver needs once the last stage is done."""
-    _, work_schema, result_schema = _schemas()
-    rows = []
-    for seq, w in zip(seqs, work, strict=True):
-        row: dict[str, Any] = {"seq": seq, "record": json.dumps(w.record.to_dict())}
-        if with_image:
-            image = w.image
-            if image is not None and image.mode != "RGB":
-                image = image.convert("RGB")
-            spans = None if w.ocr_spans is None else [dataclasses.asdict(s) for s in w.ocr_spans]
-            row.update(
-                image=None if image is None else image.tobytes(),
-                width=None if image is None else image.width,
-                height=None if image is None else image.height,
-                ocr=None if spans is None else json.dumps(spans),
-                ocr_model=w.ocr_model,
-                extra=json.dumps(w.extra, default=_plain),
-                views=None if w.views is None else [v.convert("RGB").tobytes() for v in w.views],
-            )
-        rows.append(row)
+    """Work items as an Arrow table (:meth:`Work.to_row`'s columns); ``with_image=False``
+    keeps only ``seq`` and ``record``, what the driver needs once the last stage is done."""
     import pyarrow as pa
 
+    _, work_schema, result_schema = _schemas()
+    if with_image:
+        rows = [{"seq": seq, **w.to_row()} for seq, w in zip(seqs, work, strict=True)]
+    else:
+        rows = [
+            {"seq": seq, "record": json.dumps(w.record.to_dict())}
+            for seq, w in zip(seqs, work, strict=True)
+        ]
     return pa.Table.from_pylist(rows, schema=work_schema if with_image else result_schema)
 
 
 def read_work(table: Any) -> tuple[list[int], list[Work]]:
     """The inverse of :func:`work_table`: sequence numbers and rebuilt work items."""
-    from PIL import Image
-
-    from factcap.pipeline.detect import DETECTIONS
-    from factcap.roles import Detection, TextSpan
-
-    seqs, work = [], []
-    for row in table.to_pylist():
-        image = None
-        if row["image"] is not None:
-            image = Image.frombytes("RGB", (row["width"], row["height"]), row["image"])
-        spans = None
-        if row["ocr"] is not None:
-            spans = [
-                TextSpan(text=s["text"], score=s["score"], box=tuple(s["box"]))
-                for s in json.loads(row["ocr"])
-            ]
-        extra = json.loads(row["extra"])
-        if DETECTIONS in extra:
-            extra[DETECTIONS] = [
-                {
-                    query: [Detection(d["query"], d["score"], tuple(d["box"])) for d in found]
-                    for query, found in per_image.items()
-                }
-                for per_image in extra[DETECTIONS]
-            ]
-        views = None
-        if row["views"] is not None:  # an asset's views: square, the size of the first
-            size = (row["width"], row["height"])
-            views = [Image.frombytes("RGB", size, data) for data in row["views"]]
-        record = Record.from_dict(json.loads(row["record"]))
-        work.append(Work(record, image, spans, row["ocr_model"], extra, views))
-        seqs.append(row["seq"])
-    return seqs, work
+    rows = table.to_pylist()
+    return [row["seq"] for row in rows], [Work.from_row(row) for row in rows]
 
 
 # --- the stages (they run in Ray workers) ----------------------------------------------------
@@ -217,9 +176,7 @@ def decode_stage(table: Any, config: Config) -> Any:
     from factcap.pipeline.runner import Pipeline
 
     rows = table.to_pylist()
-    # a Ray task is its own process already: assets render in it (no pool, no timeout)
-    assets = config.assets.model_copy(update={"render_workers": 0})
-    pipeline = Pipeline(config.model_copy(update={"assets": assets}))
+    pipeline = Pipeline(config, load_in_process=True)  # a Ray task is its own process already
     work = pipeline.prepare([pickle.loads(r["item"]) for r in rows])
     return work_table([r["seq"] for r in rows], work)
 
@@ -294,6 +251,8 @@ def _init_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray's usage reporting stays off unless the user turned it on (it would reach the network)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV)}
     ray.init(
         address=address,

@@ -38,7 +38,10 @@ from typing import Any
 from factcap.errors import DataError, NotFound, require
 
 #: Record fields that :meth:`Record.to_dict` writes only when they say something.
-_OPTIONAL_FIELDS = ("extra", "kind", "views", "asset", "regions", "graph", "question", "answer")
+_OPTIONAL_FIELDS = (
+    *("extra", "media", "regions", "graph", "question", "answer"),
+    *("kind", "views", "asset"),  # the media fields of records written before "media"
+)
 _SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
 
 

@@ -63,9 +63,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factcap.assets.spec import asset_type
 from factcap.errors import ConfigError, require
 from factcap.inputs import PATH_KEYS, InputItem, expand, file_item, image_suffixes
+from factcap.media import file_format, media_suffixes
 from factcap.schema import stable_id
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -459,10 +459,10 @@ def _tar_sample(
         except (ValueError, UnicodeDecodeError) as e:
             problems.append(f"its .{ext} member cannot be read ({_describe(e)})")
     image_ext = next((e for e in fields if e.rpartition(".")[2] in image_exts), None)
-    model_ext = next((e for e in fields if asset_type(f"x.{e}")), None)
-    if image_ext is None and model_ext is not None and not problems:
-        kind = asset_type(f"x.{model_ext}")
-        return InputItem(source, item_id, extra=extra, data=fields[model_ext], asset_type=kind)
+    media_ext = next((e for e in fields if f".{file_format(f'x.{e}')}" in media_suffixes()), None)
+    if image_ext is None and media_ext is not None and not problems:
+        fmt = file_format(f"x.{media_ext}")
+        return InputItem(source, item_id, extra=extra, data=fields[media_ext], format=fmt)
     if image_ext is None:
         members = ", ".join(f".{e}" for e in fields) or "none"
         return BrokenItem(

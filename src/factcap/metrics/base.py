@@ -18,13 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from factcap.schema import Media
+
 NAN = float("nan")
 
 
 @dataclass(slots=True)
 class Sample:
-    """One caption to score: an image (``source`` path), or a 3D asset's views, and a caption
-    from one source.
+    """One caption to score: an image (``source`` path), or an input of several views (a 3D
+    asset), and a caption from one source.
 
     ``caption_source`` is ``final:<style>`` or ``proposal:<model>``. ``references`` are
     human captions when given; ``objects`` a ground-truth object list (CHAIR); ``claims`` the
@@ -38,11 +40,12 @@ class Sample:
     references: list[str] = field(default_factory=list)
     objects: list[str] | None = None
     claims: list[dict[str, Any]] = field(default_factory=list)
-    views: list[dict[str, Any]] | None = None
-    """For a 3D asset (``source`` is the asset file): its views as the record lists them
-    (``azimuth``, ``elevation``, and ``file`` when they were saved); the image metrics then
-    look at every view (:class:`~factcap.metrics.resources.Resources`)."""
+    media: Media = field(default_factory=Media)
+    """The record's media (:class:`~factcap.schema.Media`). When it lists views (a 3D asset:
+    ``source`` is the asset file, its views carry ``file`` when they were saved), the image
+    metrics look at every view (:class:`~factcap.metrics.resources.Resources`)."""
     view_size: int | None = None
+    """The width of the record's views, for a kind that renders them again."""
     regions: list[dict[str, Any]] = field(default_factory=list)
     """The record's regions (``--regions``: ``id``, ``box`` in pixels, ``label``,
     ``caption``, ...), for the region metrics."""

@@ -116,8 +116,8 @@ def compare(
             continue
         row: dict[str, Any] = {"id": image_id, "a": source_a, "b": source_b}
         rows.append(row)
-        if sample.views and hasattr(resources, "add_asset"):
-            resources.add_asset(sample.source, sample.views, sample.view_size)
+        if hasattr(resources, "add_media"):
+            resources.add_media(sample.source, sample.media, sample.view_size)
         seen = judge_image(resources, sample)
         if isinstance(seen, str):
             row.update(winner=None, consistent=None, failure=seen)

@@ -3,11 +3,13 @@
 Images are decoded with the same safe decoder as the pipeline; image embeddings are
 computed once per image, however many captions (sources, styles, proposals) it has.
 
-A 3D asset (registered with :meth:`Resources.add_asset`) is its views: the saved view files,
-else views rendered again from the asset with the record's angles. Its image embedding is the
-mean of its views' unit embeddings, so a cosine with it is the mean of the cosines with each
-view: CLIP-Score, CLIP-Image-Score and self-retrieval of an asset average over its views, as
-3D captioning papers do; VQAScore asks every view (:meth:`Resources.load_views`).
+An input of several views (a 3D asset, registered with :meth:`Resources.add_media`) is its
+views, as its media kind gives them (:meth:`~factcap.media.MediaKind.metric_images`: an
+asset's saved view files, else views rendered again with the record's angles). Its image
+embedding is the mean of its views' unit embeddings, so a cosine with it is the mean of the
+cosines with each view: CLIP-Score, CLIP-Image-Score and self-retrieval of an asset average
+over its views, as 3D captioning papers do; VQAScore asks every view
+(:meth:`Resources.load_views`).
 
 Crops of an image (regions, :meth:`Resources.crop_embeddings`) are cut from the decoded image
 with :func:`factcap.boxes.pad`, as the pipeline cuts them, and embedded once per box.
@@ -21,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from factcap.boxes import pad
-from factcap.errors import ImageError
+from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
+from factcap.media import media_kind
+from factcap.schema import Media
 
 
 class Resources:
@@ -50,36 +54,26 @@ class Resources:
         self.limits = limits or DecodeLimits()
         self.options = options or {}
         self._image_vectors: dict[str, np.ndarray | str] = {}
-        self._assets: dict[str, tuple[list[dict[str, Any]], int]] = {}
+        self._media: dict[str, tuple[Media, int | None]] = {}
         self._crop_vectors: dict[tuple[str, tuple[float, ...], float, bool], np.ndarray] = {}
 
-    def add_asset(self, source: str, views: list[dict[str, Any]], size: int | None) -> None:
-        """Say that ``source`` is a 3D asset with these ``views`` (see the module docstring)."""
-        self._assets[source] = (list(views), size or 512)
+    def add_media(self, source: str, media: Media, view_size: int | None) -> None:
+        """Say what ``source`` is; one whose media lists views is looked at as those views
+        (see the module docstring), a photo as its file."""
+        if media.views:
+            self._media[source] = (media, view_size)
 
     def load_views(self, source: str) -> list[Any] | str:
         """The images the metrics look at for ``source``: its one image, or an asset's views;
         a str saying why there are none."""
-        if source not in self._assets:
+        if source not in self._media:
             [image] = self.load_images([source])
             return image if isinstance(image, str) else [image]
-        views, size = self._assets[source]
-        files = [v.get("file") for v in views]
-        if files and all(isinstance(f, str) for f in files):
-            images = self.load_images(files)
-            problem = next((im for im in images if isinstance(im, str)), None)
-            return problem if problem else images
-        from factcap.assets.pool import render_asset
-        from factcap.assets.spec import ViewSettings, ViewSpec
-
-        settings = ViewSettings(
-            views=tuple(ViewSpec(float(v["azimuth"]), float(v["elevation"])) for v in views),
-            size=size,
-        )
+        media, size = self._media[source]
         try:
-            return render_asset(source, None, settings).images
-        except ImageError as err:
-            return f"{err.kind}: {err}"
+            return media_kind(media.kind).metric_images(source, media, self.limits, size)
+        except (ImageError, ConfigError) as err:
+            return f"{getattr(err, 'kind', type(err).__name__)}: {err}"
 
     def available(self, role: str) -> bool:
         return role in self._builders
@@ -106,7 +100,7 @@ class Resources:
         """Unit image embeddings (embedder role), one per source, each image computed once
         (an asset: the mean of its views' unit embeddings); a str in place of a vector says
         why there is none."""
-        for source in dict.fromkeys(s for s in sources if s in self._assets):
+        for source in dict.fromkeys(s for s in sources if s in self._media):
             if source not in self._image_vectors:
                 views = self.load_views(source)
                 if isinstance(views, str):

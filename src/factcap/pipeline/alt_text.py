@@ -32,6 +32,10 @@ from factcap.text.english import clean_text
 ALT_TEXT = "alt_text"
 
 
+#: The config section that decides what this stage writes (compared on ``--resume``).
+SETTINGS = ("alt_text",)
+
+
 def stages(config: Config) -> list[Stage]:
     """The ``alt_text`` stage unless alt-text is switched off (``alt_text.field: null``)."""
     return [Stage("alt_text", None, run)] if config.alt_text.field else []

@@ -48,8 +48,7 @@ from factcap.prompts import load_prompt, quote_data, quote_question, render
 from factcap.prompts.style import INSTRUCTION, Style, added_by, shipped_styles
 from factcap.schema import Claim, ClaimKind, Verdict
 from factcap.text.english import NUMBER_WORDS, content_words
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+from factcap.text.pieces import SENTENCE_BREAK, split_pieces
 
 
 def stages(config: Config) -> list[Stage]:
@@ -185,13 +184,6 @@ def refuted_matchers(claims: Sequence[Claim]) -> list[Matcher]:
     return matchers
 
 
-def split_pieces(text: str, pieces: str) -> list[str]:
-    """``text`` cut into sentences, or (``pieces="phrases"``) comma-separated phrases."""
-    if pieces == "phrases":
-        return [p.strip() for p in text.split(",") if p.strip()]
-    return [p.strip() for p in _SENTENCE.split(text) if p.strip()]
-
-
 def drop_refuted(text: str, matchers: Sequence[Matcher], pieces: str = "sentences") -> str:
     """``text`` without the sentences (``pieces="phrases"``: comma phrases) that any matcher
     flags."""
@@ -209,7 +201,7 @@ def fallback_caption(work: Work, style: Style) -> str:
     for proposal in work.record.proposals:
         if proposal.model == ALT_TEXT or not proposal.kept:
             continue
-        for sentence in _SENTENCE.split(proposal.text.strip()):
+        for sentence in SENTENCE_BREAK.split(proposal.text.strip()):
             sentence = drop_refuted(sentence.strip(), banned)
             key = sentence.lower().rstrip(".")
             if sentence and key not in seen:
@@ -224,8 +216,7 @@ def fallback_caption(work: Work, style: Style) -> str:
         sentences = [f"An image showing {', '.join(kept)}."] if kept else []
     if not sentences:
         return ""
-    if work.views is not None:  # an asset: its drafts may talk about the render
-        sentences = [s for s in (drop_render_talk(s) for s in sentences) if s]
+    sentences = [s for s in (work.kind.clean_caption(s, "sentences") for s in sentences) if s]
     if style.pieces == "phrases":
         return ", ".join(s.rstrip(".") for s in sentences)
     if style.fallback == "first":
@@ -283,7 +274,7 @@ def compose(
                         template,
                         **_facts(w, drop[id(w)]),
                         style=style_text(style, instruction, w.record.question)
-                        + (ASSET_RULE if w.views is not None else ""),
+                        + w.kind.compose_rule,
                     ),
                 }
             ]
@@ -313,46 +304,8 @@ def _facts(work: Work, drop_names: bool) -> dict[str, str]:
     }
 
 
-#: Added to the style paragraph for a 3D asset: the caption is of the object, not the render.
-ASSET_RULE = (
-    "\nThe drafts describe rendered views of one 3D object: describe the object itself, and "
-    "never mention a 3D model, a render, the views, the camera or the background.\n"
-)
-_RENDER_WORDS = (
-    r"(?:3d|3-d|three[- ]dimensional|cgi?|computer[- ]generated|low[- ]poly|digital)"
-    r"(?:\s+(?:model|render(?:ing)?|image|illustration|object|scene|graphic))?"
-)
-_RENDER_PREFIX = re.compile(
-    rf"\b(?:(?:a|an|the|this)\s+)?{_RENDER_WORDS}\s+(?:model|render(?:ing)?|image|"
-    r"illustration|object|scene|graphic)s?\s+(?:of|showing|depicting|featuring)\s+",
-    re.I,
-)
-_RENDER_SENTENCE = re.compile(
-    r"\b(?:render(?:ed|ing|s)?|3d model|(?:white|plain|blank|empty|grey|gray)"
-    r"\s+background|background is (?:white|plain|blank|empty))\b",
-    re.I,
-)
-
-
-def drop_render_talk(text: str, pieces: str = "sentences") -> str:
-    """A caption of a 3D asset without talk of the rendering: "A 3D model of a red chair."
-    becomes "A red chair."; a sentence (or phrase) about the render or the background goes.
-
-    >>> drop_render_talk("A 3D rendering of a red chair. It is shown on a white background.")
-    'A red chair.'
-    """
-    kept = []
-    for piece in split_pieces(text, pieces):
-        piece = _RENDER_PREFIX.sub("", piece).strip()
-        if piece and not _RENDER_SENTENCE.search(piece):
-            kept.append(piece[:1].upper() + piece[1:] if pieces == "sentences" else piece)
-    return (", " if pieces == "phrases" else " ").join(kept).strip()
-
-
 def _final_text(work: Work, style: Style, answer: str, drop_names: bool = False) -> str:
-    written = clean_caption(answer)
-    if work.views is not None:
-        written = drop_render_talk(written, style.pieces)
+    written = work.kind.clean_caption(clean_caption(answer), style.pieces)
     text = drop_refuted(written, refuted_matchers(work.record.claims), style.pieces)
     if text != written and written:
         work.record.notes.append(

@@ -45,7 +45,7 @@ def object_queries(work: Work) -> list[str]:
 def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
     """All object subjects of each live item with claims go to the detector in one call per
     image (a 3D asset: per view, batched); ``extra["detections"]`` gets a list with one
-    {query: [Detection]} per image. An item without object or count claims is not sent (its
+    {query: [{"score", "box"}]} per image (plain data, as ``Work.extra`` holds). An item without object or count claims is not sent (its
     list holds one empty mapping per image, as the detector would answer). Without a
     detector nothing happens (and the verdicts are left to VQA)."""
     items = [w for w in live(batch) if w.record.claims]
@@ -71,7 +71,9 @@ def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None
     for w in asking:
         w.extra[DETECTIONS] = []
     for (w, _, _), detections in zip(pairs, found, strict=False):  # as many as it gave
-        per_query: dict[str, list[Any]] = {}
+        per_query: dict[str, list[dict[str, Any]]] = {}
         for det in detections:
-            per_query.setdefault(det.query, []).append(det)
+            per_query.setdefault(det.query, []).append(
+                {"score": float(det.score), "box": [float(v) for v in det.box]}
+            )
         w.extra[DETECTIONS].append(per_query)

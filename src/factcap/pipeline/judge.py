@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from factcap.config import Config, VerifyConfig
+from factcap.media import MediaKind
 from factcap.pipeline.detect import DETECTIONS
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, call_batched, call_by_image, fail_all, live, timed
@@ -131,7 +132,7 @@ def judge_claims(
         answers = iter(probs)
         for i, claim, views in pending:
             by_view = {v: next(answers) for v in views}
-            _apply_vqa(claim, by_view, cfg, items[i].views is not None)
+            _apply_vqa(claim, by_view, cfg, items[i].kind)
 
     for w in items:
         _propagate_refuted_subjects(w.record.claims)
@@ -171,8 +172,8 @@ def ask_once(vqa: Any, size: int | None, asks: Sequence[tuple[Any, str]]) -> lis
     return [float(answers[at]) for at in order]
 
 
-def _box(det: Any, view: int | None) -> dict[str, Any]:
-    out = {"box": [round(float(v), 1) for v in det.box], "score": round(float(det.score), 4)}
+def _box(det: dict[str, Any], view: int | None) -> dict[str, Any]:
+    out = {"box": [round(float(v), 1) for v in det["box"]], "score": round(float(det["score"]), 4)}
     return out if view is None else {**out, "view": view}
 
 
@@ -182,25 +183,25 @@ def _decide_without_vqa(
     """Settle what the detector or OCR can settle; returns the images (indices into
     ``work.images``) to ask the VQA model about, empty when no question is needed."""
     claim.verdict, claim.score = Verdict.UNCERTAIN, None
-    every = list(range(len(work.images)))
-    asset = work.views is not None
+    every = list(range(len(work.views)))
+    named = work.kind.names_views
     if claim.kind in (ClaimKind.OBJECT, ClaimKind.COUNT) and detections is not None:
         per_view = [d.get(claim.subject, []) for d in detections]
         claim.evidence["detector_boxes"] = [
-            _box(d, v if asset else None) for v, found in enumerate(per_view) for d in found
+            _box(d, work.views[v].index) for v, found in enumerate(per_view) for d in found
         ]
         claim.evidence["detected_count"] = max((len(f) for f in per_view), default=0)
         seen = [v for v, found in enumerate(per_view) if found]
-        if asset:
+        if named:
             claim.evidence["found_on_views"] = seen
         if claim.kind == ClaimKind.OBJECT:
             if seen:
-                best = max(float(d.score) for found in per_view for d in found)
+                best = max(float(d["score"]) for found in per_view for d in found)
                 claim.verdict, claim.score = Verdict.SUPPORTED, best
                 return []
             claim.verdict, claim.score = Verdict.REFUTED, 0.0
             claim.evidence["detector"] = "no box above the detector's threshold" + (
-                " on any view" if asset else ""
+                " on any view" if named else ""
             )
         elif seen:
             return seen  # a count: asked where its object was found
@@ -212,7 +213,7 @@ def _decide_without_vqa(
         return _decide_name(claim, work, cfg)
     if claim.kind == ClaimKind.TEXT and _read_by_ocr(claim, work, cfg):
         return []
-    if claim.kind == ClaimKind.ATTRIBUTE and detections is not None and asset:
+    if claim.kind == ClaimKind.ATTRIBUTE and detections is not None:
         seen = [v for v, d in enumerate(detections) if d.get(claim.subject)]
         return seen or every  # asked where its object was found, else on every view
     return every
@@ -246,12 +247,12 @@ def _decide_name(claim: Claim, work: Work, cfg: VerifyConfig) -> list[int]:
     return []
 
 
-def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, asset: bool) -> None:
-    """The verdict from the VQA model's P(yes), the highest over the views asked (a 3D
-    asset's claim holds when some view shows it)."""
+def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, kind: MediaKind) -> None:
+    """The verdict from the VQA model's P(yes) over the views asked, combined as the media
+    kind says (a 3D asset's claim holds when some view shows it)."""
     claim.evidence["vqa_question"] = vqa_question(claim)
     answered = [p for p in by_view.values() if p == p]
-    if asset:
+    if kind.names_views:
         claim.evidence["vqa_p_yes_by_view"] = {
             str(v): (round(p, 4) if p == p else None) for v, p in by_view.items()
         }
@@ -259,7 +260,7 @@ def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, asset
         claim.evidence["vqa_p_yes"] = None
         claim.evidence["vqa_answer"] = "unavailable"
         return
-    p = max(answered)
+    p = kind.combine(answered)
     claim.evidence["vqa_p_yes"] = round(p, 4)
     claim.evidence["vqa_answer"] = "yes" if p >= 0.5 else "no"
     if claim.kind == ClaimKind.OBJECT and claim.verdict == Verdict.REFUTED:

@@ -19,10 +19,12 @@ is a new module with a ``stages`` function, and its line here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 
 from factcap.config import Config
 from factcap.pipeline.stage import Stage
+from factcap.schema import Record
 
 #: The stage modules, in pipeline order (each has ``stages(config) -> list[Stage]``).
 STAGE_MODULES: tuple[str, ...] = (
@@ -42,3 +44,24 @@ STAGE_MODULES: tuple[str, ...] = (
 def stage_list(config: Config) -> list[Stage]:
     """The stages ``config`` runs, in order."""
     return [stage for name in STAGE_MODULES for stage in import_module(name).stages(config)]
+
+
+def record_preparers(config: Config) -> list[Callable[[Record, Config], None]]:
+    """What stage modules set on a record as soon as its input is read (a module's optional
+    ``prepare_record(record, config)``: the question a caption stage will need)."""
+    modules = [import_module(name) for name in STAGE_MODULES]
+    return [m.prepare_record for m in modules if hasattr(m, "prepare_record")]
+
+
+def stage_settings() -> tuple[str, ...]:
+    """The config sections the stage modules declare (``SETTINGS``) as deciding what a record
+    holds: a resume must use the same ones (:func:`factcap.engine.job.job_settings`).
+
+    >>> stage_settings()
+    ('alt_text', 'proposals', 'question', 'regions')
+    """
+    return tuple(
+        section
+        for name in STAGE_MODULES
+        for section in getattr(import_module(name), "SETTINGS", ())
+    )

@@ -37,26 +37,25 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     if model is None or not items:
         return
     captioner, size = model
-    wanted = context.config.assets.caption_views
-    if not propose(items, captioner, size, wanted):
+    if not propose(items, captioner, size, context.config):
         return
     if accepts_prompt(captioner):
-        question_proposals(live(items), captioner, size, wanted)
+        question_proposals(live(items), captioner, size, context.config)
 
 
 def propose(
     items: Sequence[Work],
     captioner: Any,
     size: int | None,
-    wanted: Sequence[int] | None,
+    config: Config,
     prompt: str | None = None,
 ) -> bool:
-    """Append ``captioner``'s proposal for each item (each caption view of an asset), asked
+    """Append ``captioner``'s proposal for each item (each view its media kind captions), asked
     with ``prompt`` when given (its proposals then named ``<spec> (question)``). A backend
     failure fails these items with its reason and returns False."""
     suffix, what = (PROPOSAL_SUFFIX, " (question)") if prompt else ("", "")
     caption = captioner.caption if prompt is None else partial(captioner.caption, prompt=prompt)
-    jobs = [(w, view, image) for w in items for view, image in caption_images(w, wanted)]
+    jobs = [(w, view, image) for w in items for view, image in caption_images(w, config)]
     with timed(items, f"caption:{captioner.name}{suffix}"):
         try:
             texts = call_batched(caption, size, [image for _, _, image in jobs])
@@ -69,7 +68,7 @@ def propose(
 
 
 def question_proposals(
-    items: Sequence[Work], captioner: Any, size: int | None, wanted: Sequence[int] | None
+    items: Sequence[Work], captioner: Any, size: int | None, config: Config
 ) -> None:
     """The question-guided proposal of each item with a question: one call per distinct
     question (the prompt is one per call), a failure failing that question's items."""
@@ -78,12 +77,16 @@ def question_proposals(
         if w.record.question:
             by_question.setdefault(w.record.question, []).append(w)
     for question, group in by_question.items():
-        propose(group, captioner, size, wanted, captioner_prompt(question))
+        propose(group, captioner, size, config, captioner_prompt(question))
 
 
-def caption_images(work: Work, wanted: Sequence[int] | None) -> list[tuple[int | None, Any]]:
-    """``(view index, image)`` pairs a captioner sees for one item: the photo (view None), or
-    an asset's views (those in ``wanted``, or all)."""
-    if work.views is None:
-        return [(None, work.image)]
-    return [(i, v) for i, v in enumerate(work.views) if wanted is None or i in wanted]
+def caption_images(work: Work, config: Config) -> list[tuple[int | None, Any]]:
+    """``(view index, image)`` pairs a captioner sees for one item: each of its views that
+    its media kind has captioned (all, or an asset's ``caption_views``); a photo's one view
+    has no index."""
+    wanted = work.kind.caption_views(config)
+    return [
+        (v.index, v.image)
+        for v in work.views
+        if wanted is None or v.index is None or v.index in wanted
+    ]

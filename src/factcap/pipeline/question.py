@@ -81,6 +81,10 @@ CAPTIONER_PROMPT = (
 ANSWER_TOKENS = 32
 
 
+#: The config section that decides what this stage writes (compared on ``--resume``).
+SETTINGS = ("question",)
+
+
 def stages(config: Config) -> list[Stage]:
     """``question:answer`` (LLM) and ``question:check`` (VQA; not with ``--no-verify``) when
     items can have a question (``question.text`` or ``question.field``)."""
@@ -99,6 +103,13 @@ def question_of(record: Record, cfg: QuestionConfig) -> str | None:
         value = record.extra["json"].get(cfg.field)
     text = " ".join(value.split()) if isinstance(value, str) else ""
     return text or (" ".join(cfg.text.split()) if cfg.text else None)
+
+
+def prepare_record(record: Record, config: Config) -> None:
+    """When questions are on, the item's question goes in its record as soon as it is read
+    (the caption stages ask it)."""
+    if config.question.enabled:
+        set_question(record, config.question)
 
 
 def set_question(record: Record, cfg: QuestionConfig) -> None:

@@ -45,6 +45,10 @@ from factcap.text.fit import embed_split_texts
 CLIP_S_WEIGHT = 2.5
 
 
+#: The config section that decides what this stage writes (compared on ``--resume``).
+SETTINGS = ("proposals",)
+
+
 def stages(config: Config) -> list[Stage]:
     """The ``rank`` stage, with the ranker's model slot, when ``proposals.rank_by`` is set."""
     role = config.proposals.ranker_role()
@@ -57,7 +61,7 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     if model is None or not items:
         return
     cfg = context.config.proposals
-    jobs = [(w, p, _image_of(w, p)) for w in items for p in w.record.proposals]
+    jobs = [(w, p, w.view_image(p.view)) for w in items for p in w.record.proposals]
     scorer = score_clip if cfg.rank_by == "clip_score" else score_vqa
     with timed(items, f"rank:{model.backend.name}"):
         try:
@@ -69,12 +73,6 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
         proposal.score = round(score, 4) if math.isfinite(score) else None
     for w in items:
         _keep(w, cfg)
-
-
-def _image_of(work: Work, proposal: Proposal) -> Any:
-    if proposal.view is not None and work.views is not None:
-        return work.views[proposal.view]
-    return work.image
 
 
 def score_clip(model: BoundModel, texts: Sequence[str], images: Sequence[Any]) -> list[float]:

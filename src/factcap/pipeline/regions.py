@@ -53,6 +53,7 @@ from factcap.prompts import load_prompt, quote_data, render
 from factcap.roles import slot
 from factcap.schema import Claim, ClaimKind, Record, Verdict
 from factcap.text.english import plural
+from factcap.text.pieces import split_pieces
 
 #: Keys of ``Work.extra`` holding an item's regions and relations between the ``regions:*``
 #: stages, as plain JSON-able data (Ray carries ``extra`` as JSON between stages); crops are
@@ -93,7 +94,7 @@ class Region:
     @classmethod
     def from_data(cls, data: dict[str, Any], image: Any) -> Region:
         crop_box = tuple(int(v) for v in data["crop_box"])
-        work = Work(record=Record.from_dict(data["record"]), image=image.crop(crop_box))
+        work = Work.of_image(Record.from_dict(data["record"]), image.crop(crop_box))
         box = tuple(float(v) for v in data["box"])
         return cls(data["id"], data["label"], box, float(data["score"]), crop_box, work)  # type: ignore[arg-type]
 
@@ -141,6 +142,10 @@ class Relation:
         )
 
 
+#: The config section that decides what this stage writes (compared on ``--resume``).
+SETTINGS = ("regions",)
+
+
 def stages(config: Config) -> list[Stage]:
     """The ``regions:*`` stages when ``regions.enabled`` (``--regions``)."""
     if not config.regions.enabled:
@@ -177,8 +182,10 @@ def candidate_boxes(claims: Sequence[Claim]) -> list[tuple[str, tuple[float, ...
 
 def find_regions(work: Work, cfg: RegionsConfig) -> list[Region]:
     """The regions of one item (module docstring, step 1), largest first."""
-    if work.views is not None:
-        work.record.notes.append("regions: not made for 3D assets (boxes belong to views)")
+    if work.kind.names_views:
+        work.record.notes.append(
+            f"regions: not made for a {work.kind.label} (boxes belong to its views)"
+        )
         return []
     width, height = work.image.size
     found = [
@@ -192,7 +199,7 @@ def find_regions(work: Work, cfg: RegionsConfig) -> list[Region]:
         label, box, score = found[i]
         crop_box = pad(box, cfg.padding, (width, height))
         record = Record(id=f"{work.record.id}#r{k}", source=work.record.source)
-        crop = Work(record=record, image=work.image.crop(crop_box))
+        crop = Work.of_image(record, work.image.crop(crop_box))
         regions.append(Region(f"r{k}", label, box, score, crop_box, crop))  # type: ignore[arg-type]
     return regions
 
@@ -356,7 +363,7 @@ def focus(region: Region) -> None:
             names_label(sentence, other) for other in unchecked
         )
 
-    kept = [s for s in compose_stage.split_pieces(written, "sentences") if describes(s)]
+    kept = [s for s in split_pieces(written, "sentences") if describes(s)]
     if kept:
         text = " ".join(kept)
     else:
@@ -364,7 +371,7 @@ def focus(region: Region) -> None:
         drafts = [
             s
             for p in record.proposals
-            for s in compose_stage.split_pieces(p.text, "sentences")
+            for s in split_pieces(p.text, "sentences")
             if describes(s) and not any(m(s) for m in refuted)
         ]
         text = drafts[0] if drafts else f"A {region.label}."
@@ -506,7 +513,7 @@ def build_graph(
 
     >>> from PIL import Image
     >>> rec = Record("i", "i.jpg", captions={"detailed": "Two dogs."})
-    >>> crop = lambda: Work(Record("c", "i.jpg"), Image.new("RGB", (2, 2)))
+    >>> crop = lambda: Work.of_image(Record("c", "i.jpg"), Image.new("RGB", (2, 2)))
     >>> regs = [Region("r0", "dog", (0, 0, 5, 5), 0.9, (0, 0, 5, 5), crop()), Region("r1", "dog", (5, 5, 9, 9), 0.8, (5, 5, 9, 9), crop())]
     >>> g = build_graph(rec, regs, [], (10, 10))
     >>> [(n["id"], n["kind"]) for n in g["nodes"]]

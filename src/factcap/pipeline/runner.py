@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from factcap.config import Config, load_config
+from factcap.errors import ImageError
 from factcap.inputs import InputItem, expand
-from factcap.pipeline.plan import stage_list
-from factcap.pipeline.question import set_question
+from factcap.media import Loader, MediaKind, kind_for_format
+from factcap.pipeline.plan import record_preparers, stage_list
 from factcap.pipeline.stage import Models, Stage, StageContext
 from factcap.pipeline.work import Work, batched
-from factcap.schema import Record
+from factcap.schema import Media, Record
 
 
 class Pipeline:
@@ -27,9 +28,11 @@ class Pipeline:
     (True, ['alt', 'detailed'], True)
     """
 
-    def __init__(self, config: Config, models: Models | None = None):
+    def __init__(self, config: Config, models: Models | None = None, load_in_process: bool = False):
         self.config = config
         self._models = models
+        self.load_in_process = load_in_process
+        self._loaders: dict[str, Loader] = {}
 
     @cached_property
     def stages(self) -> list[Stage]:
@@ -112,86 +115,67 @@ class Pipeline:
         """One batch through every stage; a failing item never stops the others."""
         return self.finish(self.prepare(items), styles, instruction)
 
-    @cached_property
-    def render_pool(self) -> Any:
-        """The worker processes that render 3D assets (started on the first asset)."""
-        from factcap.assets.pool import RenderPool
-
-        assets = self.config.assets
-        return RenderPool(assets.render_workers, assets.view_settings(), assets.limits())
+    def loader(self, kind: MediaKind) -> Loader:
+        """The loader of a media kind for this pipeline (made on its first input, kept)."""
+        if kind.name not in self._loaders:
+            self._loaders[kind.name] = kind.loader(self.config, self.load_in_process)
+        return self._loaders[kind.name]
 
     def prepare(self, items: Sequence[InputItem]) -> list[Work]:
-        """Decode a batch, and render its 3D assets' views (no model runs here): the CPU-side
-        stage an executor can overlap with the model stages of the previous batch."""
-        from factcap.errors import ImageError
-        from factcap.images import DecodeLimits, decode
-
-        cfg = self.config
-        limits = DecodeLimits(
-            max_pixels=cfg.limits.max_pixels,
-            max_file_bytes=int(cfg.limits.max_file_mb * 1024 * 1024),
-        )
-        renders = {  # assets render in worker processes while the images decode here
-            i: (time.perf_counter(), self.render_pool.submit(item.payload, item.asset_type))
-            for i, item in enumerate(items)
-            if item.asset_type and not item.problem
+        """Load a batch into views (no model runs here): the CPU-side stage an executor can
+        overlap with the model stages of the previous batch. Each item's media kind loads it
+        (a photo decodes, a 3D asset renders in worker processes while the photos decode)."""
+        kinds = [kind_for_format(item.format) for item in items]
+        pending = {
+            i: (time.perf_counter(), self.loader(kind).submit(item))
+            for i, (item, kind) in enumerate(zip(items, kinds, strict=True))
+            if not item.problem
         }
-        work: list[Work] = []
-        for i, item in enumerate(items):
-            record = Record(
-                id=item.id, source=item.source, models=self.model_names(), extra=dict(item.extra)
-            )
-            if item.asset_type:
-                record.kind = "asset"
-            if cfg.question.enabled:
-                set_question(record, cfg.question)
-            start = time.perf_counter()
-            decoded = None
-            if item.problem:
-                record.fail(item.kind, item.problem)
-            elif i in renders:
-                start, handle = renders[i]
-                work.append(self._rendered(item, record, handle, start))
-                continue
-            else:
-                try:
-                    decoded = decode(item.payload, limits)
-                except ImageError as err:
-                    record.fail(err.kind, str(err))
-            record.add_timing("decode", (time.perf_counter() - start) * 1000.0)
-            if decoded is not None:
-                record.image_size = (decoded.width, decoded.height)
-                record.notes.extend(decoded.notes)
-                if decoded.frames > 1:
-                    record.notes.append(f"decoded the first of {decoded.frames} frames")
-            work.append(Work(record=record, image=decoded.image if decoded else None))
-        return work
+        return [
+            self._load(item, kind, pending.get(i))
+            for i, (item, kind) in enumerate(zip(items, kinds, strict=True))
+        ]
 
-    def _rendered(self, item: InputItem, record: Record, handle: Any, start: float) -> Work:
-        """The work item of an asset whose rendering ``handle`` will give its views."""
-        from factcap.errors import ImageError
-
+    def _load(self, item: InputItem, kind: MediaKind, pending: tuple[float, Any] | None) -> Work:
+        """The work item of ``item`` once its kind's loader has given its views."""
+        record = Record(
+            id=item.id,
+            source=item.source,
+            models=self.model_names(),
+            extra=dict(item.extra),
+            media=Media(kind=kind.name),
+        )
+        for prepare_record in self.record_preparers:
+            prepare_record(record, self.config)
+        if pending is None:
+            record.fail(item.kind, item.problem or "")
+            record.add_timing("decode", 0.0)
+            return Work(record)
+        start, handle = pending
         try:
-            asset = self.render_pool.result(handle)
+            loaded = self.loader(kind).result(handle)
         except ImageError as err:
             record.fail(err.kind, str(err))
-            record.add_timing("render", (time.perf_counter() - start) * 1000.0)
-            return Work(record=record, image=None)
-        record.add_timing("render", asset.seconds * 1000.0)  # the worker's own time
-        record.views = asset.view_records()
-        record.asset = asset.facts
-        record.image_size = asset.images[0].size
-        if asset.facts.get("skipped"):
-            record.notes.append(f"not rendered: {'; '.join(asset.facts['skipped'])}")
-        folder = self.config.assets.save_views
-        if folder:
-            for view, image in zip(record.views, asset.images, strict=True):
-                path = Path(folder) / record.id / f"view-{view['index']}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                image.save(path)
-                view["file"] = str(path)
-        item.views = asset.images  # for a sink that stores them (WebDataset)
-        return Work(record=record, image=asset.images[0], views=asset.images)
+            record.add_timing(kind.load_timing, (time.perf_counter() - start) * 1000.0)
+            return Work(record)
+        record.add_timing(kind.load_timing, loaded.seconds * 1000.0)
+        record.media = loaded.media
+        record.image_size = loaded.views[0].image.size
+        record.notes.extend(loaded.notes)
+        if loaded.derived:
+            item.views = [v.image for v in loaded.views]  # for a sink that stores them
+        return Work(record, loaded.views)
+
+    @cached_property
+    def record_preparers(self) -> list[Any]:
+        """What the stages set on a record when its input is read (e.g. its question)."""
+        return record_preparers(self.config)
+
+    def close(self) -> None:
+        """Release what the media loaders hold (rendering processes)."""
+        for loader in self._loaders.values():
+            loader.close()
+        self._loaders.clear()
 
     def finish(
         self,

@@ -1,13 +1,17 @@
-"""What the stages pass along for one image: its record, its pixels and OCR spans."""
+"""What the stages pass along for one input: its record, its views and OCR spans; and the
+one way a work item crosses between processes (:meth:`Work.to_row`, :meth:`Work.from_row`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from factcap.media import MediaKind, View, media_kind
 from factcap.schema import Record
 
 T = TypeVar("T")
@@ -16,20 +20,94 @@ R = TypeVar("R")
 
 @dataclass(slots=True)
 class Work:
-    """One input in flight. Stages read ``image`` (a photo) or ``views`` (the rendered views
-    of a 3D asset; ``image`` is then its first view) and fill ``record``."""
+    """One input in flight. Stages read ``views`` (a photo's one view, an asset's rendered
+    views: :class:`~factcap.media.View`) and fill ``record``; ``extra`` holds what one stage
+    leaves for a later one, as plain JSON data (so it crosses to Ray workers as it is)."""
 
     record: Record
-    image: Any  # PIL.Image.Image, RGB, original size
+    views: list[View] = field(default_factory=list)
     ocr_spans: list[Any] | None = None  # None: OCR not run; []: ran, read nothing
     ocr_model: str | None = None  # the OCR backend whose text became a proposal
     extra: dict[str, Any] = field(default_factory=dict)
-    views: list[Any] | None = None  # an asset's views (PIL images), None for a photo
+
+    @classmethod
+    def of_image(cls, record: Record, image: Any) -> Work:
+        """A photo's work item (``image`` None: nothing decoded).
+
+        >>> from PIL import Image
+        >>> w = Work.of_image(Record("a", "a.png"), Image.new("RGB", (4, 3)))
+        >>> w.image.size, len(w.images), w.kind.name
+        ((4, 3), 1, 'image')
+        """
+        return cls(record, [View(image)] if image is not None else [])
+
+    @property
+    def kind(self) -> MediaKind:
+        """The media kind of the input (its record's ``media.kind``)."""
+        return media_kind(self.record.media.kind)
+
+    @property
+    def image(self) -> Any:
+        """The first view's image (a photo's image), None when nothing was decoded."""
+        return self.views[0].image if self.views else None
 
     @property
     def images(self) -> list[Any]:
-        """What the checkers look at: the photo, or every view of an asset."""
-        return list(self.views) if self.views is not None else [self.image]
+        """What the checkers look at: the image of every view."""
+        return [v.image for v in self.views]
+
+    def view_image(self, index: int | None) -> Any:
+        """The image of the view numbered ``index`` (None: the first view)."""
+        for view in self.views:
+            if view.index == index:
+                return view.image
+        return self.image
+
+    def to_row(self) -> dict[str, Any]:
+        """This item as plain columns (JSON strings and raw RGB bytes) for another process;
+        :meth:`from_row` rebuilds it."""
+        from PIL import Image
+
+        views = []
+        for v in self.views:
+            image = v.image if v.image.mode == "RGB" else v.image.convert("RGB")
+            assert isinstance(image, Image.Image)
+            views.append(
+                {"pixels": image.tobytes(), "width": image.width, "height": image.height}
+                | {"index": v.index, "meta": json.dumps(v.meta)}
+            )
+        spans = None if self.ocr_spans is None else [dataclasses.asdict(s) for s in self.ocr_spans]
+        return {
+            "record": json.dumps(self.record.to_dict()),
+            "views": views,
+            "ocr": None if spans is None else json.dumps(spans),
+            "ocr_model": self.ocr_model,
+            "extra": json.dumps(self.extra),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Work:
+        """The inverse of :meth:`to_row`."""
+        from PIL import Image
+
+        from factcap.roles import TextSpan
+
+        views = [
+            View(
+                Image.frombytes("RGB", (v["width"], v["height"]), v["pixels"]),
+                v["index"],
+                json.loads(v["meta"]),
+            )
+            for v in row["views"] or []
+        ]
+        spans = None
+        if row["ocr"] is not None:
+            spans = [
+                TextSpan(text=s["text"], score=s["score"], box=tuple(s["box"]))
+                for s in json.loads(row["ocr"])
+            ]
+        record = Record.from_dict(json.loads(row["record"]))
+        return cls(record, views, spans, row["ocr_model"], json.loads(row["extra"]))
 
 
 def live(batch: Sequence[Work]) -> list[Work]:

@@ -1,0 +1,134 @@
+"""The 3D asset: rendered views (``factcap.assets``), each a picture of the object.
+
+>>> KIND.clean_caption("A 3D rendering of a red chair. It is shown on a white background.", "sentences")
+'A red chair.'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from factcap.assets.spec import ASSET_SUFFIXES
+from factcap.media.base import Loaded, Loader, MediaKind, View
+from factcap.schema import Media
+from factcap.text.pieces import join_pieces, split_pieces
+
+_RENDER_WORDS = (
+    r"(?:3d|3-d|three[- ]dimensional|cgi?|computer[- ]generated|low[- ]poly|digital)"
+    r"(?:\s+(?:model|render(?:ing)?|image|illustration|object|scene|graphic))?"
+)
+_RENDER_PREFIX = re.compile(
+    rf"\b(?:(?:a|an|the|this)\s+)?{_RENDER_WORDS}\s+(?:model|render(?:ing)?|image|"
+    r"illustration|object|scene|graphic)s?\s+(?:of|showing|depicting|featuring)\s+",
+    re.I,
+)
+_RENDER_SENTENCE = re.compile(
+    r"\b(?:render(?:ed|ing|s)?|3d model|(?:white|plain|blank|empty|grey|gray)"
+    r"\s+background|background is (?:white|plain|blank|empty))\b",
+    re.I,
+)
+
+
+def drop_render_talk(text: str, pieces: str = "sentences") -> str:
+    """A caption of a 3D asset without talk of the rendering: "A 3D model of a red chair."
+    becomes "A red chair."; a sentence (or phrase) about the render or the background goes.
+
+    >>> drop_render_talk("a chair, 3d render, white background", "phrases")
+    'a chair'
+    """
+    kept = []
+    for piece in split_pieces(text, pieces):
+        piece = _RENDER_PREFIX.sub("", piece).strip()
+        if piece and not _RENDER_SENTENCE.search(piece):
+            kept.append(piece[:1].upper() + piece[1:] if pieces == "sentences" else piece)
+    return join_pieces(kept, pieces)
+
+
+class AssetLoader(Loader):
+    """Renders assets in worker processes (started on the first asset), so they render
+    while the photos of the batch decode; saves the views when ``save_views`` is set."""
+
+    def __init__(self, config: Any, in_process: bool = False):
+        from factcap.assets.pool import RenderPool
+
+        assets = config.assets
+        workers = 0 if in_process else assets.render_workers  # 0: no pool, no timeout
+        self.pool = RenderPool(workers, assets.view_settings(), assets.limits())
+        self.save_views = assets.save_views
+
+    def submit(self, item: Any) -> Any:
+        return item, self.pool.submit(item.payload, item.format)
+
+    def result(self, handle: Any) -> Loaded:
+        item, pending = handle
+        asset = self.pool.result(pending)
+        views = asset.view_records()
+        if self.save_views:
+            for view, image in zip(views, asset.images, strict=True):
+                path = Path(self.save_views) / item.id / f"view-{view['index']}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                image.save(path)
+                view["file"] = str(path)
+        notes = [f"not rendered: {'; '.join(asset.facts['skipped'])}"] * bool(
+            asset.facts.get("skipped")
+        )
+        return Loaded(
+            views=[
+                View(image, view["index"], {k: v for k, v in view.items() if k != "index"})
+                for view, image in zip(views, asset.images, strict=True)
+            ],
+            media=Media(kind=KIND.name, views=views, facts=asset.facts),
+            notes=notes,
+            seconds=asset.seconds,  # the worker's own time
+            derived=True,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class AssetKind(MediaKind):
+    """A 3D asset (``.glb``, ``.gltf``, ``.obj``, ``.ply``, ``.stl``, ``.off``): its rendered
+    views, each checked; a claim holds when some view shows it."""
+
+    name = "asset"
+    label = "3D asset"
+    formats = tuple(s[1:] for s in ASSET_SUFFIXES)
+    names_views = True
+    load_timing = "render"
+    compose_rule = (
+        "\nThe drafts describe rendered views of one 3D object: describe the object itself, "
+        "and never mention a 3D model, a render, the views, the camera or the background.\n"
+    )
+
+    def loader(self, config: Any, in_process: bool = False) -> Loader:
+        return AssetLoader(config, in_process)
+
+    def caption_views(self, config: Any) -> set[int] | None:
+        wanted = config.assets.caption_views
+        return set(wanted) if wanted else None
+
+    def clean_caption(self, text: str, pieces: str) -> str:
+        return drop_render_talk(text, pieces)
+
+    def metric_images(
+        self, source: str, media: Media, limits: Any, view_size: int | None
+    ) -> list[Any]:
+        """The saved view files, else the views rendered again from the asset with the
+        record's angles at ``view_size`` pixels."""
+        files = [v.get("file") for v in media.views]
+        if files and all(isinstance(f, str) for f in files):
+            return super().metric_images_of(files, limits)
+        from factcap.assets.pool import render_asset
+        from factcap.assets.spec import ViewSettings, ViewSpec
+
+        settings = ViewSettings(
+            views=tuple(ViewSpec(float(v["azimuth"]), float(v["elevation"])) for v in media.views),
+            size=view_size or 512,
+        )
+        return render_asset(source, None, settings).images
+
+
+KIND = AssetKind()
