@@ -78,6 +78,7 @@ from factcap import __version__
 from factcap.engine.records import ImageFinder, read_records
 from factcap.errors import ImageError, OutputError, UsageError, require
 from factcap.images import DecodeLimits, decode
+from factcap.schema import Media
 from factcap.text.sanitize import one_line
 
 #: The file every exported folder holds (what made it); ``overwrite`` replaces only such
@@ -793,8 +794,8 @@ class ExportJob:
         Where the image is placed or embedded, every file must be found and decode as an
         image (:func:`factcap.images.decode`, default limits); the bytes are those that
         decoded (None when linked). None: the record is left out (and counted)."""
-        if row.get("kind") == "asset":  # its media are its views; the mesh is no image
-            views = [v for v in row.get("views") or [] if isinstance(v, dict)]
+        views = Media.from_row(row).views
+        if views:  # an input of several views (a 3D asset): they are its images, not its file
             files: list[tuple[int | None, str]] = [
                 (v["index"] if isinstance(v.get("index"), int) else k, str(v.get("file") or ""))
                 for k, v in enumerate(views)
