@@ -24,7 +24,8 @@ placing images, temporary output renamed into place, the counts).
 ``folder`` (``-o DIR``)
     One image and one ``.txt`` caption beside it (same name) per record, the layout LoRA
     trainers read; one style (the first chosen). ``--prefix`` (e.g. a trigger word) starts
-    every caption.
+    every caption. The caption file holds one line (:func:`~factcap.text.sanitize.one_line`:
+    line breaks become spaces, control and bidi formatting characters are dropped).
 ``csv`` (``-o captions.csv``)
     ``id, file_name, source, status`` and one column per style. ``file_name`` is relative to
     the CSV's folder when images are copied or linked (so ``factcap caption captions.csv``
@@ -34,8 +35,9 @@ placing images, temporary output renamed into place, the counts).
     (GBC, ``gbc.data.graph.GbcGraph``), one line per image: ``{"img_url": null, "img_path",
     "original_caption": null, "short_caption", "detail_caption", "vertices": [{"vertex_id",
     "bbox": {"left", "top", "right", "bottom", "confidence"}, "label", "descs": [{"text",
-    "label"}], "in_edges", "out_edges"}]}`` (:func:`gbc_graph`). ``img_path`` is named like
-    ``llava``'s ``image`` (relative to ``<stem>_images/`` when images are copied or linked).
+    "label"}], "in_edges", "out_edges"}]}`` (:func:`gbc_graph`). ``img_path`` is relative, as GBC's
+    loaders join it to an image root: to ``<stem>_images/`` when images are copied or linked,
+    else to the output file's folder.
     A record without a graph (captioned without ``--regions``) is exported as its image
     vertex alone, and counted (``without a graph``), so every chosen record has its line.
 
@@ -47,6 +49,16 @@ beside the results); with ``copy`` or ``link`` (a symbolic link to the found fil
 the output folder (``folder``) or ``<stem>_images/`` beside the output file (``coco``,
 ``llava``, ``csv``, ``gbc``), named after the image file (``-<id>`` added to a name already taken).
 A record whose image is needed but not found is left out and counted.
+
+Only images leave: where the image is placed or embedded, its file must decode as an image
+(:func:`factcap.images.decode`, default limits) and the bytes that decoded are what is copied
+or embedded; a record naming any other file (a results file from elsewhere may name
+``/etc/passwd``) is left out and counted, with its path and the error's kind, never its
+content. A 3D asset (``"kind": "asset"``) is exported as its rendered views (``views[k]
+["file"]``, saved by ``factcap caption --save-views``): one item per view, id
+``<id>-view-<k>``, placed as ``<asset stem>-view-<k>.png``, with the asset's captions and
+``source``, in every format; an asset without saved views is left out and counted. Its mesh
+file is never exported.
 
 Nothing is overwritten without ``overwrite``, and an existing folder only when it is empty
 or an earlier export (it holds ``.factcap-export.json``, which every exported folder gets).
