@@ -1,6 +1,6 @@
 """Results written before records had ``media`` (main at 8d96429: ``kind``, ``views`` and
-``asset`` at the top level) stay readable by every reader: evaluate, report, filter and
-resume. ``tests/data/records_8d96429`` was written by that commit with the tiny preset from
+``asset`` at the top level) stay readable by every reader: evaluate, report, filter,
+export and resume. ``tests/data/records_8d96429`` was written by that commit with the tiny preset from
 two example photos and a red cube (``cfg.yaml``: four 64-pixel views, saved in ``views/``),
 as JSONL and as Parquet."""
 
@@ -47,7 +47,7 @@ def test_old_records_read_with_their_media(name):
     assert not {"kind", "views", "asset"} & set(cube.to_dict())  # written the new way
 
 
-def test_evaluate_report_and_filter_read_old_records(old):
+def test_evaluate_report_filter_and_export_read_old_records(old):
     from factcap.cli import main
 
     assert main(["evaluate", "results.jsonl", "-o", "scores.jsonl", "--metrics", "clip_score"]) == 0
@@ -62,6 +62,11 @@ def test_evaluate_report_and_filter_read_old_records(old):
     assert main(["filter", "results.jsonl", *where, "-o", "assets.jsonl"]) == 0
     [kept] = list(read_records(old / "assets.jsonl"))
     assert Media.from_row(kept).kind == "asset"
+
+    assert main(["export", "results.jsonl", "--to", "folder", "-o", "out", "--images", "copy"]) == 0
+    exported = sorted(p.name for p in Path("out").glob("*.png"))
+    assert exported == [f"red_cube-view-{i}.png" for i in range(4)]  # the asset as its views
+    assert sorted(p.name for p in Path("out").glob("*.jpg")) == ["astronaut.jpg", "camera.jpg"]
 
 
 @pytest.mark.slow
