@@ -433,10 +433,13 @@ def test_study_page_data_holds_no_bidi_controls(served_study):
     base, store, study = served_study
     with sqlite3.connect(study / "study.sqlite") as db:  # a study made before the cleaning
         db.execute("UPDATE assignments SET left_caption = ?", (f"A {RLO}live{PDI} cat.",))
+        db.execute("UPDATE raters SET label = ?", (f"mturk:{RLO}A1B2",))  # from a crowd CSV
     token = store.raters()[0].token
     body = httpx.get(f"{base}/api/r/{token}/next").json()
     assert body["assignment"]["left"] == "A live cat."
     assert not [c for c in BIDI if c in json.dumps(body, ensure_ascii=False)]
+    admin = httpx.get(f"{base}/api/admin/progress", headers={"Authorization": "Bearer key"})
+    assert admin.status_code == 200 and admin.json()["raters"][0]["label"] == "mturk:A1B2"
 
 
 def test_study_server_serves_only_image_files(served_study):

@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
 from factcap.study.store import MAX_ID, StudyStore  # noqa: E402
-from factcap.text.sanitize import display_text  # noqa: E402
+from factcap.text.sanitize import display_safe, display_text  # noqa: E402
 
 __all__ = ["create_app", "is_loopback", "run"]
 
@@ -322,7 +322,7 @@ def create_app(study_dir: Path, api_key: str | None) -> FastAPI:
 
     @app.get("/api/admin/progress", dependencies=[Depends(authorize)])
     def admin_progress() -> dict[str, Any]:
-        raters = store.progress_all()
+        raters = display_safe(store.progress_all())  # crowd ids come from CSV files
         return {
             "raters": raters,
             "done": sum(r["done"] for r in raters),
