@@ -502,7 +502,7 @@ def test_tiny_run_over_photos_and_odd_images(browser, tmp_path):
     assert ok_cards.locator("img.thumb").count() == len(records) - len(errors)
     assert ok_cards.locator("dd.caption").count() == 2 * (len(records) - len(errors))
     assert page.locator("article.card.error .no-image").first.text_content() == (
-        "image not shown: it does not decode (the error below says why)"
+        f"image not shown: it does not decode ({errors[0].error.type}: the error below says why)"
     )
     page.check("#f-errors")
     assert len(_visible_ids(page)) == len(errors)
@@ -624,3 +624,73 @@ def test_region_boxes_show_their_caption_on_hover(region_report, browser):
     assert "active" in card.locator(".region-box[data-region='r1']").get_attribute("class")
     assert problems == []
     page.close()
+
+
+# ---- 3D assets and the study's numbers -------------------------------------------------------
+
+
+def test_a_failed_asset_shows_its_own_error_and_proposals_name_their_view(tmp_path):
+    (tmp_path / "broken.glb").write_bytes(b"glTF not really")
+    failed = _error("bad", str(tmp_path / "broken.glb"), "CorruptAsset", "cannot be read")
+    failed.update(kind="asset", views=[], asset={})
+    foreign = _error("other", str(tmp_path / "broken.glb"), "CorruptAsset", "cannot be read")
+    views = [
+        {"index": 0, "azimuth": 0.0, "elevation": 20.0},
+        {"index": 1, "azimuth": 90.0, "elevation": 22.5},
+    ]
+    asset = _record(
+        "cube",
+        str(tmp_path / "cube.glb"),
+        _photo("astronaut.jpg"),
+        [("tiny:blip", "A red cube."), ("tiny:blip", "A cube from the side."), ("llm", "A cube.")],
+        [],
+        {"detailed": "A red cube."},
+    )
+    asset.update(kind="asset", views=views, asset={"format": "glb"})
+    asset["proposals"][0]["view"], asset["proposals"][1]["view"] = 0, 1
+    results = tmp_path / "assets.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in (failed, foreign, asset)))
+    out, _ = write_report(results, None, tmp_path / "assets.html")
+    items = {it["id"]: it for it in _data(out.read_text(encoding="utf-8"))["items"]}
+    for rid in ("bad", "other"):  # with its media kind, or only a .glb source (another tool)
+        problem = items[rid]["thumb_problem"]
+        assert "CorruptAsset" in problem and "UnsupportedFormat" not in problem, problem
+        assert items[rid]["error"]["type"] == "CorruptAsset"
+    assert [p["model"] for p in items["cube"]["proposals"]] == [
+        "tiny:blip · view 0 (azimuth 0°, elevation 20°)",
+        "tiny:blip · view 1 (azimuth 90°, elevation 22.5°)",
+        "llm",
+    ]
+
+
+def test_a_study_number_that_is_not_a_number_reads_n_a_in_the_report_as_in_the_cli():
+    from factcap.report.html import study_section
+    from factcap.study.results import table
+
+    nan = float("nan")
+    results = {
+        "study": "s",
+        "votes": {"used": 2, "total": 2, "gold": 0},
+        "pairs": [
+            {
+                "a": "A",
+                "b": "B",
+                "items": 1,
+                "votes": 2,
+                "win_rate": 0.5,
+                "tie_rate": nan,
+                "loss_rate": 0.5,
+                "ci95": {k: [nan, nan] for k in ("win_rate", "tie_rate", "loss_rate")},
+            }
+        ],
+        "bradley_terry": {"normalisation": "mean log-strength 0", "strengths": {"A": nan}},
+        "agreement": {"krippendorff_alpha": nan, "units": 0},
+        "gold_threshold": 0.8,
+        "raters": [],
+        "raters_excluded": [],
+    }
+    page, terminal = study_section(results), table(results)
+    assert "Krippendorff's alpha (nominal): n/a over 0" in page
+    assert "Krippendorff's alpha (nominal) = n/a over 0" in terminal
+    assert "0.500 [n/a, n/a]" in page and "A n/a" in page
+    assert "nan" not in page.lower().replace("normalisation", "")

@@ -47,6 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from factcap.assets.spec import asset_type
 from factcap.engine.records import ImageFinder, RecordFile, read_score_rows
 from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
@@ -177,12 +178,20 @@ def write_report(
     return out_path, stats
 
 
-def _rate(value: Any, ci: Any) -> str:
-    def f(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+def format_number(value: Any, digits: int = 3) -> str:
+    """A number as the report and ``factcap study results`` show it: ``digits`` decimals, and
+    ``n/a`` for what is not a finite number (NaN, infinity, None, text).
 
+    >>> format_number(0.25), format_number(float("nan")), format_number(None), format_number(2, 1)
+    ('0.250', 'n/a', 'n/a', '2.0')
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return f"{value:.{digits}f}" if ok else "n/a"
+
+
+def _rate(value: Any, ci: Any) -> str:
     low, high = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    return f"{f(value)} [{f(low)}, {f(high)}]"
+    return f"{format_number(value)} [{format_number(low)}, {format_number(high)}]"
 
 
 def study_section(study: dict[str, Any]) -> str:
@@ -216,17 +225,15 @@ def study_section(study: dict[str, Any]) -> str:
     bt = study.get("bradley_terry")
     if bt:
         strengths = ", ".join(
-            f"{esc(str(s))} {v:.3f}"
-            for s, v in sorted(bt["strengths"].items(), key=lambda kv: -(kv[1] or 0))
-            if isinstance(v, (int, float))
+            f"{esc(str(s))} {format_number(v)}"
+            for s, v in sorted(bt["strengths"].items(), key=lambda kv: -(_finite(kv[1]) or 0))
         )
         parts.append(f"<p>Bradley–Terry strength ({esc(bt['normalisation'])}): {strengths}</p>")
     agreement = study.get("agreement") or {}
     alpha = agreement.get("krippendorff_alpha")
     if agreement:
-        shown = f"{alpha:.3f}" if isinstance(alpha, (int, float)) else "n/a"
         parts.append(
-            f"<p>Krippendorff's alpha (nominal): {shown} over {agreement.get('units', 0)} "
+            f"<p>Krippendorff's alpha (nominal): {format_number(alpha)} over {agreement.get('units', 0)} "
             "items × pairs with 2+ votes</p>"
         )
     if study.get("raters_excluded"):
@@ -399,13 +406,19 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         size = _size(row.get("image_size"))
         box_space = (size[0] * len(asset_views), size[1]) if size else None
         _asset_boxes(views, size[0] if size else 0.0)
+    elif _is_asset(row, source):  # a 3D asset without views: its file is no image to decode
+        thumb, box_space, problem = None, None, "the 3D asset's views were not rendered"
+        if error:
+            problem += f" ({error.get('type', 'Error')}: the error below says why)"
+        for view in views:
+            view.pop("_views")
     else:
         thumb, decoded_size, problem = thumbs.get(source)
         box_space = _size(row.get("image_size")) or decoded_size
         for view in views:
             view.pop("_views")
-    if error and problem and str(error.get("message")) in problem:
-        problem = "it does not decode (the error below says why)"
+        if error and problem and str(error.get("message")) in problem:
+            problem = f"it does not decode ({error.get('type', 'Error')}: the error below says why)"
     captions = row.get("captions") if isinstance(row.get("captions"), dict) else {}
     return {
         "id": str(row.get("id", index)),
@@ -422,7 +435,10 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         "box_space": list(box_space) if box_space else None,
         "captions": [[str(k), str(v)] for k, v in captions.items() if v is not None],
         "proposals": [
-            {"model": _proposal_label(p), "segments": _segments(str(p.get("text", "")), views)}
+            {
+                "model": _proposal_label(p, asset_views),
+                "segments": _segments(str(p.get("text", "")), views),
+            }
             for p in row.get("proposals") or []
             if isinstance(p, dict)
         ],
@@ -512,9 +528,36 @@ def _claim(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _proposal_label(p: dict[str, Any]) -> str:
-    """A proposal's model, with its ranking score and whether it was kept when ranked."""
+def _is_asset(row: dict[str, Any], source: str) -> bool:
+    """Whether a record is of a 3D asset: its media kind (``media.kind``, or ``kind`` in
+    records of 8d96429 and older), else its source's file ending."""
+    media = row.get("media")
+    kind = media.get("kind") if isinstance(media, dict) else row.get("kind")
+    return kind == "asset" or (kind in (None, "") and asset_type(source) is not None)
+
+
+def _proposal_label(p: dict[str, Any], views: Any = None) -> str:
+    """A proposal's model, with the view of an asset it describes (and that view's azimuth
+    and elevation from the record's ``views``), its ranking score and whether it was kept
+    when ranked.
+
+    >>> _proposal_label({"model": "blip", "view": 2},
+    ...                 [{"index": 2, "azimuth": 90.0, "elevation": 20.0}])
+    'blip · view 2 (azimuth 90°, elevation 20°)'
+    """
     label = str(p.get("model", ""))
+    view = p.get("view")
+    if isinstance(view, int) and not isinstance(view, bool):
+        label += f" · view {view}"
+        known = [v for v in views if isinstance(v, dict)] if isinstance(views, list) else []
+        match = next((v for v in known if v.get("index") == view), None)
+        angles = [
+            f"{name} {_finite(match.get(name)):g}°"
+            for name in ("azimuth", "elevation")
+            if match is not None and _finite(match.get(name)) is not None
+        ]
+        if angles:
+            label += f" ({', '.join(angles)})"
     score = _finite(p.get("score"))
     if score is not None:
         label += f" · score {score:.3f}"
