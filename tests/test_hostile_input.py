@@ -202,10 +202,11 @@ def test_gbc_img_path_is_relative_to_the_output_folder(tmp_path):
 # --- export: 3D assets --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def asset_results(tmp_path) -> Path:
+@pytest.fixture(params=["media", "fields"])
+def asset_results(tmp_path, request) -> Path:
     """A photo, a 3D asset whose two views were saved (``--save-views``), and one whose views
-    were not; the meshes are files next to the results."""
+    were not; the meshes are files next to the results. Records as factcap writes them now
+    (``media``) and as 8d96429 wrote them (``kind``, ``views``, ``asset``)."""
     run = tmp_path / "run"
     (run / "views" / "a1").mkdir(parents=True)
     shutil.copy(PHOTO, run / "chelsea.jpg")
@@ -217,13 +218,18 @@ def asset_results(tmp_path) -> Path:
         views.append(
             {"index": k, "azimuth": 180.0 * k, "elevation": 20.0, "file": f"views/a1/view-{k}.png"}
         )
-    asset = {"format": "glb", "faces": 12, "vertices": 8}
+    facts = {"format": "glb", "faces": 12, "vertices": 8}
+
+    def media(views: list[dict]) -> dict:
+        if request.param == "fields":
+            return {"kind": "asset", "views": views, "asset": facts}
+        return {"media": {"kind": "asset", "views": views, "facts": facts}}
+
     rows = [
         _row("p1", "chelsea.jpg", image_size=list(Image.open(PHOTO).size)),
-        _row("a1", "chair.glb", "A red chair.", kind="asset", views=views, asset=asset,
-             image_size=[64, 48]),
-        _row("a2", "lamp.obj", "A lamp.", kind="asset", asset=asset, image_size=[64, 48],
-             views=[{"index": 0, "azimuth": 0.0, "elevation": 20.0}]),
+        _row("a1", "chair.glb", "A red chair.", image_size=[64, 48], **media(views)),
+        _row("a2", "lamp.obj", "A lamp.", image_size=[64, 48],
+             **media([{"index": 0, "azimuth": 0.0, "elevation": 20.0}])),
     ]  # fmt: skip
     return _write(run / "out.jsonl", rows)
 

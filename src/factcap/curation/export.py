@@ -54,11 +54,11 @@ Only images leave: where the image is placed or embedded, its file must decode a
 (:func:`factcap.images.decode`, default limits) and the bytes that decoded are what is copied
 or embedded; a record naming any other file (a results file from elsewhere may name
 ``/etc/passwd``) is left out and counted, with its path and the error's kind, never its
-content. A 3D asset (``"kind": "asset"``) is exported as its rendered views (``views[k]
-["file"]``, saved by ``factcap caption --save-views``): one item per view, id
-``<id>-view-<k>``, placed as ``<asset stem>-view-<k>.png``, with the asset's captions and
-``source``, in every format; an asset without saved views is left out and counted. Its mesh
-file is never exported.
+content. A record of several views (a 3D asset: :class:`~factcap.schema.Media`) is exported
+as its rendered views (each view's ``file``, saved by ``factcap caption --save-views``): one
+item per view, id ``<id>-view-<k>``, placed as ``<asset stem>-view-<k>.png``, with the
+record's captions and ``source``, in every format; one whose views were not saved is left out
+and counted. The asset's own file (its mesh) is never exported.
 
 Nothing is overwritten without ``overwrite``, and an existing folder only when it is empty
 or an earlier export (it holds ``.factcap-export.json``, which every exported folder gets).
