@@ -170,6 +170,22 @@ def test_no_import_cycles():
     assert _cycle(top_level) is None, f"modules import each other: {_cycle(top_level)}"
 
 
+def test_the_executors_and_the_service_name_no_stage_and_no_media_kind():
+    """engine/ and serve/ run the stage list and the media registry; they import no stage
+    module and no media kind module (so a new stage or kind touches neither)."""
+    from factcap.media import MEDIA_MODULES
+    from factcap.pipeline.plan import STAGE_MODULES
+
+    named = set(STAGE_MODULES) | set(MEDIA_MODULES)
+    wrong = [
+        f"{source} imports {target}"
+        for source, target, _ in _edges()
+        if _part(source) in ("engine", "serve") and target in named
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert "factcap.pipeline.judge" in STAGE_MODULES  # the check looks at real names
+
+
 def test_the_checks_can_fail(tmp_path):
     """The cycle finder finds a cycle; the layer table would flag a metric reaching into the
     pipeline."""

@@ -207,6 +207,7 @@ def test_adding_a_style_a_stage_and_a_sink_touches_the_files_architecture_md_say
     """ARCHITECTURE.md's counts, checked against where the tables are."""
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     from factcap.engine.sinks import SINKS
+    from factcap.media import MEDIA_MODULES
     from factcap.pipeline.plan import STAGE_MODULES
     from factcap.prompts.style import shipped_styles
 
@@ -214,10 +215,12 @@ def test_adding_a_style_a_stage_and_a_sink_touches_the_files_architecture_md_say
     assert sorted(p.stem for p in styles.glob("*.txt")) == sorted(shipped_styles())
     assert all(m.startswith("factcap.pipeline.") for m in STAGE_MODULES)
     assert set(SINKS) == {"jsonl", "parquet", "webdataset"}
+    assert all(m.startswith("factcap.media.") for m in MEDIA_MODULES)
     for needle in (
         "| caption style | 1 |",
         "| pipeline stage | 2 |",
         "| output format (sink) | 2 |",
+        "| media kind | 2 |",
     ):
         assert needle in text, needle
 
@@ -296,3 +299,89 @@ def test_a_new_sink_is_one_class_and_its_reader(tmp_path, monkeypatch):
     assert result.written == result.ok == 2
     back = list(records.read_records(out))
     assert [r["captions"]["detailed"] for r in back] == ["A grey cat sits on a sofa."] * 2
+
+
+FRAMES_MODULE = '''
+"""An example media kind: a ``.frames`` file lists image files (one per line, relative to
+it): one item, whose views are those frames."""
+from pathlib import Path
+
+from factcap.errors import ImageError
+from factcap.images import decode
+from factcap.media import Loaded, Loader, MediaKind, View
+from factcap.schema import Media
+
+
+class FramesLoader(Loader):
+    def __init__(self, config):
+        self.limits = config.limits.decode_limits()
+
+    def result(self, item):
+        listing = Path(item.source)
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        if not names:
+            raise ImageError("EmptyFrames", f"{listing} lists no frames")
+        files = [str(listing.parent / name) for name in names]
+        views = [View(decode(f, self.limits).image, i) for i, f in enumerate(files)]
+        listed = [{"index": i, "file": f} for i, f in enumerate(files)]
+        return Loaded(views, Media(KIND.name, listed, {"frames": len(files)}))
+
+
+class FramesKind(MediaKind):
+    name = "frames"
+    label = "frame folder"
+    formats = ("frames",)
+    names_views = True
+
+    def loader(self, config, in_process=False):
+        return FramesLoader(config)
+
+
+KIND = FramesKind()
+'''
+
+
+def test_a_new_media_kind_is_one_module_and_one_line(tmp_path, monkeypatch):
+    """A toy media kind (a list of frames as one item) the way ARCHITECTURE.md says: its
+    module and its line in MEDIA_MODULES; then caption, evaluate and report handle it."""
+    import shutil
+
+    from factcap import media
+    from factcap.cli import main
+    from factcap.engine.job import CaptionJob, JobSpec
+    from factcap.engine.records import read_records
+
+    (tmp_path / "frames_kind.py").write_text(FRAMES_MODULE)  # the one new module
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(media, "MEDIA_MODULES", (*media.MEDIA_MODULES, "frames_kind"))  # line
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i, path in enumerate(example_paths()[:3]):
+        shutil.copy(path, clip / f"f{i}.jpg")
+    (clip / "shot.frames").write_text("f0.jpg\nf1.jpg\nf2.jpg\n")
+    (clip / "empty.frames").write_text("\n")
+    config = load_config(preset="tiny", overrides={"ocr": None})
+    out = tmp_path / "out.jsonl"
+    inputs = [str(clip), str(example_paths()[3])]  # the folder: its .frames files are found
+    CaptionJob(JobSpec(inputs=inputs, output=out), config).run(scripted_pipeline(config))
+    rows = {Path(r["source"]).name: r for r in read_records(out)}
+    assert set(rows) == {"shot.frames", "empty.frames", "f0.jpg", "f1.jpg", "f2.jpg", "coffee.jpg"}
+    shot = rows["shot.frames"]
+    assert shot["status"] == "ok" and shot["media"]["kind"] == "frames"
+    assert [v["index"] for v in shot["media"]["views"]] == [0, 1, 2]
+    assert shot["media"]["facts"] == {"frames": 3}
+    assert {p["view"] for p in shot["proposals"]} == {0, 1, 2}  # each captioner, each frame
+    [cat] = shot["claims"]
+    assert {b["view"] for b in cat["evidence"]["detector_boxes"]} == {0, 1, 2}
+    assert cat["evidence"]["found_on_views"] == [0, 1, 2] and shot["captions"]["detailed"]
+    assert rows["empty.frames"]["error"]["type"] == "EmptyFrames"
+    assert "media" not in rows["coffee.jpg"]  # photos as before
+
+    scores = tmp_path / "scores.jsonl"
+    assert main(["evaluate", str(out), "-o", str(scores), "--metrics", "clip_score"]) == 0
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in scores.read_text().splitlines()}
+    assert by_id[shot["id"]]["metrics"]["clip_score"] is not None  # scored on its frames
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(out), "-o", str(report)]) == 0
+    assert "its views were not saved" not in report.read_text()  # a strip of its three frames

@@ -117,10 +117,9 @@ class AssetKind(MediaKind):
         self, source: str, media: Media, limits: Any, view_size: int | None
     ) -> list[Any]:
         """The saved view files, else the views rendered again from the asset with the
-        record's angles at ``view_size`` pixels."""
-        files = [v.get("file") for v in media.views]
-        if files and all(isinstance(f, str) for f in files):
-            return super().metric_images_of(files, limits)
+        record's angles at ``view_size`` pixels (512 when the record has no size)."""
+        if media.views and all(isinstance(v.get("file"), str) for v in media.views):
+            return super().metric_images(source, media, limits, view_size)
         from factcap.assets.pool import render_asset
         from factcap.assets.spec import ViewSettings, ViewSpec
 

@@ -92,14 +92,13 @@ class MediaKind:
     def metric_images(
         self, source: str, media: Media, limits: Any, view_size: int | None
     ) -> list[Any]:
-        """The images the metrics look at for a record of this kind: its source file decoded
-        with ``limits`` (a :class:`~factcap.images.DecodeLimits`); raises ImageError.
-        ``view_size`` is the record's image width, for a kind that renders its views again."""
-        return self.metric_images_of([source], limits)
-
-    @staticmethod
-    def metric_images_of(files: Sequence[str], limits: Any) -> list[Any]:
-        """``files`` decoded with ``limits``; raises ImageError for the first that fails."""
+        """The images the metrics look at for a record of this kind: the files its views
+        were saved to when it lists them all, else its source file; decoded with ``limits``
+        (a :class:`~factcap.images.DecodeLimits`); raises ImageError. ``view_size`` is the
+        record's image width, for a kind that makes its views again."""
         from factcap.images import decode
 
+        files = [v.get("file") for v in media.views]
+        if not (files and all(isinstance(f, str) for f in files)):
+            files = [source]
         return [decode(f, limits).image for f in files]
