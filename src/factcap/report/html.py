@@ -233,8 +233,8 @@ def study_section(study: dict[str, Any]) -> str:
     alpha = agreement.get("krippendorff_alpha")
     if agreement:
         parts.append(
-            f"<p>Krippendorff's alpha (nominal): {format_number(alpha)} over {agreement.get('units', 0)} "
-            "items × pairs with 2+ votes</p>"
+            f"<p>Krippendorff's alpha (nominal): {format_number(alpha)} over "
+            f"{agreement.get('units', 0)} items × pairs with 2+ votes</p>"
         )
     if study.get("raters_excluded"):
         names = ", ".join(esc(str(r)) for r in study["raters_excluded"])
