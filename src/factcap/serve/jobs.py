@@ -57,6 +57,8 @@ def resolve_inside(root: Path, name: str) -> Path:
     base = root.resolve(strict=True)
     target = (base / decoded).resolve()  # an absolute ``decoded`` replaces ``base``
     if not target.is_relative_to(base):
+        if Path(os.path.normpath(base / decoded)).is_relative_to(base):
+            raise PathRefused(f"{name!r} leads out of the data root through a symbolic link")
         raise PathRefused(f"{name!r} is outside the data root")
     if not target.exists():
         raise NotFound(f"{name!r} does not exist under the data root")
@@ -197,13 +199,42 @@ class Jobs:
         return job
 
     def _inside_root(self, item: InputItem) -> InputItem:
-        """Refuse an item whose file is outside the data root (a manifest may name one)."""
+        """Refuse an item whose file is outside the data root: a symbolic link inside it that
+        leads out, or a path that a manifest or a dataset's path column names."""
         if item.image is None and item.data is None and not item.problem:
-            real = Path(item.source).resolve()
-            if not real.is_relative_to(self.root.resolve()):
-                item.problem = "the manifest names a file outside the data root"
-                item.kind = "Forbidden"
+            root = self.root.resolve()
+            if not Path(item.source).resolve().is_relative_to(root):
+                item.problem, item.kind = self.outside_root(item.source), "Forbidden"
         return item
+
+    def outside_root(self, source: str) -> str:
+        """Why the file ``source``, which resolves outside the data root, was not opened, in
+        words that name no server path: it leads out through a symbolic link under the data
+        root, or a manifest's line (or a Parquet / CSV path column) names a path elsewhere.
+
+        Example:
+            >>> import tempfile
+            >>> root = Path(tempfile.mkdtemp())
+            >>> (root / "cat.png").symlink_to("/etc/hostname")
+            >>> jobs = Jobs(None, root, root / "jobs")
+            >>> jobs.outside_root(str(root / "cat.png"))
+            'cat.png leads out of the data root through a symbolic link: it was not opened'
+            >>> print(jobs.outside_root("/etc/hostname"))  # doctest: +NORMALIZE_WHITESPACE
+            a manifest or dataset column names a path outside the data root (hostname): it was
+            not opened
+        """
+        named = Path(os.path.abspath(source))  # as written: symbolic links not followed
+        for base in (self.root.resolve(), self.root.absolute()):
+            if named.is_relative_to(base):
+                inside = named.relative_to(base).as_posix()
+                return (
+                    f"{inside} leads out of the data root through a symbolic link: "
+                    "it was not opened"
+                )
+        return (
+            f"a manifest or dataset column names a path outside the data root ({named.name}): "
+            "it was not opened"
+        )
 
     def _relative(self, record: Record) -> None:
         """Name the record's image relative to the data root; no server path in messages."""
