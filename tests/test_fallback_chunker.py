@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from factcap.pipeline.parsing import fallback_claims
 from factcap.schema import Claim
+from factcap.text.chunk import ADJECTIVES, CLOSED_CLASS, VERB_FORMS, chunks, noun_phrases, tag
 
 Expected = tuple[str, list[str], dict[str, int]]
 
@@ -35,9 +38,7 @@ def score(caption: str, subjects: list[str], counts: dict[str, int]) -> dict[str
     ]
     wrong = [s for s in objects if not any(_ok(s, e) for e in subjects)]
     wrong += [
-        f"{s}×{k}"
-        for s, k in counted
-        if not any(_ok(s, e) and n == k for e, n in counts.items())
+        f"{s}×{k}" for s, k in counted if not any(_ok(s, e) and n == k for e, n in counts.items())
     ]
     dupes = [k for k, n in Counter((c.kind, c.subject) for c in claims).items() if n > 1]
     return {"misses": misses, "wrong": wrong, "dupes": dupes}
@@ -157,7 +158,11 @@ HELD_OUT_2: list[Expected] = [
     ("a crowd of fans cheers at a concert", ["fan", "concert"], {}),
     ("the man wears a hat and a blue tie", ["man", "hat", "blue tie"], {}),
     ("a little dog barks at a mail carrier", ["little dog", "mail carrier"], {}),
-    ("bread, cheese and grapes on a picnic blanket", ["bread", "cheese", "grape", "picnic blanket"], {}),
+    (
+        "bread, cheese and grapes on a picnic blanket",
+        ["bread", "cheese", "grape", "picnic blanket"],
+        {},
+    ),
     ("a lifeguard watches swimmers from a tall chair", ["lifeguard", "swimmer", "tall chair"], {}),
     ("three puppies nap in a wicker basket", ["puppy", "wicker basket"], {"puppy": 3}),
     ("a man fixes a flat tire on the side of the road", ["man", "flat tire", "road"], {}),
@@ -375,3 +380,114 @@ def test_table(caption, subjects, counts):
 def test_the_table_is_large_and_has_no_held_out_caption():
     assert len(TABLE) >= 60
     assert not {c for c, *_ in TABLE} & {c for c, *_ in HELD_OUT}
+
+
+# --- invariants -------------------------------------------------------------------------------
+
+#: Words of every class, shuffled into word salad: whatever the order, no subject may be made of
+#: a closed-class word, and no head may be an adjective or a verb form.
+_VOCABULARY = sorted(
+    {"the", "a", "two", "three", "several", "no", "his", "their", "it", "they", "someone"}
+    | {"on", "past", "of", "with", "near", "to", "without", "and", "or", "while", "is", "are"}
+    | {"can", "very", "together", "nearby", "that", "which", "'s", ",", "."}
+    | {"red", "big", "wooden", "sleeping", "parked", "sliced", "happy", "left", "front"}
+    | {"sit", "sits", "sat", "eat", "eats", "holds", "holding", "ran", "run", "graze", "sleeps"}
+    | {"dog", "dogs", "sheep", "cacti", "women", "man", "signs", "waves", "light", "stand"}
+    | {"photo", "group", "top", "painting", "building", "fries", "boxes", "people"}
+)
+_VERB_ONLY = {w for w, (_, kind) in VERB_FORMS.items() if kind in ("past", "ing", "ed")}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_VOCABULARY), max_size=14))
+def test_no_subject_is_a_closed_class_word_an_adjective_or_a_verb_form(words):
+    for subject, _ in noun_phrases(" ".join(words)):
+        assert subject and not set(subject.split()) & CLOSED_CLASS, (words, subject)
+        head = subject.split()[-1]
+        assert head not in ADJECTIVES, (words, subject)
+        assert head not in _VERB_ONLY or head in ("painting", "building"), (words, subject)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sheep graze near some benches",
+        "wolves run past churches",
+        "they sit together while it rains",
+        "the man is very happy and quite tall",
+        "two of them are there, next to it",
+        "someone is holding something",
+    ],
+)
+def test_no_closed_class_subject_in_prose(text):
+    for subject, count in noun_phrases(text):
+        assert not set(subject.split()) & CLOSED_CLASS, subject
+        assert count is None or count > 0
+
+
+def test_one_count_claim_per_subject_across_proposals():
+    claims = fallback_claims(["two ties on a rack", "Two ties hang.", "two ties and a rack"])
+    assert [(c.subject, c.count) for c in claims if c.kind == "count"] == [("tie", 2)]
+    assert [c.subject for c in claims if c.kind == "object"] == ["tie", "rack"]
+
+
+def test_disagreeing_counts_give_the_most_common_one_then_the_first():
+    def counts(proposals: list[str]) -> list[int | None]:
+        return [c.count for c in fallback_claims(proposals) if c.kind == "count"]
+
+    assert counts(["2 cats", "three cats", "3 cats"]) == [3]
+    assert counts(["four dogs", "two dogs"]) == [4]
+    assert counts(["one cat", "a cat"]) == []  # a count of one is the object claim
+
+
+def test_max_claims_keeps_objects_first():
+    claims = fallback_claims(["two dogs, three cats and four birds"], max_claims=3)
+    assert [(c.kind, c.subject) for c in claims] == [
+        ("object", "dog"),
+        ("object", "cat"),
+        ("object", "bird"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "skipped"),
+    [
+        ("a photo of a dog", [("photo", "picture"), ("dog", "")]),
+        ("a herd of cows", [("herd", "amount"), ("cow", "")]),
+        ("in front of a house", [("front", "relational"), ("house", "")]),
+        ("a tank top on a chair", [("tank top", ""), ("chair", "")]),
+        (
+            "no cars without a driver or lights",
+            [("car", "negated"), ("driver", "negated"), ("light", "negated")],
+        ),
+        (
+            "the sky is clear and the grass looks verdant",
+            [("sky", ""), ("grass", ""), ("verdant", "predicate")],
+        ),
+        ("there is water on the floor", [("water", ""), ("floor", "")]),
+    ],
+)
+def test_phrases_that_name_no_object_are_skipped_with_the_reason(text, skipped):
+    assert [(p.subject, p.skip) for p in chunks(text)] == skipped
+
+
+def test_tags_of_a_caption():
+    assert tag("Two women hold cacti past the building's door.") == [
+        ("two", "NUM"),
+        ("women", "NOUN"),
+        ("hold", "VERB"),
+        ("cacti", "NOUN"),
+        ("past", "PREP"),
+        ("the", "DET"),
+        ("building", "NOUN"),
+        ("'s", "POSS"),
+        ("door", "NOUN"),
+        (".", "PUNCT"),
+    ]
+
+
+def test_odd_text_gives_no_or_plain_subjects():
+    assert noun_phrases("") == []
+    assert noun_phrases("!!! ??? ...") == []
+    assert noun_phrases("²³ ½ and 123456789 of") == []
+    assert noun_phrases("Café crème on a tablé") == [("café crème", None), ("tablé", None)]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from factcap.pipeline.parsing import clean_caption, fallback_claims, parse_claims, to_claims
 from factcap.schema import CLAIM_KINDS, VERDICTS
-from factcap.text.english import noun_phrases
+from factcap.text.chunk import noun_phrases
 from factcap.text.jsonrepair import ParseError
 
 GOOD = [

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from factcap.pipeline.parsing import fallback_claims
-from factcap.text.english import head_phrase, noun_phrases, plural, singular
+from factcap.text.chunk import head_phrase, noun_phrases
+from factcap.text.english import plural, singular
 
 # (plural, singular): regular and irregular nouns, each spelling rule at least once
 PAIRS = [

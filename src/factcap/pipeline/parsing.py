@@ -5,7 +5,7 @@ single quotes, trailing commas, a list cut off mid-way); :func:`to_claims` keeps
 well-formed claims, and :func:`parse_claims` raises :class:`~factcap.text.jsonrepair.ParseError`
 when none is left. When that fails even after one repair retry, the pipeline falls back to
 :func:`fallback_claims`: object (and count) claims from the noun phrases of the proposals
-(:func:`factcap.text.english.noun_phrases`).
+(:func:`factcap.text.chunk.noun_phrases`).
 
 >>> [c.subject for c in parse_claims("Sure! ```json\\n[{'kind': 'object', 'text': 'a dog'},]```")]
 ['dog']
@@ -22,15 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from factcap.schema import CLAIM_KINDS, Claim
-from factcap.text.english import (
-    NUMBER_WORDS,
-    clean_text,
-    content_words,
-    head_phrase,
-    noun_phrases,
-    plural,
-    singular,
-)
+from factcap.text.chunk import head_phrase, noun_phrases
+from factcap.text.english import NUMBER_WORDS, clean_text, plural
 from factcap.text.jsonrepair import ParseError, fenced, json_values
 
 # What the claim-extraction answer should look like, for LLMs that can be held to a JSON
@@ -176,32 +169,41 @@ def parse_claims(answer: str, max_claims: int = 32) -> list[Claim]:
 
 
 def fallback_claims(proposals: Sequence[str], max_claims: int = 32) -> list[Claim]:
-    """Object claims (and count claims for number words) from the proposals' noun phrases.
+    """Object claims, then count claims, from the noun phrases of the proposals.
 
     The documented fallback when the LLM's answer cannot be parsed even after one repair
-    retry. Proposals in which the chunker finds no determiner-led phrase (terse or broken
-    text) contribute their content words as single-word objects instead.
+    retry; the phrases are :func:`factcap.text.chunk.noun_phrases`' (no preposition, pronoun,
+    number word or lone adjective is ever a subject). One object claim per subject, and one
+    count claim per subject that some proposal counts above one: when proposals disagree, the
+    count most of them give (the first of those tied).
+
+    >>> [(c.subject, c.count) for c in fallback_claims(["two ties", "Two ties hang."])]
+    [('tie', None), ('tie', 2)]
+    >>> [c.count for c in fallback_claims(["2 cats", "3 cats", "three cats"]) if c.count]
+    [3]
     """
-    claims: list[Claim] = []
-    seen: set[str] = set()
-    counts: list[Claim] = []
+    objects: dict[str, Claim] = {}
+    counted: dict[str, list[int]] = {}
     for text in proposals:
-        phrases = noun_phrases(text) or [(singular(w), None) for w in content_words(text)]
-        for phrase, count in phrases:
-            if phrase not in seen:
-                seen.add(phrase)
-                claims.append(Claim(kind="object", text=f"There is a {phrase}.", subject=phrase))
+        for phrase, count in noun_phrases(text):
+            if phrase not in objects:
+                objects[phrase] = Claim(kind="object", text=f"There is a {phrase}.", subject=phrase)
             if count is not None and count > 1:
-                counts.append(
-                    Claim(
-                        kind="count",
-                        text=f"There are {count} {plural(phrase)}.",
-                        subject=phrase,
-                        question=f"Are there {count} {plural(phrase)} in the image?",
-                        count=count,
-                    )
-                )
-    return (claims + counts)[:max_claims]
+                counted.setdefault(phrase, []).append(count)
+    counts = []
+    for phrase, seen in counted.items():
+        count = max(seen, key=lambda n: (seen.count(n), -seen.index(n)))
+        many = plural(phrase)
+        counts.append(
+            Claim(
+                kind="count",
+                text=f"There are {count} {many}.",
+                subject=phrase,
+                question=f"Are there {count} {many} in the image?",
+                count=count,
+            )
+        )
+    return ([*objects.values()] + counts)[:max_claims]
 
 
 def clean_caption(answer: str) -> str:

@@ -1,8 +1,9 @@
 """English text handling shared by the pipeline and the metrics; no models, no torch.
 
-- :mod:`factcap.text.english` — the one ``singular`` / ``plural``, number words, the word
-  classes of the rule-based chunker (``noun_phrases``, ``head_phrase``, ``content_words``) and
-  ``clean_text``.
+- :mod:`factcap.text.english` — the one ``singular`` / ``plural``, number words,
+  ``content_words`` and ``clean_text``.
+- :mod:`factcap.text.chunk` — the rule-based tagger and noun-phrase chunker of the fallback
+  claims (``noun_phrases``, ``head_phrase``, ``chunks``, ``tag``).
 - :mod:`factcap.text.jsonrepair` — JSON recovered from untrusted LLM answers
   (``extract_json``, ``json_values``, ``ParseError``).
 - :mod:`factcap.text.synonyms` — synonyms from WordNet read offline, or CHAIR's COCO table.

@@ -1,4 +1,4 @@
-"""English without a model: the one singular and plural, number words, and a noun-phrase chunker.
+"""English without a model: the one singular and plural, number words, content words.
 
 **Number.** :func:`singular` and :func:`plural` are rule-based, with tables for what the rules
 get wrong. They are used wherever factcap compares or asks about objects: the pipeline's
@@ -23,9 +23,9 @@ rule extractor. Choices worth knowing:
 >>> [plural(w) for w in ["tie", "bus", "pony", "knife", "policeman", "sheep", "cup of tea"]]
 ['ties', 'buses', 'ponies', 'knives', 'policemen', 'sheep', 'cups of tea']
 
-**Chunker.** :func:`noun_phrases` finds determiner-led noun phrases ("two red cars" →
-``("red car", 2)``); :func:`content_words` lists the words that are neither function words
-nor common verbs. Both are rules over the word lists below, with no model.
+**Words.** :func:`content_words` lists the words that are neither function words nor common
+verbs, by the word lists below, with no model. Noun phrases (what the fallback claim
+extractor asks a detector for) are :mod:`factcap.text.chunk`'s.
 """
 
 from __future__ import annotations
@@ -280,12 +280,12 @@ NUMBER_WORDS: dict[str, int | None] = {
     "several": None,
     "single": 1,
 }
-#: Words that open a noun phrase for :func:`noun_phrases`: articles, demonstratives,
-#: possessives, quantifiers and the one-word number words.
+#: Articles, demonstratives, possessives, quantifiers and the one-word number words: no
+#: content words (:mod:`factcap.text.chunk` has the chunker's own, larger tables).
 DETERMINERS = frozenset(
     """a an the this that these those some its his her their my our another each every""".split()
 ) | frozenset(w for w in NUMBER_WORDS if " " not in w)
-#: Function words and picture words that end a noun phrase and are no content words.
+#: Function words and picture words: no content words.
 STOP_WORDS = frozenset(
     """is are was were be being been and or but with on in at of to from by for near next
     under over above below behind beside while that which who as it there has have into onto
@@ -312,51 +312,7 @@ def _ends_phrase(word: str) -> bool:
     )
 
 
-# --- noun phrases -----------------------------------------------------------------------------
-
-
-def noun_phrases(text: str) -> list[tuple[str, int | None]]:
-    """``(phrase, count)`` for each determiner-led phrase: "two red cars" → ("red car", 2).
-
-    A rule-based chunker with no model: the words after a determiner or number, up to the next
-    function word, singularised; ``count`` is set when a number word led the phrase.
-
-    >>> noun_phrases("Two ties hang on a rack.")
-    [('tie', 2), ('rack', None)]
-    """
-    words = _WORD.findall(text.lower())
-    phrases: list[tuple[str, int | None]] = []
-    i = 0
-    while i < len(words):
-        if words[i] in DETERMINERS:
-            count = NUMBER_WORDS.get(words[i])
-            j = i + 1
-            chunk: list[str] = []
-            while j < len(words) and not _ends_phrase(words[j]) and len(chunk) < 3:
-                chunk.append(words[j])
-                j += 1
-                if count and count > 1 and chunk[-1] != singular(chunk[-1]):
-                    break  # "two dogs play": the plural noun closes the phrase
-            if chunk:
-                chunk[-1] = singular(chunk[-1])
-                phrases.append((" ".join(chunk), count))
-            i = max(j, i + 1)
-        else:
-            i += 1
-    return phrases
-
-
-def head_phrase(text: str) -> str:
-    """The first noun phrase of a claim sentence, else its last content word (singular).
-
-    >>> head_phrase("The brown dogs are asleep."), head_phrase("Sleeping puppies")
-    ('brown dog', 'puppy')
-    """
-    phrases = noun_phrases(text)
-    if phrases:
-        return phrases[0][0]
-    words = content_words(text)
-    return singular(words[-1]) if words else ""
+# --- content words ----------------------------------------------------------------------------
 
 
 def content_words(text: str) -> list[str]:
