@@ -310,6 +310,8 @@ _IRREGULAR_VERBS: dict[str, tuple[str, str]] = {
     "shoot": ("", ""),
     "stroke": ("stroked", "stroked"),
 }
+#: Verbs whose past participle is their base form ("cut", "put").
+_SAME_PARTICIPLE = frozenset(base for base, (_, pp) in _IRREGULAR_VERBS.items() if pp == base)
 #: -ing words that are also nouns: a phrase's head when nothing nominal follows them.
 _ING_NOUNS = frozenset(
     """building painting ceiling clothing railing wedding evening morning king ring string
@@ -496,11 +498,16 @@ def _object_follows(after: _Token | None) -> bool:
 
 def _number(tokens: list[_Token], end: int) -> str | None:
     """The number of the noun phrase ending at ``end``: "sg!" when its determiner says singular,
-    "pl", "sg", or None when nothing tells (an unchanged noun, a phrase after "of")."""
+    "pl", "sg", "and" when it is the second of two joined by "and" ("a man and a woman"), or
+    None when nothing tells (an unchanged noun, a phrase after "of")."""
     start = end
     while start > 0 and tokens[start - 1].tag in ("NOUN", "ADJ", "MOD"):
         start -= 1
-    head = tokens[end].word
+    k = start - 1
+    if k >= 0 and tokens[k].tag in ("DET", "NUM"):
+        k -= 1
+    if k >= 1 and tokens[k].word in ("and", "&") and tokens[k - 1].tag == "NOUN":
+        return "and"
     before = tokens[start - 1] if start > 0 else None
     if before is not None:
         if before.tag == "NUM":
@@ -511,11 +518,7 @@ def _number(tokens: list[_Token], end: int) -> str | None:
             return "pl"
         if before.word == "of":
             return None
-        if before.word in ("and", "&") and start >= 2 and tokens[start - 2].tag == "NOUN":
-            return "pl"
-        if before.tag == "DET" and start >= 2 and tokens[start - 2].word in ("and", "&"):
-            return "pl" if start >= 3 and tokens[start - 3].tag == "NOUN" else _morph(head)
-    return _morph(head)
+    return _morph(tokens[end].word)
 
 
 def _morph(head: str) -> str | None:
@@ -532,6 +535,8 @@ def _after_noun(tokens: list[_Token], i: int, prev: int) -> str:
     if t.cls == "strict":
         return "VERB"
     if t.kind == "s" or (t.cls is None and _plural(t.word) and t.word not in _UNCHANGED):
+        if number == "and":  # "a man in a suit and tie *stands*": it agrees with the man
+            return "VERB" if t.cls == "verbal" or _object_follows(after) else "NOUN"
         if number == "pl":
             # "two orange *crosses*": the plural head of a phrase still open; after a plural
             # noun, a verb's -s form is a slip for its base ("dogs *runs*"), a noun's is a list
@@ -543,7 +548,7 @@ def _after_noun(tokens: list[_Token], i: int, prev: int) -> str:
             return "VERB"
         return "VERB" if _object_follows(after) else "NOUN"
     # a base form: a plural subject's verb, or the second noun of a compound ("fruit stand")
-    if number == "pl":
+    if number in ("pl", "and"):
         if t.cls:
             return "VERB"
         free = after is None or after.tag in ("DET", "NUM", "PREP", "ADV", "PUNCT", "CONJ")
@@ -552,6 +557,8 @@ def _after_noun(tokens: list[_Token], i: int, prev: int) -> str:
         return "VERB"
     if number is None and t.cls == "nominal":
         return "VERB" if _object_follows(after) or (after and after.tag == "PREP") else "NOUN"
+    if t.word in _SAME_PARTICIPLE and after is not None and after.tag == "PREP":
+        return "VERB"  # "a pizza *cut* into slices", not a compound
     return "NOUN"
 
 
