@@ -125,9 +125,16 @@ def test_one_forward_per_batch_whatever_the_query_count(detector, images):
         handle.remove()
 
 
-def test_deterministic(detector, images):
+def test_deterministic_across_calls_and_loads(detector, family, images):
+    """The same detections from a second call and from a second detector loaded from the same
+    checkpoint (no dropout left on, no weight initialised at load), order included."""
     queries = QUERIES[: len(images)]
-    assert detector.detect(images, queries) == detector.detect(images, queries)
+    first = detector.detect(images, queries)
+    assert all(first), "threshold 0 gives every image detections"
+    assert detector.detect(images, queries) == first
+    again = registry.build("detector", SPECS[family], **ZERO[family])
+    assert again.model is not detector.model
+    assert again.detect(images, queries) == first
 
 
 def test_boxes_match_raw_predictions_mapped_by_hand(detector, family, images):
@@ -319,14 +326,22 @@ def test_owl_batch_equals_one_image_at_a_time(images):
             assert a.box == pytest.approx(b.box, abs=1e-2)
 
 
-def test_default_thresholds_and_option_checks(family, images):
+def test_default_thresholds_and_option_checks(detector, family, images):
     det = registry.build("detector", SPECS[family])
     default = {"grounding_dino": 0.3, "owlv2": 0.1}[family]
     assert det.box_threshold == default
     if family == "grounding_dino":
         assert det.text_threshold == 0.25
-    for dets in det.detect(images, QUERIES[: len(images)]):
+    queries = QUERIES[: len(images)]
+    kept, everything = det.detect(images, queries), detector.detect(images, queries)
+    # random weights score boxes on both sides of the default: the threshold has work to do
+    assert sum(map(len, kept)) > 0
+    assert any(d.score <= default for dets in everything for d in dets)
+    for dets, all_dets in zip(kept, everything, strict=True):
         assert all(d.score > default for d in dets)
+        # exactly the boxes that score over the default, none lost, none added
+        above = {(d.box, d.score) for d in all_dets if d.score > default}
+        assert {(d.box, d.score) for d in dets} == above
     strict = registry.build("detector", SPECS[family], box_threshold=1.0)
     assert strict.detect(images, QUERIES[: len(images)]) == [[] for _ in images]
     with rejected(TypeError, "no_such_option"):
