@@ -363,6 +363,11 @@ TABLE: list[Expected] = [
     ("a baby elephant follows its mother", ["baby elephant", "mother"], {}),
     ("a clock tower stands above the town square", ["clock tower", "town square"], {}),
     ("a dog with a frisbee in its mouth", ["dog", "frisbee", "mouth"], {}),
+    # after "and"; participles like their base
+    ("a man in a suit and tie stands at a podium", ["man", "suit", "tie", "podium"], {}),
+    ("a man and a woman walk a dog", ["man", "woman", "dog"], {}),
+    ("salt and pepper shakers on a table", ["salt", "pepper shaker", "table"], {}),
+    ("a pizza cut into eight slices", ["pizza", "slice"], {"slice": 8}),
 ]
 
 
