@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from factcap.cli.common import FORMATTER, add_model_source, load_config
+from factcap.cli.common import FORMATTER, add_model_source, load_config, quiet_libraries
 
 EXAMPLES = """examples:
   factcap serve                                                # tiny preset on 127.0.0.1:8000
@@ -46,7 +46,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The handler: validate the options (one line and exit 2 on a mistake), then serve."""
+    """The handler: validate the options (one line and exit 2 on a mistake), then serve.
+    The service's log holds its requests, not the libraries' per-checkpoint loading bars."""
+    quiet_libraries()
     from factcap.serve.options import ServeOptions
 
     options = ServeOptions(

@@ -214,16 +214,54 @@ def run_create(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Rater links ``study serve`` prints at most (every one is in ``raters.csv`` and on /admin).
+LINKS_SHOWN = 20
+
+
+def served_links(store: Any, host: str, port: int, api_key: bool) -> list[str]:
+    """The lines ``study serve`` prints on start: the study's address, the admin page and
+    each rater's link (the first :data:`LINKS_SHOWN`). The API key itself is never printed.
+
+    >>> from types import SimpleNamespace as S
+    >>> store = S(dir="s1", raters=lambda: [S(label="r01", token="tok", external_id=None)])
+    >>> print("\\n".join(served_links(store, "0.0.0.0", 8300, api_key=True)))
+    factcap: serving study s1 on all addresses, port 8300, e.g. http://127.0.0.1:8300
+      admin: http://127.0.0.1:8300/admin?key=<your API key>
+      r01: http://127.0.0.1:8300/r/tok
+    """
+    wildcard = host in ("", "0.0.0.0", "::")
+    shown = "127.0.0.1" if wildcard else host
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    where = f"on all addresses, port {port}, e.g. {base}" if wildcard else f"at {base}"
+    lines = [
+        f"factcap: serving study {store.dir} {where}",
+        f"  admin: {base}/admin" + ("?key=<your API key>" if api_key else ""),
+    ]
+    raters = store.raters()
+    for rater in raters[:LINKS_SHOWN]:
+        who = rater.label + (f" ({rater.external_id})" if rater.external_id else "")
+        lines.append(f"  {who}: {base}/r/{rater.token}")
+    if len(raters) > LINKS_SHOWN:
+        lines.append(
+            f"  ... and {len(raters) - LINKS_SHOWN} more raters: every link is on the admin page"
+        )
+    return lines
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """The handler of ``study serve``."""
+    """The handler of ``study serve``: prints the admin and rater links, then serves."""
     from factcap.study.store import StudyStore
 
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be from 1 to 65535, not {args.port}")
-    StudyStore.open(args.study_dir)
+    store = StudyStore.open(args.study_dir)
     api_key = args.api_key or os.environ.get("FACTCAP_API_KEY") or None
+    from factcap.access import check_exposure
     from factcap.study.server import run
 
+    check_exposure(args.host, api_key)  # refused before any link is printed
+    for line in served_links(store, args.host, args.port, api_key is not None):
+        print(line, file=sys.stderr)
     run(args.study_dir, host=args.host, port=args.port, api_key=api_key)
     return 0
 
