@@ -496,3 +496,24 @@ def test_odd_text_gives_no_or_plain_subjects():
     assert noun_phrases("!!! ??? ...") == []
     assert noun_phrases("²³ ½ and 123456789 of") == []
     assert noun_phrases("Café crème on a tablé") == [("café crème", None), ("tablé", None)]
+
+
+def test_the_word_tables_agree_with_wordnet_where_it_is_installed():
+    """The chunker never reads WordNet (its claims must not depend on the machine), but where
+    WordNet is installed it checks the tables for slips: every verb a verb, every adjective an
+    adjective, every listed -ing / -ly / -ed noun a noun."""
+    from factcap.text import chunk
+    from factcap.text.synonyms import INSTALL_HINT, wordnet
+
+    wn = wordnet()
+    if wn is None:
+        pytest.skip(f"no WordNet on this machine ({INSTALL_HINT})")
+    verbs = [*chunk._STRICT, *chunk._VERBAL, *chunk._NOMINAL]
+    assert [v for v in verbs if not wn.has(v, "v")] == ["text"]  # newer than WordNet 3.0
+    colours = ["navy", "turquoise", "vintage", "polka"]  # nouns used as adjectives
+    assert [a for a in chunk._ADJECTIVE_BASES if not wn.has(a, "a")] == colours
+    nouns = [*chunk._ING_NOUNS, *chunk._LY_NOUNS, *chunk.QUANTITIES, *chunk._ED_WORDS]
+    assert sorted(n for n in nouns if not wn.has(n, "n") and not wn.has(n, "a")) == [
+        "sunbed",
+        "trolly",
+    ]

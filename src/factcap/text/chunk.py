@@ -42,7 +42,6 @@ Some runs name no object and are left out: picture words ("a *photo* of", "in th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from factcap.text.english import _UNCHANGED, NUMBER_WORDS, singular
@@ -786,12 +785,3 @@ def head_phrase(text: str) -> str:
     """
     phrases = noun_phrases(text)
     return phrases[0][0] if phrases else ""
-
-
-def subjects(texts: Iterable[str]) -> list[str]:
-    """The distinct subjects of ``texts``' noun phrases, in order of first mention.
-
-    >>> subjects(["two ties", "a tie and a rack"])
-    ['tie', 'rack']
-    """
-    return list(dict.fromkeys(s for text in texts for s, _ in noun_phrases(text)))
