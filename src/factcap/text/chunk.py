@@ -521,7 +521,7 @@ def _number(tokens: list[_Token], end: int) -> str | None:
 
 
 def _morph(head: str) -> str | None:
-    if head in _UNCHANGED and head not in _PLURAL_MODIFIERS:
+    if head in _UNCHANGED:
         return None
     return "pl" if _plural(head) else "sg"
 
@@ -579,7 +579,7 @@ def _resolve_open(tokens: list[_Token], i: int) -> str:
         if t.cls or (t.kind == "s") == (prev.word not in _PLURAL_PRONOUNS):
             return "VERB"
         return "NOUN"
-    if prev.tag in ("REL", "that") or (prev.tag == "AUX" and prev.word in _MODALS):
+    if prev.tag == "REL" or (prev.tag == "AUX" and prev.word in _MODALS):
         return "VERB" if t.cls or t.kind == "s" or prev.tag == "AUX" else "NOUN"
     if prev.tag == "PREP":
         return "VERB" if prev.word == "to" and t.cls and t.kind == "base" else "NOUN"
@@ -754,7 +754,7 @@ def chunks(text: str) -> list[NounPhrase]:
             and not (lead >= 2 and tokens[lead - 2].word == "there")
             and not _plural(tokens[end].word)
         ):
-            skip = "predicate"  # "the sky is clear", "the grass looks lush"
+            skip = "predicate"  # "the wall is brick", "the grass looks verdant"
         else:
             skip = ""
         if skip == "negated":
