@@ -60,7 +60,10 @@ def test_tiny_run_writes_one_record_per_input(tiny_run):
 def test_photos_are_captioned_and_fact_checked(tiny_run):
     _, records = tiny_run
     photos = {str(p) for p in example_paths()}
-    for r in (r for r in records if r["source"] in photos):
+    captioned = [r for r in records if r["source"] in photos]
+    assert len(captioned) == len(photos) > 0
+    boxes = 0
+    for r in captioned:
         assert r["status"] == "ok", r["error"]
         assert len(r["proposals"]) >= 2
         checked = [
@@ -76,6 +79,8 @@ def test_photos_are_captioned_and_fact_checked(tiny_run):
             for box in c["evidence"].get("detector_boxes", []):
                 x0, y0, x1, y1 = box["box"]
                 assert 0 <= x0 <= x1 <= r["image_size"][0] and 0 <= y0 <= y1 <= r["image_size"][1]
+                boxes += 1
+    assert boxes > 0, "no claim of any photo carries a detector box: the bounds went unchecked"
 
 
 def test_odd_files_are_captioned_or_explained(tiny_run):

@@ -291,7 +291,8 @@ def test_bad_inputs_are_clear_errors():
         bleu(["a"], [["a"]], n=0)
     # nothing to score: NaN, not 0
     assert math.isnan(rouge_l([], [])[0]) and math.isnan(cider_d([], [])[0])
-    assert all(math.isnan(v) for v in bleu([], [])[0])
+    corpus, items = bleu([], [])
+    assert len(corpus) == 4 and all(math.isnan(v) for v in corpus) and items == []
 
 
 # --- the tokenizer ----------------------------------------------------------------------
