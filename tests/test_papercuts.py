@@ -4,12 +4,19 @@ prints, and a service log without the libraries' loading bars."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import threading
 import warnings
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from factcap.cli import main
+from factcap.engine.sources import count_items, open_source
+from test_serve import WAIT_S, scripted_pipeline
 
 # ---- factcap serve -----------------------------------------------------------------------------
 
@@ -77,3 +84,116 @@ def test_study_serve_refused_on_a_public_host_prints_no_link(tmp_path, monkeypat
     assert main(["study", "serve", str(study), "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "/r/" not in err and err.count("\n") == 1
+
+
+# ---- factcap caption -----------------------------------------------------------------------------
+
+
+def _photos(folder: Path, n: int, start: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        Image.new("RGB", (24 + i, 20), (40 * i % 256, 90, 200)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def scripted_models(monkeypatch):
+    """``factcap caption`` with scripted models (no weights to load); their ``load`` waits for
+    the count of the inputs, so that the bar's total is known before the first record."""
+
+    def pipeline(config):
+        pipe = scripted_pipeline()
+        load = pipe.load
+
+        def counted_then_load():
+            for thread in threading.enumerate():
+                if thread.name == "factcap-count":
+                    thread.join(WAIT_S)
+            return load()
+
+        pipe.load = counted_then_load
+        return pipe
+
+    monkeypatch.setattr("factcap.pipeline.Pipeline", pipeline)
+
+
+def _bar_states(err: str) -> list[str]:
+    return [s.strip() for s in re.split(r"[\r\n]", err) if s.strip().startswith("captioning")]
+
+
+def test_caption_says_what_it_loads_and_the_bar_has_a_total_from_the_start(
+    scripted_models, tmp_path, capsys
+):
+    photos = _photos(tmp_path / "photos", 3)
+    out = tmp_path / "out.jsonl"
+    assert main(["caption", str(photos), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("factcap: loading the models of preset tiny ...\n")
+    states = _bar_states(err)
+    loading = next(i for i, s in enumerate(states) if s.endswith("loading models]"))
+    first = next(i for i, s in enumerate(states) if re.search(r" [123]/3 ", s))
+    assert loading < first  # the bar was up, saying why, before any record
+    assert any("0/3" in s and s.endswith("captioning the first batch]") for s in states)
+    assert "3/3" in states[-1] and "first batch" not in states[-1]
+    summary = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"factcap: 3 images in (\d+\.\d) s \(models loaded in (\d+\.\d) s, then "
+        r"[\d.]+ img/s, [\d.]+ s/img\): 3 ok, 0 errors -> .*out\.jsonl",
+        summary,
+    ), summary
+    whole, loaded = map(float, re.findall(r"in (\d+\.\d) s", summary))
+    assert whole >= loaded > 0
+
+
+def test_a_resumed_caption_counts_what_the_output_held_on_its_bar(
+    scripted_models, tmp_path, capsys
+):
+    photos = _photos(tmp_path / "photos", 3)
+    out = tmp_path / "out.jsonl"
+    assert main(["caption", str(photos), "-o", str(out), "--quiet"]) == 0
+    _photos(photos, 1, start=3)
+    capsys.readouterr()
+    assert main(["caption", str(photos), "-o", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "4/4" in _bar_states(err)[-1]
+    assert ": 1 ok, 0 errors, 3 skipped (already in the output)" in err
+    assert re.search(r"factcap: 1 images in \d+\.\d s", err)
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_quiet_caption_prints_the_summary_only(scripted_models, tmp_path, capsys):
+    photos = _photos(tmp_path / "photos", 2)
+    assert main(["caption", str(photos), "-o", str(tmp_path / "o.jsonl"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("factcap: 2 images in ")
+
+
+def test_the_count_is_what_the_source_yields_or_none(tmp_path):
+    photos = _photos(tmp_path / "photos", 3)
+    (tmp_path / "list.txt").write_text(f"{photos / '0.png'}\nphotos/1.png\nmissing.png\n")
+    (tmp_path / "rows.csv").write_text("path,id\nphotos/0.png,a\n,b\nphotos/2.png,c\n")
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"path": "photos/2.png"}) + "\n")
+    mixes = [
+        [str(photos)],
+        [str(photos), str(photos / "1.png"), str(tmp_path / "photos" / ".." / "photos")],
+        [str(tmp_path / "list.txt"), str(photos)],
+        [str(tmp_path / "rows.csv"), str(tmp_path / "rows.csv"), str(tmp_path / "rows.jsonl")],
+        [str(tmp_path / "photos" / "*.png")],
+    ]
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"image": [b"x"] * 5, "caption": [f"c{i}" for i in range(5)]})
+        pq.write_table(table, tmp_path / "rows.parquet", row_group_size=2)
+        mixes.append([str(tmp_path / "rows.parquet"), str(photos)])
+    except ImportError:
+        pass
+    for inputs in mixes:
+        assert count_items(inputs) == len(list(open_source(inputs))), inputs
+    import tarfile
+
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        tar.add(photos / "0.png", arcname="0.png")
+    assert count_items([str(photos), str(tmp_path / "shard.tar")]) is None  # read to know
+    assert count_items([str(tmp_path / "nothing-here")]) is None  # the job says what is wrong

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The handler: check everything, load the models, run the job, print the summary."""
+    started = time.perf_counter()
     quiet_libraries()
     from factcap.engine.job import CaptionJob, JobSpec
     from factcap.pipeline import Pipeline
@@ -248,15 +251,76 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
     )
     job = CaptionJob(spec, config)  # every check that needs no model, before any loads
+    if not args.quiet:
+        print(f"factcap: loading the models of {_model_source(args)} ...", file=sys.stderr)
     pipeline = Pipeline(config)
+    with _Progress(spec, quiet=args.quiet) as progress:
+        if args.executor == "local":
+            progress.stage("loading models")
+            pipeline.load()  # model errors surface before the output is touched
+            progress.stage("captioning the first batch")
+        else:
+            progress.stage("starting Ray, loading models in its actors")
+        loaded = time.perf_counter() - started
+        result = job.run(pipeline, on_record=progress.advance, on_skip=progress.advance)
     if args.executor == "local":
-        pipeline.load()  # model errors surface before the output is touched
-
-    from tqdm import tqdm
-
-    with tqdm(unit="img", disable=args.quiet, desc="captioning", dynamic_ncols=True) as bar:
-        result = job.run(pipeline, on_record=lambda record: bar.update(1))
+        result.load_seconds = loaded
     print(f"factcap: {result.summary()}", file=sys.stderr)
     if result.written == 0 and result.skipped == 0:
         print("factcap: warning: the inputs held no images; nothing was captioned", file=sys.stderr)
     return result.exit_code
+
+
+def _model_source(args: argparse.Namespace) -> str:
+    """Where the models come from, as the first line says it."""
+    if args.config is not None:
+        return f"config {args.config}"
+    return f"preset {args.preset or 'tiny'}"
+
+
+class _Progress:
+    """The progress bar of a caption job: shown at once, saying what it waits for until the
+    first record (loading models, the first batch), with a total as soon as the inputs are
+    counted (:func:`~factcap.engine.sources.count_items`, in a thread, for inputs that can be
+    counted without reading them); inputs an output already holds advance it too."""
+
+    def __init__(self, spec: Any, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.spec, self.lock, self.waiting, self.closed = spec, threading.Lock(), True, False
+        self.bar = tqdm(unit="img", disable=quiet, desc="captioning", dynamic_ncols=True)
+        self.counter = threading.Thread(target=self._count, name="factcap-count", daemon=True)
+        self.counter.start()
+
+    def _count(self) -> None:
+        from factcap.engine.sources import count_items
+
+        spec = self.spec
+        total = count_items(
+            spec.inputs, image_column=spec.image_column, id_column=spec.id_column, split=spec.split
+        )
+        with self.lock:
+            if total is not None and not self.closed:
+                self.bar.total = total
+                self.bar.refresh()
+
+    def stage(self, what: str) -> None:
+        """Say on the bar what the job waits for before its first record."""
+        with self.lock:
+            self.bar.set_postfix_str(what)
+
+    def advance(self, _: Any) -> None:
+        """One input done: a record written, or one the output already held."""
+        with self.lock:
+            if self.waiting:
+                self.waiting = False
+                self.bar.set_postfix_str("", refresh=False)
+            self.bar.update(1)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:  # a count still running is not waited for: it only missed the bar
+            self.closed = True
+            self.bar.close()

@@ -98,7 +98,8 @@ class JobSpec:
 @dataclass
 class JobResult:
     """What a job did: records written by status, error types, inputs skipped because the
-    output already held them, and how long it took."""
+    output already held them, and how long it took: ``seconds`` running, and
+    ``load_seconds`` before it, loading the models (set by the caller that loaded them)."""
 
     output: Path
     format: str
@@ -108,6 +109,7 @@ class JobResult:
     error_types: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     seconds: float = 0.0
+    load_seconds: float = 0.0
 
     def count(self, record: Record) -> None:
         """Count one written record."""
@@ -126,20 +128,24 @@ class JobResult:
         return EXIT_ITEMS_FAILED if self.failed or nothing else EXIT_OK
 
     def summary(self) -> str:
-        """One line for the terminal."""
-        rate = ""
-        if self.written:
-            rate = (
-                f" ({self.written / self.seconds:.2f} img/s, {self.seconds / self.written:.2f}"
-                " s/img)"
-                if self.seconds > 0
-                else ""
-            )
+        """One line for the terminal: the time includes loading the models, the rate does not.
+
+        >>> result = JobResult(Path("out.jsonl"), "jsonl", 2, 2, seconds=1.0, load_seconds=6.5)
+        >>> print(result.summary())  # doctest: +NORMALIZE_WHITESPACE
+        2 images in 7.5 s (models loaded in 6.5 s, then 2.00 img/s, 0.50 s/img): 2 ok,
+        0 errors -> out.jsonl
+        """
+        parts = [f"models loaded in {self.load_seconds:.1f} s"] if self.load_seconds > 0 else []
+        if self.written and self.seconds > 0:
+            per = self.seconds / self.written
+            rate = f"{self.written / self.seconds:.2f} img/s, {per:.2f} s/img"
+            parts.append(f"then {rate}" if parts else rate)
+        timing = f" ({', '.join(parts)})" if parts else ""
         detail = ", ".join(f"{k}: {v}" for k, v in self.error_types.most_common())
         skipped = f", {self.skipped} skipped (already in the output)" if self.skipped else ""
         return (
-            f"{self.written} images in {self.seconds:.1f} s{rate}: {self.ok} ok, "
-            f"{self.failed} errors"
+            f"{self.written} images in {self.seconds + self.load_seconds:.1f} s{timing}: "
+            f"{self.ok} ok, {self.failed} errors"
             + (f" ({detail})" if detail else "")
             + skipped
             + f" -> {self.output}"
@@ -311,17 +317,27 @@ class CaptionJob:
         except OSError as err:
             raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
-    def _todo(self, done: set[str], result: JobResult) -> Iterator[InputItem]:
+    def _todo(
+        self, done: set[str], result: JobResult, on_skip: Callable[[InputItem], None] | None
+    ) -> Iterator[InputItem]:
         keep = self.spec.item_filter
         for item in self.items:
             if item.id in done:
                 result.skipped += 1
+                if on_skip is not None:
+                    on_skip(item)
                 continue
             yield keep(item) if keep else item
 
-    def run(self, pipeline: Any, on_record: Callable[[Record], None] | None = None) -> JobResult:
+    def run(
+        self,
+        pipeline: Any,
+        on_record: Callable[[Record], None] | None = None,
+        on_skip: Callable[[InputItem], None] | None = None,
+    ) -> JobResult:
         """Caption every input not yet in the output; ``on_record`` is called after each
-        record is written (from the writer thread). Returns the counts.
+        record is written (from the writer thread), ``on_skip`` for each input the output
+        already holds (from the reading thread). Returns the counts.
 
         Raises:
             OutputError: the output could not be written (what was written is kept).
@@ -351,7 +367,7 @@ class CaptionJob:
         start = time.perf_counter()
         try:
             with sink:
-                todo = self._todo(done, result)
+                todo = self._todo(done, result, on_skip)
                 if spec.executor == "ray":
                     from factcap.engine.ray_executor import run_ray_job
 

@@ -145,6 +145,67 @@ def open_source(
     return _chain(parts)
 
 
+def count_items(
+    inputs: Iterable[Any] | str | Path,
+    *,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    split: str | None = None,
+) -> int | None:
+    """How many items :func:`open_source` yields for the same arguments, where that is known
+    without reading the data: file names (folders listed, manifests' lines read), Parquet
+    metadata, a saved dataset's row counts, CSV rows. None when an input is a tar shard (its
+    samples are known only by reading it through) or cannot be read (the job says why).
+
+    Example:
+        >>> from factcap.examples import example_paths
+        >>> photo = str(example_paths()[0])
+        >>> count_items([photo, str(example_paths()[0].parent)])  # the photo once
+        5
+        >>> import tarfile, tempfile
+        >>> shard = Path(tempfile.mkdtemp()) / "shard.tar"
+        >>> tarfile.open(shard, "w").close()
+        >>> count_items([photo, str(shard)]) is None
+        True
+    """
+    if isinstance(inputs, (str, Path)) or hasattr(inputs, "getpixel"):
+        inputs = [inputs]
+    options = _Options(image_column, id_column, split, 1)
+    files: set[str] = set()  # ids, as _chain keeps them: a file named twice is one item
+    containers: set[str] = set()
+    rows = 0
+    try:
+        for kind, target in _plan(inputs):
+            if kind == "files":
+                files.update(item.id for item in expand([target]))
+            elif kind == "tar":
+                return None
+            elif os.path.realpath(target) not in containers:
+                containers.add(os.path.realpath(target))
+                rows += _count_rows(kind, target, options)
+    except Exception:  # noqa: BLE001 - a count only: reading the inputs reports the problem
+        return None
+    return len(files) + rows
+
+
+def _count_rows(kind: str, target: str, options: _Options) -> int:
+    """The items of a Parquet file, saved dataset or CSV manifest: one per row."""
+    if kind == "parquet":
+        with _open_parquet(target) as file:
+            return int(file.metadata.num_rows)
+    if kind == "hf":
+        import datasets
+
+        loaded = datasets.load_from_disk(str(target))
+        if isinstance(loaded, datasets.DatasetDict):
+            splits = [options.split] if options.split is not None else list(loaded)
+            return sum(loaded[s].num_rows for s in splits)
+        return int(loaded.num_rows)
+    handle, reader = _open_csv(target)
+    with handle:
+        return sum(1 for _ in reader)
+
+
 def expand_braces(pattern: str) -> list[str]:
     """Expand shell-style braces: ``{a,b}`` alternatives and ``{000..009}`` ranges (zero
     padded when an end is), nested and repeated; text without a valid group stays as is.
