@@ -18,6 +18,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# The suite's expectations are CPU float32 ones (tiny random weights, exact equality between
+# runs), and models left on "auto" would take a GPU, in float16: the tests (and the processes
+# they start) see no CUDA device unless FACTCAP_TEST_GPU=1, which runs the `gpu` tests on one.
+if os.environ.get("FACTCAP_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 if "FACTCAP_CACHE" not in os.environ:
     os.environ["FACTCAP_CACHE"] = tempfile.mkdtemp(prefix="factcap-test-cache-")
     atexit.register(shutil.rmtree, os.environ["FACTCAP_CACHE"], ignore_errors=True)
@@ -54,6 +59,24 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"doctests not collected, optional dependency missing: {', '.join(_NOT_COLLECTED)}"
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    try:
+        import torch
+
+        reason = None if torch.cuda.is_available() else "torch sees no CUDA device"
+    except ImportError:
+        reason = "torch is not installed"
+    if reason and os.environ.get("FACTCAP_TEST_GPU") != "1":
+        reason += " (the tests hide any unless FACTCAP_TEST_GPU=1)"
+    if reason:
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=f"needs a CUDA device: {reason}"))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -16,7 +16,7 @@ import assets3d  # noqa: E402
 from factcap.assets.pool import RenderPool, render_asset  # noqa: E402
 from factcap.assets.spec import DEFAULT_VIEWS, AssetLimits, ViewSettings  # noqa: E402
 from factcap.config import load_config  # noqa: E402
-from factcap.errors import ImageError  # noqa: E402
+from factcap.errors import ConfigError, ImageError  # noqa: E402
 from factcap.examples import example_paths  # noqa: E402
 
 SMALL = ViewSettings(size=96)
@@ -129,7 +129,7 @@ def test_view_settings_from_the_config():
     explicit = {"azimuths": [0, 90], "elevations": [10, 80], "caption_views": [1]}
     config = load_config(preset="tiny", overrides={"assets": explicit})
     assert [v.elevation for v in config.assets.view_settings().views] == [10.0, 80.0]
-    with pytest.raises(Exception, match="caption_views"):
+    with pytest.raises(ConfigError, match="caption_views"):
         load_config(preset="tiny", overrides={"assets": {**explicit, "caption_views": [2]}})
 
 

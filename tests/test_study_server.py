@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from factcap.errors import UsageError
+from factcap.errors import DataError, UsageError
 from factcap.examples import example_paths
 from factcap.serve.app import serve_in_thread
 from factcap.study import results as study_results
@@ -311,7 +311,7 @@ def test_run_refuses_to_expose_without_a_key_and_checks_its_options(study, tmp_p
         run(study, host="0.0.0.0")
     with pytest.raises(UsageError, match="--port"):
         run(study, port=70000)
-    with pytest.raises(Exception, match="not a study folder"):
+    with pytest.raises(DataError, match="not a study folder"):
         run(tmp_path / "study" / "images")
 
 
