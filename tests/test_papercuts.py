@@ -142,7 +142,7 @@ def test_caption_says_what_it_loads_and_the_bar_has_a_total_from_the_start(
         summary,
     ), summary
     whole, loaded = map(float, re.findall(r"in (\d+\.\d) s", summary))
-    assert whole >= loaded > 0
+    assert whole >= loaded  # the whole time includes the loading
 
 
 def test_a_resumed_caption_counts_what_the_output_held_on_its_bar(
