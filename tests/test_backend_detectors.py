@@ -34,14 +34,8 @@ QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def images(request) -> list[Image.Image]:
+def images(photos) -> list[Image.Image]:
     """Three real photos of different sizes: landscape, portrait and square."""
-    try:
-        photos = request.getfixturevalue("photos")
-    except ImportError:  # factcap.examples not written yet: same photos straight from skimage
-        from skimage import data
-
-        photos = [Image.fromarray(f()).convert("RGB") for f in (data.chelsea, data.astronaut)]
     chosen: dict[str, Image.Image] = {}
     for photo in photos:
         chosen.setdefault(_shape(photo), photo)

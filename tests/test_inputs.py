@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -93,7 +94,6 @@ def test_ids_do_not_depend_on_how_a_path_is_spelled(tree, monkeypatch):
 
 
 def test_special_files_are_never_opened(tree):
-    os = pytest.importorskip("os")
     fifo = tree / "p.jpg"
     os.mkfifo(fifo)
     items = {i.source: i for i in expand([tree])}
