@@ -52,7 +52,7 @@ from factcap.engine.records import ImageFinder, RecordFile, read_score_rows
 from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
 from factcap.pipeline.compose import refuted_matchers
-from factcap.schema import CLAIM_KINDS, VERDICTS, Claim
+from factcap.schema import CLAIM_KINDS, VERDICTS, Claim, Media
 from factcap.text.sanitize import display_safe, display_text
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
@@ -400,9 +400,9 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
     claims = [c for c in row.get("claims") or [] if isinstance(c, dict)]
     source = str(row.get("source", ""))
     views = [_claim(c) for c in claims]
-    asset_views = row.get("views") if row.get("kind") == "asset" else None
-    if isinstance(asset_views, list) and asset_views:  # a 3D asset: its strip of views
-        thumb, problem = thumbs.strip([v for v in asset_views if isinstance(v, dict)])
+    asset_views = Media.from_row(row).views
+    if asset_views:  # an input of several views (a 3D asset): its strip of views
+        thumb, problem = thumbs.strip(asset_views)
         size = _size(row.get("image_size"))
         box_space = (size[0] * len(asset_views), size[1]) if size else None
         _asset_boxes(views, size[0] if size else 0.0)
