@@ -290,7 +290,7 @@ def test_faults_are_retried_or_recorded_and_a_retried_job_hits_the_cache(image_d
         for i in range(12, 16):
             err = records[i]["error"]
             assert records[i]["status"] == "error"
-            assert f"LLM {MODEL} failed while composing (detailed)" in err["message"]
+            assert f"LLM {MODEL} failed while composing" in err["message"]
             assert endpoint in err["message"] and "after 3 attempt(s): HTTP 500" in err["message"]
             assert err["type"] in ("RemoteError", "RemoteBatchError")
 

@@ -41,7 +41,7 @@ from typing import Any
 from factcap import __version__
 from factcap.config import Config
 from factcap.engine.records import output_format, read_settings, settings_path
-from factcap.engine.resume import completed_ids
+from factcap.engine.resume import check_retry_failed, completed_ids
 from factcap.engine.sinks import SINK_FORMATS, SINKS, open_sink, sink_format
 from factcap.engine.sources import open_source
 from factcap.errors import (
@@ -264,8 +264,8 @@ class CaptionJob:
             raise UsageError(f"{self.format} output is one file: --shard-size is for {shards}")
         if spec.shard_size is not None and spec.shard_size < 1:
             raise UsageError(f"--shard-size must be at least 1, not {spec.shard_size}")
-        if spec.retry_failed and self.format != "jsonl":
-            raise UsageError("--retry-failed needs JSONL output (sharded outputs: not yet)")
+        if spec.retry_failed:
+            check_retry_failed(self.format)
         self.resuming = spec.resume or spec.retry_failed
         self.settings = job_settings(config, spec)
         refuse_input_as_output(spec.inputs, spec.output, sharded=sharded)

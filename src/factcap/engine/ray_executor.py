@@ -39,7 +39,8 @@ from typing import Any
 from factcap.config import Config
 from factcap.errors import ConfigError, require
 from factcap.inputs import InputItem
-from factcap.pipeline.work import Work, batched, fail_all
+from factcap.pipeline.stage import run_stage
+from factcap.pipeline.work import Work, batched
 from factcap.schema import Record
 
 _FORWARDED_ENV = ("FACTCAP_", "HF_", "TRANSFORMERS_", "OPENAI_", "TOKENIZERS_")
@@ -210,11 +211,7 @@ class StageWorker:
 
     def __call__(self, table: Any) -> Any:
         seqs, work = read_work(table)
-        if any(w.record.ok for w in work):
-            try:
-                self.stage.run(work, self.model, self.context)
-            except Exception as err:  # anything the stage did not catch: this batch only
-                fail_all(work, err, f"stage {self.stage.name} failed")
+        run_stage(self.stage, work, self.model, self.context)
         return work_table(seqs, work, with_image=not self.last)
 
 

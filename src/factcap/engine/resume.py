@@ -24,20 +24,33 @@ from pathlib import Path
 
 from factcap.engine.records import READERS, read_records, shard_paths
 from factcap.engine.sinks import cut_torn_line
-from factcap.errors import ConfigError
+from factcap.errors import UsageError
+
+
+def check_retry_failed(fmt: str) -> None:
+    """``--retry-failed`` rewrites a JSONL output without its error records; other formats
+    cannot be rewritten that way yet.
+
+    >>> check_retry_failed("parquet")
+    Traceback (most recent call last):
+    ...
+    factcap.errors.UsageError: --retry-failed needs JSONL output (sharded outputs: not yet)
+    """
+    if fmt != "jsonl":
+        raise UsageError("--retry-failed needs JSONL output (sharded outputs: not yet)")
 
 
 def completed_ids(path: str | Path, fmt: str, retry_failed: bool = False) -> set[str]:
     """Ids whose records the output at ``path`` already holds (after crash clean-up)."""
     path = Path(path)
+    if retry_failed:
+        check_retry_failed(fmt)
     if not path.exists() or (path.is_dir() and not _holds_shards(path)):
         return set()  # nothing written yet (a job killed before its first shard)
     if fmt == "jsonl":
         cut_torn_line(path)
         if retry_failed:
             _drop_failed_lines(path)
-    elif retry_failed:
-        raise ConfigError("--retry-failed needs JSONL output (sharded outputs: not yet)")
     return {record["id"] for record in read_records(path)}
 
 

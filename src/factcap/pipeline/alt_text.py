@@ -65,8 +65,3 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
             text = text[: cfg.max_chars].rsplit(" ", 1)[0]
             w.record.notes.append(f"alt_text: cut to {cfg.max_chars} characters")
         w.record.proposals.append(Proposal(ALT_TEXT, clean_text(text)))
-
-
-def has_alt_text(work: Work) -> bool:
-    """Whether the item's proposals include its alt-text."""
-    return any(p.model == ALT_TEXT for p in work.record.proposals)

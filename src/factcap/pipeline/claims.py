@@ -26,7 +26,7 @@ from factcap.config import Config
 from factcap.pipeline.alt_text import ALT_TEXT
 from factcap.pipeline.parsing import CLAIMS_JSON_SCHEMA, fallback_claims, parse_claims
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, fail_all, live, timed
+from factcap.pipeline.work import Work, live
 from factcap.prompts import load_prompt, quote_data, render
 from factcap.schema import Claim, ClaimKind, Proposal
 from factcap.text.english import content_words, singular
@@ -45,7 +45,7 @@ the name itself, e.g. {"kind": "name", "text": "The tower is the Eiffel Tower.",
 
 def stages(config: Config) -> list[Stage]:
     """The ``claims`` stage (always: the pipeline needs claims to check)."""
-    return [Stage("claims", "llm", run)]
+    return [Stage("claims", "llm", run, fails_as="LLM {model} failed while extracting claims")]
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -80,7 +80,8 @@ def extract_claims(
     max_claims: int,
     prompts: Mapping[str, str] | None = None,
 ) -> None:
-    """Fill ``record.claims`` of the live items from their proposals (see module docstring)."""
+    """Fill ``record.claims`` of the live items from their proposals (see module docstring).
+    An LLM that raises on the first call raises here (the caller fails the items)."""
     items = live(batch)
     if not items:
         return
@@ -90,32 +91,26 @@ def extract_claims(
     ]
     structured = {"json_schema": CLAIMS_JSON_SCHEMA} if accepts_json_schema(llm) else {}
     ask = partial(llm.chat, max_new_tokens=max_new_tokens, temperature=temperature, **structured)
-    with timed(items, "claims"):
+    answers = ask(conversations)
+    parsed = [_try_parse(a, max_claims) for a in answers]
+    retry = [i for i, claims in enumerate(parsed) if claims is None]
+    if retry:
+        repair = {"role": "user", "content": load_prompt("repair", prompts)}
+        followups = [
+            [*conversations[i], {"role": "assistant", "content": answers[i]}, repair] for i in retry
+        ]
         try:
-            answers = ask(conversations)
-        except Exception as err:
-            fail_all(items, err, f"LLM {llm.name} failed while extracting claims")
-            return
-        parsed = [_try_parse(a, max_claims) for a in answers]
-        retry = [i for i, claims in enumerate(parsed) if claims is None]
-        if retry:
-            repair = {"role": "user", "content": load_prompt("repair", prompts)}
-            followups = [
-                [*conversations[i], {"role": "assistant", "content": answers[i]}, repair]
-                for i in retry
-            ]
-            try:
-                again: list[str | None] = list(ask(followups))
-            except Exception as err:  # costs only the retry: these items fall back
-                again = [None] * len(retry)
-                for i in retry:
-                    items[i].record.notes.append(
-                        f"claims: the repair retry failed ({type(err).__name__})"
-                    )
-            for i, answer in zip(retry, again, strict=True):
-                parsed[i] = _try_parse(answer, max_claims) if answer is not None else None
-                if parsed[i] is not None:
-                    items[i].record.notes.append("claims: parsed after one repair retry")
+            again: list[str | None] = list(ask(followups))
+        except Exception as err:  # costs only the retry: these items fall back
+            again = [None] * len(retry)
+            for i in retry:
+                items[i].record.notes.append(
+                    f"claims: the repair retry failed ({type(err).__name__})"
+                )
+        for i, answer in zip(retry, again, strict=True):
+            parsed[i] = _try_parse(answer, max_claims) if answer is not None else None
+            if parsed[i] is not None:
+                items[i].record.notes.append("claims: parsed after one repair retry")
     for w, claims in zip(items, parsed, strict=True):
         if claims is None:
             captions = [p.text for p in w.record.proposals if p.model != w.ocr_model]

@@ -43,7 +43,7 @@ from factcap.pipeline.alt_text import ALT_TEXT
 from factcap.pipeline.claims import alt_text_words, proposals_block, words_within
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, fail_all, live, timed
+from factcap.pipeline.work import Work, live
 from factcap.prompts import load_prompt, quote_data, quote_question, render
 from factcap.prompts.style import INSTRUCTION, Style, added_by, shipped_styles
 from factcap.schema import Claim, ClaimKind, Verdict
@@ -53,7 +53,7 @@ from factcap.text.pieces import SENTENCE_BREAK, split_pieces
 
 def stages(config: Config) -> list[Stage]:
     """The ``compose`` stage (always: it writes the captions)."""
-    return [Stage("compose", "llm", run)]
+    return [Stage("compose", "llm", run, fails_as="LLM {model} failed while composing")]
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -280,14 +280,7 @@ def compose(
             ]
             for w in items
         ]
-        with timed(items, f"compose:{style.name}"):
-            try:
-                answers = llm.chat(
-                    conversations, max_new_tokens=max_new_tokens, temperature=temperature
-                )
-            except Exception as err:
-                fail_all(items, err, f"LLM {llm.name} failed while composing ({style.name})")
-                return
+        answers = llm.chat(conversations, max_new_tokens=max_new_tokens, temperature=temperature)
         for w, answer in zip(items, answers, strict=True):
             w.record.captions[style.name] = _final_text(w, style, answer, drop[id(w)])
 

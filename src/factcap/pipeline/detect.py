@@ -13,17 +13,18 @@ from typing import Any
 
 from factcap.config import Config
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, live
 from factcap.schema import ClaimKind
 
 DETECTIONS = "detections"
 """Key of ``Work.extra`` holding an item's detections, from this stage to ``judge``: one
-``{query: [Detection]}`` per image the checkers look at (the photo, or each view)."""
+``{query: [{"score", "box"}]}`` per view the checkers look at (plain data)."""
 
 
 def stages(config: Config) -> list[Stage]:
     """The ``detect`` stage, when verification is on and a detector is configured."""
-    return [Stage("detect", "detector", run)] if config.verify.enabled and config.detector else []
+    stage = Stage("detect", "detector", run, fails_as="detector {model} failed")
+    return [stage] if config.verify.enabled and config.detector else []
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -60,14 +61,9 @@ def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None
     pairs = [(w, image, q) for w, q in zip(items, queries, strict=True) if q for image in w.images]
     if not pairs:
         return
-    with timed(asking, "detect"):
-        try:
-            found = call_batched(
-                model.detect, size, [image for _, image, _ in pairs], [q for _, _, q in pairs]
-            )
-        except Exception as err:
-            fail_all(asking, err, f"detector {model.name} failed")
-            return
+    found = call_batched(
+        model.detect, size, [image for _, image, _ in pairs], [q for _, _, q in pairs]
+    )
     for w in asking:
         w.extra[DETECTIONS] = []
     for (w, _, _), detections in zip(pairs, found, strict=False):  # as many as it gave

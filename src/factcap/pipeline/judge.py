@@ -39,7 +39,7 @@ from factcap.config import Config, VerifyConfig
 from factcap.media import MediaKind
 from factcap.pipeline.detect import DETECTIONS
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, call_by_image, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, call_by_image, live
 from factcap.roles import batches_by_image
 from factcap.schema import Claim, ClaimKind, Verdict
 
@@ -50,7 +50,7 @@ def stages(config: Config) -> list[Stage]:
     """``judge`` (with the VQA model when there is one), or ``unverified`` when switched off."""
     if not config.verify.enabled:
         return [Stage("unverified", None, note_unverified)]
-    return [Stage("judge", "vqa" if config.vqa else None, run)]
+    return [Stage("judge", "vqa" if config.vqa else None, run, fails_as="VQA {model} failed")]
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -123,12 +123,7 @@ def judge_claims(
     if vqa is not None and pending:
         model, size = vqa
         asks = [(items[i].images[v], vqa_question(c)) for i, c, views in pending for v in views]
-        with timed(items, "vqa"):
-            try:
-                probs = ask_once(model, size, asks)
-            except Exception as err:
-                fail_all(items, err, f"VQA {model.name} failed")
-                return
+        probs = ask_once(model, size, asks)
         answers = iter(probs)
         for i, claim, views in pending:
             by_view = {v: next(answers) for v in views}

@@ -13,13 +13,14 @@ from typing import Any
 
 from factcap.config import Config
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, live
 from factcap.schema import Proposal
 
 
 def stages(config: Config) -> list[Stage]:
     """The ``ocr`` stage when the config has an OCR model."""
-    return [Stage("ocr", "ocr", run)] if config.ocr is not None else []
+    stage = Stage("ocr", "ocr", run, fails_as="OCR {model} failed", timing="ocr:{model}")
+    return [stage] if config.ocr is not None else []
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -29,12 +30,7 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
         return
     ocr, size = model
     owners = [(w, image) for w in items for image in w.images]  # an asset: every view
-    with timed(items, f"ocr:{ocr.name}"):
-        try:
-            spans_per_image = call_batched(ocr.read, size, [image for _, image in owners])
-        except Exception as err:  # a backend failure must not end the job
-            fail_all(items, err, f"OCR {ocr.name} failed")
-            return
+    spans_per_image = call_batched(ocr.read, size, [image for _, image in owners])
     read: dict[int, list[Any]] = {}
     for (w, _), spans in zip(owners, spans_per_image, strict=True):
         seen = read.setdefault(id(w), [])

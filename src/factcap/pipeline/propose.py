@@ -16,7 +16,7 @@ from typing import Any
 from factcap.config import Config
 from factcap.pipeline.question import PROPOSAL_SUFFIX, accepts_prompt, captioner_prompt
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, failing, live
 from factcap.roles import slot
 from factcap.schema import Proposal
 from factcap.text.english import clean_text
@@ -24,21 +24,30 @@ from factcap.text.english import clean_text
 
 def stages(config: Config) -> list[Stage]:
     """One ``caption:<i>`` stage per captioner."""
-    return [Stage(f"caption:{i}", slot("captioner", i), run) for i in range(len(config.captioners))]
+    return [
+        Stage(
+            f"caption:{i}",
+            slot("captioner", i),
+            run,
+            fails_as="captioner {model} failed",
+            timing="caption:{model}",
+        )
+        for i in range(len(config.captioners))
+    ]
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Fill in this captioner's proposal for the live items of ``batch``.
 
-    A captioner that raises fails the items of this batch with its reason; other batches go
-    on. Without a model (not served) the stage does nothing.
+    A captioner that raises fails the items of this batch (:func:`~factcap.pipeline.stage.
+    run_stage`); a question-guided call that raises fails that question's items. Without a
+    model (not served) the stage does nothing.
     """
     items = live(batch)
     if model is None or not items:
         return
     captioner, size = model
-    if not propose(items, captioner, size, context.config):
-        return
+    propose(items, captioner, size, context.config)
     if accepts_prompt(captioner):
         question_proposals(live(items), captioner, size, context.config)
 
@@ -49,22 +58,15 @@ def propose(
     size: int | None,
     config: Config,
     prompt: str | None = None,
-) -> bool:
+) -> None:
     """Append ``captioner``'s proposal for each item (each view its media kind captions), asked
-    with ``prompt`` when given (its proposals then named ``<spec> (question)``). A backend
-    failure fails these items with its reason and returns False."""
-    suffix, what = (PROPOSAL_SUFFIX, " (question)") if prompt else ("", "")
+    with ``prompt`` when given (its proposals then named ``<spec> (question)``)."""
+    suffix = PROPOSAL_SUFFIX if prompt else ""
     caption = captioner.caption if prompt is None else partial(captioner.caption, prompt=prompt)
     jobs = [(w, view, image) for w in items for view, image in caption_images(w, config)]
-    with timed(items, f"caption:{captioner.name}{suffix}"):
-        try:
-            texts = call_batched(caption, size, [image for _, _, image in jobs])
-        except Exception as err:  # a backend failure must not end the job
-            fail_all(items, err, f"captioner {captioner.name} failed{what}")
-            return False
+    texts = call_batched(caption, size, [image for _, _, image in jobs])
     for (w, view, _), text in zip(jobs, texts, strict=True):
         w.record.proposals.append(Proposal(captioner.name + suffix, clean_text(text), view))
-    return True
 
 
 def question_proposals(
@@ -77,7 +79,8 @@ def question_proposals(
         if w.record.question:
             by_question.setdefault(w.record.question, []).append(w)
     for question, group in by_question.items():
-        propose(group, captioner, size, config, captioner_prompt(question))
+        with failing(group, f"captioner {captioner.name} failed (question)"):
+            propose(group, captioner, size, config, captioner_prompt(question))
 
 
 def caption_images(work: Work, config: Config) -> list[tuple[int | None, Any]]:

@@ -62,7 +62,7 @@ from typing import Any
 from factcap.config import Config, QuestionConfig
 from factcap.pipeline.judge import ask_once
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, live, timed
+from factcap.pipeline.work import Work, live
 from factcap.prompts import answer_prompt, load_prompt
 from factcap.prompts.style import Style, added_by
 from factcap.schema import Record
@@ -184,17 +184,16 @@ def run_answer(batch: Sequence[Work], model: BoundModel | None, context: StageCo
         ]
         for w, s in items
     ]
-    with timed([w for w, _ in items], "question:answer"):
-        try:
-            answers = model.backend.chat(
-                conversations,
-                max_new_tokens=min(ANSWER_TOKENS, cfg.llm.max_new_tokens),
-                temperature=cfg.llm.temperature,
-            )
-        except Exception as err:  # the captions stand; the record says why nothing was read
-            answers = [None] * len(items)
-            for w, _ in items:
-                w.record.notes.append(f"answer: the LLM failed ({type(err).__name__}: {err})"[:300])
+    try:
+        answers = model.backend.chat(
+            conversations,
+            max_new_tokens=min(ANSWER_TOKENS, cfg.llm.max_new_tokens),
+            temperature=cfg.llm.temperature,
+        )
+    except Exception as err:  # the captions stand; the record says why nothing was read
+        answers = [None] * len(items)
+        for w, _ in items:
+            w.record.notes.append(f"answer: the LLM failed ({type(err).__name__}: {err})"[:300])
     for (w, style), text in zip(items, answers, strict=True):
         yes_no_question = is_yes_no(str(w.record.question))
         answer = None if text is None else parse_answer(text, yes_no_question)
@@ -230,16 +229,15 @@ def run_check(batch: Sequence[Work], model: BoundModel | None, context: StageCon
     if model is None or not todo:
         return
     asks = [(image, q) for w, q in todo for image in w.images]
-    with timed([w for w, _ in todo], "question:check"):
-        try:
-            probs = iter(ask_once(model.backend, model.batch_size, asks))
-        except Exception as err:  # the answer stays unchecked; the record says why
-            for w, _ in todo:
-                w.record.notes.append(f"answer: the VQA check failed ({type(err).__name__})")
-            return
+    try:
+        probs = iter(ask_once(model.backend, model.batch_size, asks))
+    except Exception as err:  # the answer stays unchecked; the record says why
+        for w, _ in todo:
+            w.record.notes.append(f"answer: the VQA check failed ({type(err).__name__})")
+        return
     for w, question in todo:
         answered = [p for p in (next(probs) for _ in w.images) if p == p]
-        _apply(w.record, question, max(answered) if answered else None, verify)
+        _apply(w.record, question, w.kind.combine(answered) if answered else None, verify)
 
 
 def _apply(record: Record, question: str, p: float | None, verify: Any) -> None:

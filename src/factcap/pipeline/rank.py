@@ -36,7 +36,7 @@ from factcap.config import Config, ProposalsConfig
 from factcap.pipeline.alt_text import ALT_TEXT
 from factcap.pipeline.judge import ask_once
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, call_batched, fail_all, live, timed
+from factcap.pipeline.work import Work, call_batched, live
 from factcap.prompts import caption_question
 from factcap.schema import Proposal
 from factcap.text.fit import embed_split_texts
@@ -52,7 +52,8 @@ SETTINGS = ("proposals",)
 def stages(config: Config) -> list[Stage]:
     """The ``rank`` stage, with the ranker's model slot, when ``proposals.rank_by`` is set."""
     role = config.proposals.ranker_role()
-    return [Stage("rank", role, run)] if role else []
+    failure = "ranking proposals with {model} failed"
+    return [Stage("rank", role, run, fails_as=failure, timing="rank:{model}")] if role else []
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -63,12 +64,7 @@ def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) 
     cfg = context.config.proposals
     jobs = [(w, p, w.view_image(p.view)) for w in items for p in w.record.proposals]
     scorer = score_clip if cfg.rank_by == "clip_score" else score_vqa
-    with timed(items, f"rank:{model.backend.name}"):
-        try:
-            scores = scorer(model, [p.text for _, p, _ in jobs], [img for _, _, img in jobs])
-        except Exception as err:  # a backend failure must not end the job
-            fail_all(items, err, f"ranking proposals with {model.backend.name} failed")
-            return
+    scores = scorer(model, [p.text for _, p, _ in jobs], [img for _, _, img in jobs])
     for (_, proposal, _), score in zip(jobs, scores, strict=True):
         proposal.score = round(score, 4) if math.isfinite(score) else None
     for w in items:

@@ -48,8 +48,9 @@ from factcap.pipeline import propose
 from factcap.pipeline.judge import ask_once, judge_claims
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
-from factcap.pipeline.work import Work, live, timed
+from factcap.pipeline.work import Work, failing, live
 from factcap.prompts import load_prompt, quote_data, render
+from factcap.prompts.style import description_kind
 from factcap.roles import slot
 from factcap.schema import Claim, ClaimKind, Record, Verdict
 from factcap.text.english import plural
@@ -152,7 +153,12 @@ def stages(config: Config) -> list[Stage]:
         return []
     vqa = "vqa" if config.vqa is not None else None
     captioning = [
-        Stage(f"regions:caption:{i}", slot("captioner", i), run_caption)
+        Stage(
+            f"regions:caption:{i}",
+            slot("captioner", i),
+            run_caption,
+            timing="regions:caption:{model}",
+        )
         for i in range(len(config.captioners))
     ]
     return [
@@ -236,8 +242,9 @@ def run_caption(batch: Sequence[Work], model: BoundModel | None, context: StageC
         pairs = _pairs(batch, found)
         if model is None or not pairs:
             return
-        with timed(live(batch), f"regions:caption:{model.backend.name}"):
-            propose.run([r.work for _, r in pairs], model, context)
+        crops = [r.work for _, r in pairs]
+        with failing(crops, f"captioner {model.backend.name} failed"):
+            propose.run(crops, model, context)
 
 
 def label_claim(region: Region) -> Claim:
@@ -252,9 +259,10 @@ def run_claims(batch: Sequence[Work], model: BoundModel | None, context: StageCo
         pairs = _pairs(batch, found)
         if model is None or not pairs:
             return
-        with timed(live(batch), "regions:claims"):
+        crops = [r.work for _, r in pairs]
+        with failing(crops, f"LLM {model.backend.name} failed while extracting claims"):
             claims_stage.extract_claims(
-                [r.work for _, r in pairs],
+                crops,
                 model.backend,
                 max_new_tokens=cfg.llm.max_new_tokens,
                 temperature=cfg.llm.temperature,
@@ -273,8 +281,9 @@ def run_judge(batch: Sequence[Work], model: BoundModel | None, context: StageCon
     with regions_in(batch, cfg.regions) as found:
         pairs = _pairs(batch, found)
         if pairs:
-            with timed(live(batch), "regions:judge"):
-                judge_claims([r.work for _, r in pairs], model, cfg.verify)
+            crops = [r.work for _, r in pairs]
+            with failing(crops, "checking the region's claims failed"):
+                judge_claims(crops, model, cfg.verify)
         for w in live(batch):
             found[id(w)] = _checked(w, found[id(w)])
 
@@ -306,9 +315,10 @@ def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageC
         if model is None or not pairs:
             return
         llm = model.backend
-        with timed(live(batch), "regions:compose"):
+        crops = [r.work for _, r in pairs]
+        with failing(crops, f"LLM {llm.name} failed while composing"):
             compose_stage.compose(
-                [r.work for _, r in pairs],
+                crops,
                 llm,
                 [REGION_STYLE],
                 instruction=None,
@@ -318,13 +328,13 @@ def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageC
                 styles_known=cfg.style_registry(),
                 alt_text=cfg.alt_text,
             )
-            for _, region in pairs:
-                focus(region)
-            if cfg.regions.relations:
-                rels = {id(w): pair_relations(found[id(w)], cfg.regions) for w in live(batch)}
-                write_sentences([r for found_rels in rels.values() for r in found_rels], llm, cfg)
-                for w in live(batch):
-                    w.extra[RELATIONS] = [r.to_data() for r in rels[id(w)]]
+        for _, region in pairs:
+            focus(region)
+        if cfg.regions.relations:
+            rels = {id(w): pair_relations(found[id(w)], cfg.regions) for w in live(batch)}
+            write_sentences([r for found_rels in rels.values() for r in found_rels], llm, cfg)
+            for w in live(batch):
+                w.extra[RELATIONS] = [r.to_data() for r in rels[id(w)]]
 
 
 def _names(label: str) -> re.Pattern[str] | None:
@@ -455,13 +465,12 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
         for w, r in found:
             crop_box = pad(union_box(r.a.box, r.b.box), cfg.regions.padding, w.image.size)
             asks.append((w.image.crop(crop_box), r.question))
-        with timed(items, "regions:relations"):
-            try:
-                probs = ask_once(model.backend, model.batch_size, asks)
-            except Exception as err:  # the relations stay unchecked; the record says why
-                probs = [float("nan")] * len(found)
-                for w in items:
-                    w.record.notes.append(f"regions: relation check failed ({type(err).__name__})")
+        try:
+            probs = ask_once(model.backend, model.batch_size, asks)
+        except Exception as err:  # the relations stay unchecked; the record says why
+            probs = [float("nan")] * len(found)
+            for w in items:
+                w.record.notes.append(f"regions: relation check failed ({type(err).__name__})")
         for (_, r), p in zip(found, probs, strict=True):
             _apply(r, p, cfg)
     for w in items:
@@ -522,7 +531,7 @@ def build_graph(
     [('image', 'composition:dog'), ('composition:dog', 'r0'), ('composition:dog', 'r1')]
     """
     image_descs = [
-        {"text": text, "kind": "short" if style in ("short", "alt") else "detail"}
+        {"text": text, "kind": description_kind(style)}
         for style, text in record.captions.items()
         if text
     ]

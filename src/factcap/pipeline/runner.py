@@ -13,7 +13,7 @@ from factcap.errors import ImageError
 from factcap.inputs import InputItem, expand
 from factcap.media import Loader, MediaKind, kind_for_format
 from factcap.pipeline.plan import record_preparers, stage_list
-from factcap.pipeline.stage import Models, Stage, StageContext
+from factcap.pipeline.stage import Models, Stage, StageContext, run_stage
 from factcap.pipeline.work import Work, batched
 from factcap.schema import Media, Record
 
@@ -187,5 +187,6 @@ class Pipeline:
         if any(w.record.ok for w in work):
             context = StageContext.of(self.config, styles, instruction)
             for stage in self.stages:
-                stage.run(work, self.models.get(stage.model) if stage.model else None, context)
+                model = self.models.get(stage.model) if stage.model else None
+                run_stage(stage, work, model, context)
         return [w.record for w in work]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,18 +114,6 @@ def live(batch: Sequence[Work]) -> list[Work]:
     return [w for w in batch if w.record.ok]
 
 
-@contextmanager
-def timed(batch: Sequence[Work], stage: str) -> Iterator[None]:
-    """Add the wall time of the block to each item's ``timings_ms[stage]``, split evenly."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        share = (time.perf_counter() - start) * 1000.0 / max(len(batch), 1)
-        for w in batch:
-            w.record.add_timing(stage, share)
-
-
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of ``size`` items from a stream (the last one may be shorter).
 
@@ -188,6 +175,23 @@ def call_by_image(
         for i, answer in zip(at, answers, strict=True):
             out[i] = answer
     return out
+
+
+@contextmanager
+def failing(items: Sequence[Work], what: str) -> Iterator[None]:
+    """An exception in the block fails the live ones of ``items`` with ``what`` and the
+    error (:func:`fail_all`) instead of going on: one batch's failure, never the job's.
+
+    >>> w = Work(Record("a", "a.jpg"))
+    >>> with failing([w], "VQA model failed"):
+    ...     raise TimeoutError("no answer in 60 s")
+    >>> w.record.error.type, w.record.error.message
+    ('TimeoutError', 'VQA model failed: no answer in 60 s')
+    """
+    try:
+        yield
+    except Exception as err:  # a model call that fails must not end the job
+        fail_all(items, err, what)
 
 
 def fail_all(batch: Sequence[Work], err: BaseException, what: str) -> None:
