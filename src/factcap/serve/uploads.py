@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -15,6 +16,7 @@ from starlette.datastructures import UploadFile
 
 from factcap.errors import FactcapError, ImageError
 from factcap.images import DecodedImage, DecodeLimits, decode
+from factcap.serve.schemas import M, check_fields, parse_json_body
 
 MiB = 1024 * 1024
 _URL_PREFIXES = ("http://", "https://", "ftp://", "file://", "//", "s3://", "gs://")
@@ -115,3 +117,23 @@ def decode_upload(data: bytes, limits: DecodeLimits) -> DecodedImage:
         return decode(data, limits)
     except ImageError as err:
         raise HTTPException(422, {"type": err.kind, "message": str(err)}) from None
+
+
+async def image_request(
+    request: Request,
+    max_bytes: int,
+    schema: type[M],
+    form_fields: Callable[[Any], dict[str, Any]],
+) -> tuple[M, bytes, str | None]:
+    """A request that carries one image, read under ``max_bytes``: JSON with
+    ``image_base64``, or multipart with an ``image`` file and the other fields as
+    ``form_fields(form)`` reads them. Returns the body checked against ``schema``, the image's
+    bytes and the uploaded file's name (None for JSON)."""
+    kind, body = await upload(request, max_bytes)
+    if kind == "application/json":
+        req = parse_json_body(body, schema)
+        return req, image_from_base64(req.image_base64), None  # type: ignore[attr-defined]
+    form = await read_form(request, body, max_bytes)
+    data, name = await form_image(form)
+    fields = {"image_base64": "-", **form_fields(form)}
+    return check_fields(fields, schema), data, name

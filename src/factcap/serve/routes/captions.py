@@ -13,19 +13,10 @@ from factcap.schema import stable_id
 from factcap.serve.schemas import (
     CaptionRequest,
     RecordOut,
-    check_fields,
     json_body_schema,
-    parse_json_body,
 )
 from factcap.serve.state import check_styles, service
-from factcap.serve.uploads import (
-    UPLOAD_ERRORS,
-    decode_upload,
-    form_image,
-    image_from_base64,
-    read_form,
-    upload,
-)
+from factcap.serve.uploads import UPLOAD_ERRORS, decode_upload, image_request
 
 RETRY_AFTER_S = 1
 router = APIRouter(tags=["captions"])
@@ -59,27 +50,26 @@ def per_item_fields(config: Any, req: CaptionRequest) -> dict[str, Any]:
         429: {"description": "queue full; retry after Retry-After seconds"},
     },
 )
+def _form_fields(form: Any) -> dict[str, Any]:
+    """A caption request's fields from a multipart form (``styles`` repeated or
+    comma-separated)."""
+    fields: dict[str, Any] = {}
+    styles = [s for v in form.getlist("styles") if isinstance(v, str) for s in v.split(",")]
+    if styles:
+        fields["styles"] = styles
+    for key in ("instruction", "alt_text", "question"):
+        if isinstance(form.get(key), str):
+            fields[key] = form.get(key)
+    return fields
+
+
 async def captions(request: Request) -> dict[str, Any]:
     """Caption one image: a multipart upload (field ``image``, optional ``styles``,
     ``instruction`` and ``alt_text``) or JSON ``{"image_base64", "styles"?, "instruction"?,
     "alt_text"?}``. Returns the
     record (the same JSON object as a line of ``factcap caption`` output)."""
     svc = service(request)
-    kind, body = await upload(request, svc.max_bytes)
-    if kind == "application/json":
-        req = parse_json_body(body, CaptionRequest)
-        data, name = image_from_base64(req.image_base64), None
-    else:
-        form = await read_form(request, body, svc.max_bytes)
-        data, name = await form_image(form)
-        fields: dict[str, Any] = {"image_base64": "-"}
-        styles = [s for v in form.getlist("styles") if isinstance(v, str) for s in v.split(",")]
-        if styles:
-            fields["styles"] = styles
-        for key in ("instruction", "alt_text", "question"):
-            if isinstance(form.get(key), str):
-                fields[key] = form.get(key)
-        req = check_fields(fields, CaptionRequest)
+    req, data, name = await image_request(request, svc.max_bytes, CaptionRequest, _form_fields)
     styles = check_styles(req.styles, svc.style_names())
     decoded = await run_in_threadpool(decode_upload, data, svc.limits)
     source = f"upload:{name}" if name else "upload"

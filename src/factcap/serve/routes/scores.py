@@ -15,19 +15,10 @@ from factcap.schema import stable_id
 from factcap.serve.schemas import (
     ScoreRequest,
     ScoresOut,
-    check_fields,
     json_body_schema,
-    parse_json_body,
 )
 from factcap.serve.state import service
-from factcap.serve.uploads import (
-    UPLOAD_ERRORS,
-    decode_upload,
-    form_image,
-    image_from_base64,
-    read_form,
-    upload,
-)
+from factcap.serve.uploads import UPLOAD_ERRORS, decode_upload, image_request
 
 #: metrics run when the request names none: those that need no references
 DEFAULT_SCORE_METRICS = ("clip_score", "vqa_score")
@@ -51,14 +42,7 @@ async def scores(request: Request) -> dict[str, Any]:
     references (``clip_score``, ``vqa_score``). Returns ``{"id", "metrics": {name:
     {value: number|null}}, "failures": {name: {metric: reason}}}``."""
     svc = service(request)
-    kind, body = await upload(request, svc.max_bytes)
-    if kind == "application/json":
-        req = parse_json_body(body, ScoreRequest)
-        data = image_from_base64(req.image_base64)
-    else:
-        form = await read_form(request, body, svc.max_bytes)
-        data, _ = await form_image(form)
-        req = check_fields({"image_base64": "-", **_form_fields(form)}, ScoreRequest)
+    req, data, _ = await image_request(request, svc.max_bytes, ScoreRequest, _form_fields)
     captions, metrics, references = _checked(req)
     decoded = await run_in_threadpool(decode_upload, data, svc.limits)
 
