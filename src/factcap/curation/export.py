@@ -90,6 +90,7 @@ from factcap import __version__
 from factcap.engine.records import ImageFinder, read_records
 from factcap.errors import ImageError, OutputError, UsageError, require
 from factcap.images import DecodeLimits, decode
+from factcap.prompts.style import description_kind
 from factcap.schema import Media
 from factcap.text.sanitize import one_line
 
@@ -443,9 +444,7 @@ def gbc_graph(
     """
     graph = record.get("graph") if isinstance(record.get("graph"), dict) else {}
     descs = [
-        {"text": text, "label": "short" if style in ("short", "alt") else "detail"}
-        for style, text in captions.items()
-        if text
+        {"text": text, "label": description_kind(style)} for style, text in captions.items() if text
     ]
     vertices: list[dict[str, Any]] = [
         {
@@ -888,10 +887,3 @@ def _size(row: dict[str, Any], image: Path | None) -> tuple[int, int] | None:
             return picture.size
     except Exception:  # not an image Pillow reads (a 3D asset): no size
         return None
-
-
-def export_records(results: str | Path, to: str, output: str | Path, **options: Any) -> ExportStats:
-    """:class:`ExportJob` then its ``run`` (``options``: those of :class:`ExportJob`, and
-    ``progress``)."""
-    progress = options.pop("progress", None)
-    return ExportJob(results, to, output, **options).run(progress)

@@ -151,3 +151,17 @@ def selectable(styles: Mapping[str, Style]) -> list[str]:
 def added_by(styles: Mapping[str, Style], feature: str) -> list[str]:
     """The styles that ``feature`` (``instruction``, ``question``, ``regions``) adds."""
     return [n for n, s in styles.items() if s.added_by == feature]
+
+
+#: Styles whose captions are one short line (a caption graph's ``short`` descriptions).
+SHORT_STYLES = ("short", "alt")
+
+
+def description_kind(style: str) -> str:
+    """``short`` for a style of one short line, else ``detail``: how a caption graph (and
+    the GBC export) labels an image description written in ``style``.
+
+    >>> description_kind("alt"), description_kind("detailed")
+    ('short', 'detail')
+    """
+    return "short" if style in SHORT_STYLES else "detail"
