@@ -28,7 +28,7 @@ def region_record(
     record = Record(rid, source, captions=dict(captions), image_size=size)
     made = []
     for k, (label, box, score, caption) in enumerate(regions):
-        crop = Work(Record(f"{rid}#r{k}", source), Image.new("RGB", (2, 2)))
+        crop = Work.of_image(Record(f"{rid}#r{k}", source), Image.new("RGB", (2, 2)))
         if caption:
             crop.record.captions["region"] = caption
         pixels = tuple(float(v) for v in box)

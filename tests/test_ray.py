@@ -133,7 +133,7 @@ def test_work_items_survive_the_columns_between_stages(photos):
     assert back[0].image.mode == "RGB" and back[0].image.size == photos[0].size
     assert back[0].image.tobytes() == photos[0].tobytes()
     assert back[0].ocr_spans == spans and back[0].ocr_model == "rapidocr"
-    assert back[0].extra == {DETECTIONS: [found]}  # one {query: boxes} per image looked at
+    assert back[0].state == {DETECTIONS: [found]}  # one {query: boxes} per image looked at
     assert back[1].image is None and back[1].ocr_spans is None
     assert back[1].record.to_dict() == work[1].record.to_dict()
     # a kind of several views: each view's own size, index and metadata, in RGB

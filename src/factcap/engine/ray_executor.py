@@ -13,7 +13,7 @@ counterpart of :func:`factcap.engine.executor.run_job`, as one streaming Ray Dat
   :class:`factcap.config.RoleConfig`). A stage without a model runs as Ray tasks.
 - Each step runs the stage's own function (``Stage.run``) on work items rebuilt from the
   columns of :meth:`Work.to_row` (the record as JSON, each view's RGB bytes, size, index and
-  metadata, OCR spans, and what stages leave each other in ``Work.extra``, plain JSON); a
+  metadata, OCR spans, and what stages leave each other in ``Work.state``, plain JSON); a
   3D asset renders in the decode task. A backend that fails marks its batch's items as
   error records (the stage functions do that); the job goes on. The executor names no stage,
   no feature and no media kind.
@@ -131,7 +131,7 @@ def _schemas() -> tuple[Any, Any, Any]:
             ("views", pa.list_(view)),
             ("ocr", pa.large_string()),
             ("ocr_model", pa.string()),
-            ("extra", pa.large_string()),
+            ("state", pa.large_string()),
         ]
     )
     result = pa.schema([("seq", pa.int64()), ("record", pa.large_string())])

@@ -17,7 +17,7 @@ from factcap.pipeline.work import Work, call_batched, live
 from factcap.schema import ClaimKind
 
 DETECTIONS = "detections"
-"""Key of ``Work.extra`` holding an item's detections, from this stage to ``judge``: one
+"""Key of ``Work.state`` holding an item's detections, from this stage to ``judge``: one
 ``{query: [{"score", "box"}]}`` per view the checkers look at (plain data)."""
 
 
@@ -46,7 +46,7 @@ def object_queries(work: Work) -> list[str]:
 def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None) -> None:
     """All object subjects of each live item with claims go to the detector in one call per
     image (a 3D asset: per view, batched); ``extra["detections"]`` gets a list with one
-    {query: [{"score", "box"}]} per image (plain data, as ``Work.extra`` holds). An item without object or count claims is not sent (its
+    {query: [{"score", "box"}]} per image (plain data, as ``Work.state`` holds). An item without object or count claims is not sent (its
     list holds one empty mapping per image, as the detector would answer). Without a
     detector nothing happens (and the verdicts are left to VQA)."""
     items = [w for w in live(batch) if w.record.claims]
@@ -56,7 +56,7 @@ def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None
     queries = [object_queries(w) for w in items]
     for w in items:
         # an item with no object claims never reaches the detector: it found nothing
-        w.extra[DETECTIONS] = [{} for _ in w.images]
+        w.state[DETECTIONS] = [{} for _ in w.images]
     asking = [w for w, q in zip(items, queries, strict=True) if q]
     pairs = [(w, image, q) for w, q in zip(items, queries, strict=True) if q for image in w.images]
     if not pairs:
@@ -65,11 +65,11 @@ def detect_claims(batch: Sequence[Work], detector: tuple[Any, int | None] | None
         model.detect, size, [image for _, image, _ in pairs], [q for _, _, q in pairs]
     )
     for w in asking:
-        w.extra[DETECTIONS] = []
+        w.state[DETECTIONS] = []
     for (w, _, _), detections in zip(pairs, found, strict=False):  # as many as it gave
         per_query: dict[str, list[dict[str, Any]]] = {}
         for det in detections:
             per_query.setdefault(det.query, []).append(
                 {"score": float(det.score), "box": [float(v) for v in det.box]}
             )
-        w.extra[DETECTIONS].append(per_query)
+        w.state[DETECTIONS].append(per_query)

@@ -112,7 +112,7 @@ def judge_claims(
     items = [w for w in live(batch) if w.record.claims]
     if not items:
         return
-    detected = [w.extra.pop(DETECTIONS, None) for w in items]
+    detected = [w.state.pop(DETECTIONS, None) for w in items]
     pending: list[tuple[int, Claim, list[int]]] = []  # item, claim, images to ask about
     for idx, w in enumerate(items):
         for claim in w.record.claims:

@@ -56,7 +56,7 @@ from factcap.schema import Claim, ClaimKind, Record, Verdict
 from factcap.text.english import plural
 from factcap.text.pieces import split_pieces
 
-#: Keys of ``Work.extra`` holding an item's regions and relations between the ``regions:*``
+#: Keys of ``Work.state`` holding an item's regions and relations between the ``regions:*``
 #: stages, as plain JSON-able data (Ray carries ``extra`` as JSON between stages); crops are
 #: cut again from the item's image in each stage.
 REGIONS = "regions"
@@ -212,9 +212,9 @@ def find_regions(work: Work, cfg: RegionsConfig) -> list[Region]:
 
 def regions_of(work: Work, cfg: RegionsConfig) -> list[Region]:
     """The item's regions: found on first use, else rebuilt from what the last stage kept."""
-    if REGIONS not in work.extra:
+    if REGIONS not in work.state:
         return find_regions(work, cfg)
-    return [Region.from_data(d, work.image) for d in work.extra[REGIONS]]
+    return [Region.from_data(d, work.image) for d in work.state[REGIONS]]
 
 
 @contextmanager
@@ -226,7 +226,7 @@ def regions_in(batch: Sequence[Work], cfg: RegionsConfig) -> Iterator[dict[int, 
         yield found
     finally:
         for w in live(batch):
-            w.extra[REGIONS] = [r.to_data() for r in found.get(id(w), [])]
+            w.state[REGIONS] = [r.to_data() for r in found.get(id(w), [])]
 
 
 def _pairs(batch: Sequence[Work], found: dict[int, list[Region]]) -> list[tuple[Work, Region]]:
@@ -334,7 +334,7 @@ def run_compose(batch: Sequence[Work], model: BoundModel | None, context: StageC
             rels = {id(w): pair_relations(found[id(w)], cfg.regions) for w in live(batch)}
             write_sentences([r for found_rels in rels.values() for r in found_rels], llm, cfg)
             for w in live(batch):
-                w.extra[RELATIONS] = [r.to_data() for r in rels[id(w)]]
+                w.state[RELATIONS] = [r.to_data() for r in rels[id(w)]]
 
 
 def _names(label: str) -> re.Pattern[str] | None:
@@ -455,7 +455,7 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
     rels = {
         id(w): [
             Relation.from_data(d, {r.id: r for r in regions[id(w)]})
-            for d in w.extra.pop(RELATIONS, [])
+            for d in w.state.pop(RELATIONS, [])
         ]
         for w in items
     }
@@ -477,7 +477,7 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
         own = regions[id(w)]
         w.record.regions = [region_entry(r, w.image.size) for r in own]
         w.record.graph = build_graph(w.record, own, rels[id(w)], w.image.size)
-        w.extra.pop(REGIONS, None)
+        w.state.pop(REGIONS, None)
 
 
 def _apply(relation: Relation, p: float, cfg: Config) -> None:

@@ -20,14 +20,14 @@ R = TypeVar("R")
 @dataclass(slots=True)
 class Work:
     """One input in flight. Stages read ``views`` (a photo's one view, an asset's rendered
-    views: :class:`~factcap.media.View`) and fill ``record``; ``extra`` holds what one stage
+    views: :class:`~factcap.media.View`) and fill ``record``; ``state`` holds what one stage
     leaves for a later one, as plain JSON data (so it crosses to Ray workers as it is)."""
 
     record: Record
     views: list[View] = field(default_factory=list)
     ocr_spans: list[Any] | None = None  # None: OCR not run; []: ran, read nothing
     ocr_model: str | None = None  # the OCR backend whose text became a proposal
-    extra: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of_image(cls, record: Record, image: Any) -> Work:
@@ -81,7 +81,7 @@ class Work:
             "views": views,
             "ocr": None if spans is None else json.dumps(spans),
             "ocr_model": self.ocr_model,
-            "extra": json.dumps(self.extra),
+            "state": json.dumps(self.state),
         }
 
     @classmethod
@@ -106,7 +106,7 @@ class Work:
                 for s in json.loads(row["ocr"])
             ]
         record = Record.from_dict(json.loads(row["record"]))
-        return cls(record, views, spans, row["ocr_model"], json.loads(row["extra"]))
+        return cls(record, views, spans, row["ocr_model"], json.loads(row["state"]))
 
 
 def live(batch: Sequence[Work]) -> list[Work]:
