@@ -2,67 +2,12 @@
 
 :data:`EXPORTERS` holds one :class:`Exporter` per format: a writer function and what it
 takes. Adding a format is a writer (``def write_x(items, context)``) and its line in the
-table; :class:`ExportJob` does the rest (reading, choosing records and styles, finding and
-placing images, temporary output renamed into place, the counts).
+table; :class:`ExportJob` does the rest (reading, choosing records and styles, finding,
+checking and placing images, temporary output renamed into place, the counts).
 
-``coco`` (``-o captions.json``)
-    COCO captions: ``{"info", "licenses", "images": [{"id", "file_name", "width", "height",
-    "factcap_id"}], "annotations": [{"id", "image_id", "caption", "style"}]}``, one annotation
-    per chosen style. ``file_name`` is the image's file name, which is how ``factcap evaluate
-    --references captions.json`` matches results to it (and pycocotools reads it).
-``llava`` (``-o train.json``)
-    LLaVA conversations: ``[{"id", "image", "conversations": [{"from": "human", "value":
-    "<image>\\n" + prompt}, {"from": "gpt", "value": caption}]}]``, one entry per image and
-    style (``id`` is the record id, with ``-<style>`` added when several styles are chosen).
-    ``image`` is relative to the image folder (``--image_folder`` of LLaVA's training) when
-    images are copied or linked, else the found file's absolute path.
-``hf`` (``-o DIR``)
-    A Hugging Face dataset written with ``datasets.Dataset.save_to_disk``: ``image`` (an
-    ``Image`` feature, bytes embedded), ``id``, ``source``, ``status``, and one string column
-    per style (null where a record lacks it). ``datasets.load_from_disk`` reads it without
-    factcap, and ``factcap caption DIR`` captions it again (same ids).
-``folder`` (``-o DIR``)
-    One image and one ``.txt`` caption beside it (same name) per record, the layout LoRA
-    trainers read; one style (the first chosen). ``--prefix`` (e.g. a trigger word) starts
-    every caption. The caption file holds one line (:func:`~factcap.text.sanitize.one_line`:
-    line breaks become spaces, control and bidi formatting characters are dropped).
-``csv`` (``-o captions.csv``)
-    ``id, file_name, source, status`` and one column per style. ``file_name`` is relative to
-    the CSV's folder when images are copied or linked (so ``factcap caption captions.csv``
-    reads it as a manifest), else the found file's path.
-``gbc`` (``-o graphs.jsonl``)
-    The caption graphs of ``--regions`` in the JSONL layout of Apple's graph-based captioning
-    (GBC, ``gbc.data.graph.GbcGraph``), one line per image: ``{"img_url": null, "img_path",
-    "original_caption": null, "short_caption", "detail_caption", "vertices": [{"vertex_id",
-    "bbox": {"left", "top", "right", "bottom", "confidence"}, "label", "descs": [{"text",
-    "label"}], "in_edges", "out_edges"}]}`` (:func:`gbc_graph`). ``img_path`` is relative, as GBC's
-    loaders join it to an image root: to ``<stem>_images/`` when images are copied or linked,
-    else to the output file's folder.
-    A record without a graph (captioned without ``--regions``) is exported as its image
-    vertex alone, and counted (``without a graph``), so every chosen record has its line.
-
-Which records: those whose status is chosen (``ok`` by default). Which captions: the chosen
-styles (default: every style the chosen records have, in order of first appearance); ``prefix``
-is put before each caption as given. Images are located like ``factcap evaluate`` does
-(:class:`~factcap.engine.records.ImageFinder`: ``--image-root``, where the captioning ran,
-beside the results); with ``copy`` or ``link`` (a symbolic link to the found file) they go into
-the output folder (``folder``) or ``<stem>_images/`` beside the output file (``coco``,
-``llava``, ``csv``, ``gbc``), named after the image file (``-<id>`` added to a name already taken).
-A record whose image is needed but not found is left out and counted.
-
-Only images leave: where the image is placed or embedded, its file must decode as an image
-(:func:`factcap.images.decode`, default limits) and the bytes that decoded are what is copied
-or embedded; a record naming any other file (a results file from elsewhere may name
-``/etc/passwd``) is left out and counted, with its path and the error's kind, never its
-content. A record of several views (a 3D asset: :class:`~factcap.schema.Media`) is exported
-as its rendered views (each view's ``file``, saved by ``factcap caption --save-views``): one
-item per view, id ``<id>-view-<k>``, placed as ``<asset stem>-view-<k>.png``, with the
-record's captions and ``source``, in every format; one whose views were not saved is left out
-and counted. The asset's own file (its mesh) is never exported.
-
-Nothing is overwritten without ``overwrite``, and an existing folder only when it is empty
-or an earlier export (it holds ``.factcap-export.json``, which every exported folder gets).
-The output is written under a temporary name beside it and renamed when complete.
+README: "Curation: alt-text, ranking, filter, export" has each format's layout, which records
+and styles go, where images are placed, and why only files that decode as images leave (a
+3D asset as its saved views).
 
 >>> import tempfile
 >>> d = Path(tempfile.mkdtemp())

@@ -1,48 +1,10 @@
 """Question-guided captions (``--question``): a caption that answers the item's question,
-and a check of that answer against the image.
+and a check of that answer against the image (``question:answer``, ``question:check``).
 
-Where the question comes from (:class:`~factcap.config.QuestionConfig`): the item's own field
-(``question.field``: a manifest or Parquet column, a tar member's extension, or a key of a tar
-sample's ``.json`` member) wins; else ``question.text`` (``--question``), asked of every item.
-:func:`set_question` puts it in ``record.question`` when the item is decoded, so a region's
-crop (``--regions``) never has one. An item without a question is captioned as before.
-
-What an item with a question gets:
-
-1. ``caption:<i>``: each captioner that takes a prompt (``accepts_prompt``: chat VLMs,
-   ``openai:`` captioners; not BLIP or Kosmos-2, whose prompt is a fixed text prefix) writes
-   one more proposal, asked :func:`captioner_prompt`; its ``model`` is ``"<spec> (question)"``.
-   It is added to the plain proposal, not put in its place: both are drafts whose claims are
-   checked as usual.
-2. ``compose``: the ``question`` style (``prompts/styles/question.txt``, ``added_by:
-   question``) is written for that item only, its prompt holding the question as quoted data
-   (:func:`factcap.prompts.quote_question`); refuted content is cut as in every style.
-3. ``question:answer`` (the LLM): reading only the ``question`` caption, the LLM answers the
-   question (the ``answer`` template, :func:`factcap.prompts.answer_prompt`, which evaluation's
-   ``question_accuracy`` asks too), in a few words, yes or no, or "unknown".
-4. ``question:check`` (the VQA model; not with ``--no-verify``): for a yes/no question
-   (:func:`factcap.text.answers.is_yes_no`) the VQA model is asked the question itself; for
-   an open question, whether the LLM's answer is right (:func:`check_question`: ``<question>
-   Is the answer "<answer>"?``), since the VQA role answers yes or no only. P(yes) is the
-   highest over an asset's views, as for claims.
-
-The record's ``answer``:
-
-- ``style``: the caption that was read (``question``);
-- ``llm_answer``: the LLM's answer from that caption alone (``"yes"`` / ``"no"`` for a
-  yes/no question answered so), null when it said the caption does not tell;
-- ``answered``: whether it could answer (the caption contains what answers the question);
-- ``yes_no``: whether the question is a yes/no question;
-- ``vqa_question``, ``vqa_p_yes``: what the VQA model was asked and its P(yes) (null when
-  nothing was asked, or it gave no answer);
-- ``vqa_answer``: for a yes/no question, the VQA model's own answer (``yes`` when P(yes) ≥
-  0.5, as for claims), else null;
-- ``agrees``: whether the image agrees with the caption's answer. Yes/no question: the LLM's
-  yes/no equals the VQA model's, when P(yes) is at least ``verify.supported_threshold`` or at
-  most ``verify.refuted_threshold``; open question: P(yes) at least the supported threshold →
-  true, at most the refuted one → false. Null when P(yes) lies between, when the caption gave
-  no answer, or when nothing was checked. The record's ``notes`` say when the caption did not
-  answer and when the image disagrees.
+README: "Captions that answer a question" has what an item with a question gets and what
+each field of the record's ``answer`` means. The question comes from the item's own field
+(``question.field``) or ``question.text``, and is set when the item is read
+(:func:`prepare_record`).
 
 >>> from factcap.schema import Record
 >>> from factcap.config import QuestionConfig
