@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import atexit
 import doctest
+import functools
 import importlib
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,6 +64,45 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
+#: What makes the probe's offscreen renderer, as factcap does (EGL unless the user chose).
+_GL_PROBE = (
+    "import os; os.environ.setdefault('PYOPENGL_PLATFORM', 'egl'); import pyrender; "
+    "pyrender.OffscreenRenderer(8, 8).delete()"
+)
+#: What scripts/setup.sh installs for it (as root or with passwordless sudo).
+GL_PACKAGES = "libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri"
+
+
+@functools.cache
+def headless_gl_problem() -> str | None:
+    """Why pyrender cannot render offscreen on this machine, or None when it can. Found once
+    per session, in a subprocess: a GL library that is missing or broken can take the
+    process down with it."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _GL_PROBE], capture_output=True, text=True, timeout=300
+        )
+    except subprocess.TimeoutExpired:
+        return "making a pyrender offscreen renderer did not finish in 300 s"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.strip().splitlines()
+    why = lines[-1] if lines else f"exit status {done.returncode}"
+    return (
+        f"no headless OpenGL here (a pyrender offscreen renderer fails: {why}); 3D assets "
+        f"render through Mesa's EGL: apt-get install {GL_PACKAGES} (scripts/setup.sh does, "
+        "as root or with passwordless sudo)"
+    )
+
+
+@pytest.fixture(scope="session")
+def headless_gl() -> None:
+    """Skips the test, saying why, on a machine where 3D assets cannot be rendered."""
+    problem = headless_gl_problem()
+    if problem:
+        pytest.skip(problem)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
     gpu = [item for item in items if item.get_closest_marker("gpu")]
@@ -81,8 +123,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """A doctest whose example needs an optional dependency this environment lacks skips and
-    names it, instead of failing."""
+    """A doctest whose example needs an optional dependency this environment lacks, or renders
+    a 3D asset on a machine without headless OpenGL, skips and says so instead of failing."""
     try:
         return (yield)
     except doctest.UnexpectedException as e:
@@ -91,4 +133,8 @@ def pytest_runtest_call(item: pytest.Item):
             missing = (error.name or "").split(".")[0]
             if missing and missing != "factcap":
                 pytest.skip(f"this example needs {missing}, which is not installed")
+        if isinstance(item, pytest.DoctestItem) and getattr(error, "kind", None) == "RenderFailed":
+            problem = headless_gl_problem()
+            if problem:
+                pytest.skip(f"this example renders a 3D asset: {problem}")
         raise

@@ -11,6 +11,9 @@ import pytest
 
 pytest.importorskip("trimesh", reason="3D assets need trimesh: pip install 'factcap[3d]'")
 pytest.importorskip("pyrender", reason="3D assets need pyrender: pip install 'factcap[3d]'")
+# Every test here renders (or may render) with headless OpenGL: without it they skip and say
+# why (../conftest.py's probe). Rendering, a browser and whole jobs: not the fast tier.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("headless_gl")]
 
 import assets3d  # noqa: E402
 from factcap.assets.pool import RenderPool, render_asset  # noqa: E402

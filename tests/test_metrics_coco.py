@@ -181,7 +181,11 @@ def test_metric_classes_equal_pycocoevalcap_on_raw_captions():
     assert cider_metric.corpus(samples, cider_scores) == {"cider": expected[4]}
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="the reference tokenizer needs java")
+@pytest.mark.skipif(
+    shutil.which("java") is None,
+    reason="the reference tokenizer needs java: apt-get install default-jre-headless"
+    " (scripts/setup.sh does, as root or with passwordless sudo)",
+)
 def test_tokenizer_equals_pycocoevalcap_ptbtokenizer():
     pytest.importorskip("pycocoevalcap")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
