@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from factcap.config import load_config
 from factcap.errors import PathRefused
+from factcap.pipeline.runner import Pipeline
+from factcap.pipeline.stage import Models
 from factcap.serve.jobs import Jobs, resolve_inside
-from test_serve import WAIT_S, scripted_pipeline
+from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
+from test_serve import CLAIMS, WAIT_S, scripted_pipeline
 
 
 @pytest.fixture
@@ -70,3 +74,49 @@ def test_a_job_path_that_is_a_symlink_out_is_refused_as_one(root):
         resolve_inside(root, "escape")
     with pytest.raises(PathRefused, match=r"^'\.\./private' is outside the data root$"):
         resolve_inside(root, "../private")
+
+
+class _FailsNamingServerPaths(ScriptedCaptioner):
+    """Fails as a library might, naming the server's own folders: a file under the data root,
+    the data root itself, and a file under the jobs folder."""
+
+    def __init__(self, root: Path, jobs: Path):
+        super().__init__("cap-fails", "")
+        self.root, self.jobs = root.resolve(), jobs.resolve()
+
+    def caption(self, images, prompt=None):
+        raise OSError(
+            f"cannot read {self.root / 'set' / 'photo.png'} under {self.root}: "
+            f"the cache {self.jobs / 'cache' / 'x.bin'} is full"
+        )
+
+
+def test_an_error_record_names_no_server_path(root, tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    config = load_config(preset="tiny", overrides={"batch_size": 4})
+    failing = _FailsNamingServerPaths(root, jobs_dir)
+    models = Models(
+        config,
+        built={
+            "captioner:0": (failing, 4),
+            "captioner:1": (ScriptedCaptioner("cap-b", "A cat next to a lamp."), 4),
+            "llm": (ScriptedLLM(CLAIMS, "A grey cat sits on a sofa."), 4),
+            "detector": (ScriptedDetector(["cat"]), 4),
+            "vqa": (ScriptedVQA(lambda q: 0.9), 4),
+        },
+    )
+    job = Jobs(Pipeline(config, models=models), root, jobs_dir).submit("set", ["short"], None)
+    assert job.thread is not None
+    job.thread.join(WAIT_S)
+    assert job.state == "done", job.message
+    records = [json.loads(line) for line in job.results.read_text().splitlines()]
+    photo = next(r for r in records if r["source"] == "set/photo.png")
+    assert photo["status"] == "error"
+    # the server's folders are named relative to the data root, or by a label
+    assert (
+        "cannot read set/photo.png under <data root>: the cache <jobs>/cache/x.bin is full"
+        in (photo["error"]["message"])
+    )
+    for record in records:
+        text = json.dumps(record)
+        assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text, text
