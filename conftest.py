@@ -21,6 +21,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the Ray instances tests start report nothing
 # The suite's expectations are CPU float32 ones (tiny random weights, exact equality between
 # runs), and models left on "auto" would take a GPU, in float16: the tests (and the processes
 # they start) see no CUDA device unless FACTCAP_TEST_GPU=1, which runs the `gpu` tests on one.

@@ -220,6 +220,7 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"  # ../conftest.py: no usage reports
     context = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield context
     ray.shutdown()
@@ -334,3 +335,27 @@ def test_ray_address_needs_the_ray_executor(tmp_path, capsys):
     code = main(["caption", examples, "-o", str(tmp_path / "o.jsonl"), "--ray-address", "auto"])
     assert code == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+# --- Ray's usage reporting -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", [None, "ray://head:10001"])
+def test_factcaps_ray_start_turns_usage_reporting_off(monkeypatch, address):
+    """factcap starts (or joins) Ray with its usage reporting off, Ray's documented switch
+    RAY_USAGE_STATS_ENABLED=0 set before ray.init (which a local Ray 2.60 also sets itself, but
+    not a nightly wheel); a user's own choice stands."""
+    import ray
+
+    from factcap.engine import ray_executor
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(
+        ray, "init", lambda **kwargs: seen.append(os.environ.get("RAY_USAGE_STATS_ENABLED"))
+    )
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED")  # ../conftest.py sets it for the suite
+    assert ray_executor._init_ray(address) is True
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    assert ray_executor._init_ray(address) is True
+    assert seen == ["0", "1"]
