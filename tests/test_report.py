@@ -343,6 +343,9 @@ def _visible_ids(page) -> list[str]:
     )
 
 
+BROWSER_MS = 60_000  # the most the tests wait for the page to get somewhere (they fail after)
+
+
 def _open(browser, html: Path):
     """The report in a new page; ``problems`` collects console errors and warnings, page
     errors, dialogs (a script that should not run) and any request off the file."""
@@ -356,7 +359,10 @@ def _open(browser, html: Path):
         lambda r: r.url.startswith(("file:", "data:")) or problems.append(f"request {r.url}"),
     )
     page.goto(html.as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.wait_for_selector("body[data-ready='1']", timeout=BROWSER_MS)
+    # the thumbnails (data: URIs) decode after the script ran, and boxes are placed on them:
+    # wait until every image has loaded or failed (the tests check which)
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=BROWSER_MS)
     return page, problems
 
 

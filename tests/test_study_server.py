@@ -322,6 +322,9 @@ def test_doctests():
 # ---- the study in Chromium -------------------------------------------------------------------
 
 
+BROWSER_MS = 60_000  # the most the tests wait for the page to get somewhere (they fail after)
+
+
 def _open(browser, url: str, base: str):
     """A new page at ``url``; ``problems`` collects console errors, page errors, dialogs
     (a script that should not run) and any request that leaves the study server."""
@@ -338,9 +341,11 @@ def _open(browser, url: str, base: str):
 def _wait_ready(page, done: int, total: int) -> int:
     """Wait until the page shows ``done / total`` with an item ready to answer; its id."""
     page.wait_for_function(
-        "t => document.getElementById('progress').textContent === t", arg=f"{done} / {total}"
+        "t => document.getElementById('progress').textContent === t",
+        arg=f"{done} / {total}",
+        timeout=BROWSER_MS,
     )
-    page.wait_for_selector("body[data-busy='0']", timeout=20_000)
+    page.wait_for_selector("body[data-busy='0']", timeout=BROWSER_MS)
     return int(page.get_attribute("body", "data-assignment"))
 
 
@@ -378,10 +383,15 @@ def test_study_end_to_end_in_chromium(browser, study):
     assert all(sum(a.gold for a in per.values()) == 1 for per in own.values())
     code = store.info["completion_code"]
     clicked: dict[int, str] = {}
+    from playwright.sync_api import expect  # the browser fixture skipped without it
+
     with serve_in_thread(create_app(study, KEY)) as base:
         # rater 1: the mouse, and a double click that must not vote twice
         page, problems = _open(browser, f"{base}/r/{tokens['rater-01']}", base)
-        assert page.get_by_role("button", name="About the same").count() == 1
+        # the buttons show once the page's script has loaded the first item: wait for that
+        expect(page.get_by_role("button", name="About the same")).to_have_count(
+            1, timeout=BROWSER_MS
+        )
         for i in range(4):
             aid = _wait_ready(page, i, 4)
             assert aid in own["rater-01"] and aid not in clicked
@@ -393,7 +403,7 @@ def test_study_end_to_end_in_chromium(browser, study):
             else:
                 page.click(f"#choose-{choice}")
             clicked[aid] = choice
-        page.wait_for_selector("body[data-state='done']")
+        page.wait_for_selector("body[data-state='done']", timeout=BROWSER_MS)
         assert page.text_content("#progress") == "4 / 4"
         assert page.text_content("#completion-code") == code
         assert store.progress(tokens["rater-01"]) == (4, 4)
@@ -402,9 +412,12 @@ def test_study_end_to_end_in_chromium(browser, study):
         # forged votes from rater 1's page: rater 2's item (403), a repeat (409)
         theirs = next(iter(own["rater-02"]))
         vote_path = f"/api/r/{tokens['rater-01']}/vote"
-        status, body = _forge(page, vote_path, {"assignment_id": theirs, "choice": "left"})
+        # (each refusal also logs a console error, which may come after the fetch resolves)
+        with page.expect_console_message(lambda m: "403" in m.text, timeout=BROWSER_MS):
+            status, body = _forge(page, vote_path, {"assignment_id": theirs, "choice": "left"})
         assert status == 403 and "not assigned" in body["detail"]
-        status, body = _forge(page, vote_path, {"assignment_id": aid, "choice": "right"})
+        with page.expect_console_message(lambda m: "409" in m.text, timeout=BROWSER_MS):
+            status, body = _forge(page, vote_path, {"assignment_id": aid, "choice": "right"})
         assert status == 409 and "already" in body["detail"]
         assert [p[-10:] for p in problems] == ["Forbidden)", "(Conflict)"]
 
@@ -412,11 +425,12 @@ def test_study_end_to_end_in_chromium(browser, study):
         page, problems = _open(browser, f"{base}/r/{tokens['rater-02']}", base)
         saw_xss = False
         for i in range(4):
-            if i == 2:
-                page.reload()
             aid = _wait_ready(page, i, 4)
+            if i == 2:  # once the last answer is in and the next item shown
+                page.reload()
+                assert _wait_ready(page, i, 4) == aid  # the reload came back where it stopped
             assignment = own["rater-02"][aid]
-            assert assignment.position == i  # the reload came back where it stopped
+            assert assignment.position == i
             _check_screen(page, assignment)
             if XSS in (assignment.left_caption, assignment.right_caption):
                 assert XSS in page.inner_text("#task")  # shown as literal text
@@ -424,7 +438,7 @@ def test_study_end_to_end_in_chromium(browser, study):
             choice = _choice(assignment, i, "rater-02")
             page.keyboard.press(KEYS[choice])
             clicked[aid] = choice
-        page.wait_for_selector("body[data-state='done']")
+        page.wait_for_selector("body[data-state='done']", timeout=BROWSER_MS)
         assert saw_xss
         assert problems == [], problems  # in particular, no alert() dialog
 
@@ -432,7 +446,7 @@ def test_study_end_to_end_in_chromium(browser, study):
         admin, problems = _open(browser, f"{base}/admin", base)
         assert "API key needed" in admin.text_content("h1")
         admin.goto(f"{base}/admin?key={KEY}")
-        admin.wait_for_selector("body[data-ready='1']")
+        admin.wait_for_selector("body[data-ready='1']", timeout=BROWSER_MS)
         rows = admin.locator("#raters tbody tr").evaluate_all(
             "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
         )
