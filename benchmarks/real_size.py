@@ -88,7 +88,7 @@ PIPELINE_ROLES = ["captioner", "llm", "detector", "vqa"]
 #: Backend class -> the options that switch issue 16's speed-ups off (the "before" path).
 SWITCHES: dict[str, dict[str, Any]] = {
     "BlipVQA": {"encode_once": False},
-    "ChatVLMJudge": {"reuse_prefix": False},
+    "ChatVLMVQA": {"reuse_prefix": False},
     "CausalLM": {"reuse_prefix": False},
     "GroundingDinoDetector": {"max_padding": 1.0},
 }
@@ -339,7 +339,7 @@ def run_job(
 
 
 #: Role with a baseline switch -> the stages its model runs in a caption job.
-SWITCHED_STAGES = {"vqa": ("vqa",), "llm": ("claims", "compose"), "detector": ("detect",)}
+SWITCHED_STAGES = {"vqa": ("check",), "llm": ("claims", "compose"), "detector": ("detect",)}
 #: Stages no switch touches: the same work in both runs.
 UNSWITCHED_STAGES = ("caption", "ocr", "detect", "decode")
 
@@ -349,12 +349,12 @@ def unswitched_min_speedup(
 ) -> float:
     """The speed-up with the other jobs of a shared machine taken out of the stages that no
     switch touches: each of those counts in both runs with the lower of its two times; the
-    switched stages (the VQA; claims and compose when the LLM has a switch; detect when the
+    switched stages (the claim check with the VQA model; claims and compose when the LLM has a switch; detect when the
     detector has one) and any other stage keep their own. On a quiet machine it equals
     ``speedup_vs_before``.
 
-    >>> a = {"stage_s_per_image": {"caption:0": 9.0, "vqa": 1.0}}
-    >>> b = {"stage_s_per_image": {"caption:0": 4.0, "vqa": 4.0}}
+    >>> a = {"stage_s_per_image": {"caption:0": 9.0, "check": 1.0}}
+    >>> b = {"stage_s_per_image": {"caption:0": 4.0, "check": 4.0}}
     >>> unswitched_min_speedup(a, b, {"vqa": {"encode_once": False}})
     1.6
     """

@@ -12,7 +12,7 @@ Builds SmolVLM-256M-Instruct (Idefics3: SigLIP at 512 px tiles, a SmolLM2-135M-s
 decoder) with its published sizes and random weights (``factcap.backends.real_size``; cached
 under ``--cache``, default ``$FACTCAP_CACHE/real_size`` or ``~/.cache/factcap/real_size``, so
 reruns skip the build), loads it through factcap's registry as a ``vqa`` judge
-(``ChatVLMJudge``) and times ``yes_probability`` for one photo with 1 question and with 16
+(``ChatVLMVQA``) and times ``yes_probability`` for one photo with 1 question and with 16
 distinct questions, with ``reuse_prefix`` on (the image and the common prompt start prefilled
 once, the questions batched on its key/value cache) and off (one plain pass per pair, as
 before), in the same run: a warm-up call first, then the best of ``--repeats``.

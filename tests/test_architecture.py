@@ -183,7 +183,7 @@ def test_the_executors_and_the_service_name_no_stage_and_no_media_kind():
         if _part(source) in ("engine", "serve") and target in named
     ]
     assert not wrong, "\n".join(wrong)
-    assert "factcap.pipeline.judge" in STAGE_MODULES  # the check looks at real names
+    assert "factcap.pipeline.check" in STAGE_MODULES  # the check looks at real names
 
 
 def test_the_checks_can_fail(tmp_path):

@@ -1,4 +1,4 @@
-"""BLIP, BLIP-2 and Kosmos-2 captioners and the BLIP VQA judge on their tiny checkpoints.
+"""BLIP, BLIP-2 and Kosmos-2 captioners and the BLIP VQA model on their tiny checkpoints.
 
 Every backend is loaded through the registry from a local directory, exactly as a hub
 checkpoint would be; the images are real photos.

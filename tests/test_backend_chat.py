@@ -1,4 +1,4 @@
-"""Chat VLM (captioner + yes/no judge), causal LM and CLIP backends on their tiny checkpoints.
+"""Chat VLM (captioner + yes/no VQA), causal LM and CLIP backends on their tiny checkpoints.
 
 Every backend is loaded through the registry, exactly as a hub checkpoint would be.
 """

@@ -23,8 +23,8 @@ from PIL import Image
 from factcap.backends import registry
 from factcap.backends.openai_compat import (
     OpenAICaptioner,
-    OpenAIJudge,
     OpenAILLM,
+    OpenAIVQA,
     RemoteBatchError,
     RemoteError,
 )
@@ -450,7 +450,7 @@ def _judge_reply(top: dict[str, float] | None, text: str = "yes"):
 
 def test_judge_probability_from_logprobs(images):
     with FakeOpenAIServer(_judge_reply({"yes": -0.1, "no": -2.3, "maybe": -4.0})) as srv:
-        judge = OpenAIJudge("vlm", base_url=srv.base_url)
+        judge = OpenAIVQA("vlm", base_url=srv.base_url)
         assert isinstance(judge, VQA)
         probs = judge.yes_probability(images, ["Is there a person?", "Is there a cat?"])
     expected = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.3))
@@ -467,7 +467,7 @@ def test_judge_probability_from_logprobs(images):
 def test_judge_sums_spellings_of_yes_and_no(images):
     top = {"Yes": -1.0, " yes": -2.0, "YES": -3.0, "No": -1.5, " no": -2.5, "Nope": -0.5}
     with FakeOpenAIServer(_judge_reply(top, text="Yes")) as srv:
-        (p,) = OpenAIJudge("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
+        (p,) = OpenAIVQA("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
     y = math.exp(-1.0) + math.exp(-2.0) + math.exp(-3.0)
     n = math.exp(-1.5) + math.exp(-2.5)
     assert p == pytest.approx(y / (y + n))
@@ -475,7 +475,7 @@ def test_judge_sums_spellings_of_yes_and_no(images):
 
 def test_judge_neither_yes_nor_no_is_nan(images):
     with FakeOpenAIServer(_judge_reply({"maybe": -0.2, "perhaps": -1.0}, text="maybe")) as srv:
-        (p,) = OpenAIJudge("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
+        (p,) = OpenAIVQA("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
     assert math.isnan(p)
 
 
@@ -484,30 +484,30 @@ def test_judge_neither_yes_nor_no_is_nan(images):
 )
 def test_judge_without_logprobs_falls_back_to_text(images, text, expected):
     with FakeOpenAIServer(_judge_reply(None, text=text)) as srv:
-        (p,) = OpenAIJudge("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
+        (p,) = OpenAIVQA("vlm", base_url=srv.base_url).yes_probability(images[:1], ["q?"])
     assert p == expected or (math.isnan(p) and math.isnan(expected))
 
 
 def test_judge_can_require_logprobs(images):
     with FakeOpenAIServer(_judge_reply(None)) as srv:
-        judge = OpenAIJudge("vlm", base_url=srv.base_url, require_logprobs=True)
+        judge = OpenAIVQA("vlm", base_url=srv.base_url, require_logprobs=True)
         with pytest.raises(RemoteError, match="no logprobs"):
             judge.yes_probability(images[:1], ["q?"])
 
 
 def test_judge_length_mismatch(images):
     with pytest.raises(ValueError, match="2 images but 1 questions"):
-        OpenAIJudge("vlm").yes_probability(images[:2], ["only one question"])
+        OpenAIVQA("vlm").yes_probability(images[:2], ["only one question"])
 
 
 def test_judge_instruction_option(images):
     with FakeOpenAIServer(_judge_reply({"yes": -0.5, "no": -1.0})) as srv:
-        judge = OpenAIJudge("vlm", base_url=srv.base_url, instruction="Reply yes or no only.")
+        judge = OpenAIVQA("vlm", base_url=srv.base_url, instruction="Reply yes or no only.")
         (p,) = judge.yes_probability(images[:1], ["  Is there a cat? "])
     assert _text_part(srv.completions[0].json) == "Is there a cat? Reply yes or no only."
     assert p == pytest.approx(math.exp(-0.5) / (math.exp(-0.5) + math.exp(-1.0)))
     with pytest.raises(ValueError, match="instruction"):
-        OpenAIJudge("vlm", instruction=None)
+        OpenAIVQA("vlm", instruction=None)
 
 
 def test_option_values_are_checked():
@@ -623,11 +623,11 @@ def test_cache_second_identical_batch_makes_no_request(images, tmp_path):
 
         questions = ["Is it red?", "Is it blue?"]
         captions = OpenAICaptioner("vlm", **kw).caption(images)
-        probs = OpenAIJudge("vlm", **kw).yes_probability(images, questions)
+        probs = OpenAIVQA("vlm", **kw).yes_probability(images, questions)
         assert len(server.completions) == 10
         assert probs[0] > 0.6 > 0.4 > probs[1]
         assert OpenAICaptioner("vlm", **kw).caption(images) == captions
-        assert OpenAIJudge("vlm", **kw).yes_probability(images, questions) == probs
+        assert OpenAIVQA("vlm", **kw).yes_probability(images, questions) == probs
         assert len(server.completions) == 10
 
 
@@ -696,9 +696,7 @@ def test_failed_requests_are_not_cached(server, tmp_path):
 
 def test_judge_answer_failing_its_check_is_not_cached(images, tmp_path):
     with FakeOpenAIServer(_judge_reply(None)) as srv:
-        strict = OpenAIJudge(
-            "vlm", base_url=srv.base_url, require_logprobs=True, cache_dir=tmp_path
-        )
+        strict = OpenAIVQA("vlm", base_url=srv.base_url, require_logprobs=True, cache_dir=tmp_path)
         with pytest.raises(RemoteError, match="no logprobs"):
             strict.yes_probability(images[:1], ["q?"])
         assert len(strict.cache) == 0
@@ -904,7 +902,7 @@ def test_registry_builds_openai_backends(server, images):
     assert cap.caption(images[:1]) == ["echo: Describe this image in detail."]
 
     judge = registry.build("vqa", "openai:vis", base_url=server.base_url)
-    assert isinstance(judge, OpenAIJudge)
+    assert isinstance(judge, OpenAIVQA)
     asked = len(server.requests)
     (p,) = judge.yes_probability(images[:1], ["Is it red?"])
     assert math.isnan(p)  # the echo is neither yes nor no

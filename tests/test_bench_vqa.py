@@ -21,7 +21,7 @@ from factcap.bench.shapes.train_vqa import (
     truth,
 )
 from factcap.bench.shapes.training import scene_pixels
-from factcap.pipeline.judge import vqa_question as _question
+from factcap.pipeline.check import vqa_question as _question
 from factcap.schema import Claim
 
 CAPTIONS = [

@@ -174,7 +174,7 @@ def test_sample_without_image_or_with_bad_json_is_a_broken_item(tmp_path, photo_
         ],
     )
     first, second, third = open_source(tmp_path / "s.tar")
-    assert isinstance(first, BrokenItem) and first.kind == "MissingImage"
+    assert isinstance(first, BrokenItem) and first.problem_type == "MissingImage"
     assert "no image member (members: .txt, .json)" in first.problem
     assert first.extra == {"txt": "only text", "json": {}}
     assert isinstance(second, BrokenItem) and ".json member cannot be read" in second.problem
@@ -281,7 +281,7 @@ def test_parquet_hf_image_structs_and_missing_images(tmp_path, photo_bytes):
     assert b.id == next(expand(tmp_path / "img" / "rocket.jpg")).id  # same id as the file
     assert decode(b.payload).width > 0
     for broken in (c, d):
-        assert isinstance(broken, BrokenItem) and broken.kind == "MissingImage"
+        assert isinstance(broken, BrokenItem) and broken.problem_type == "MissingImage"
         assert "has no image (column 'image' is empty)" in broken.problem
 
 
@@ -497,7 +497,7 @@ def test_webdataset_sink_writes_training_samples_and_reads_back(tmp_path, shards
     ]
     redecoded = decode(again[4].payload)
     assert redecoded.format == "JPEG" and redecoded.image.size == pil.size
-    assert isinstance(again[5], BrokenItem) and again[5].kind == "MissingImage"
+    assert isinstance(again[5], BrokenItem) and again[5].problem_type == "MissingImage"
     assert list(read_records(out)) == [r.to_dict() for r in records]
 
 

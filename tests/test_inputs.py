@@ -97,10 +97,10 @@ def test_special_files_are_never_opened(tree):
     fifo = tree / "p.jpg"
     os.mkfifo(fifo)
     items = {i.source: i for i in expand([tree])}
-    assert items[str(fifo)].kind == "NotAFile" and "FIFO" in items[str(fifo)].problem
+    assert items[str(fifo)].problem_type == "NotAFile" and "FIFO" in items[str(fifo)].problem
     assert items[str(tree / "a.png")].problem is None
     [device] = expand(["/dev/zero"])
-    assert device.kind == "NotAFile" and "character device" in device.problem
+    assert device.problem_type == "NotAFile" and "character device" in device.problem
 
 
 def test_names_that_match_nothing_stop_the_job(tree):

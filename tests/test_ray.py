@@ -82,10 +82,10 @@ def test_plan_gives_each_role_its_own_pool_with_the_configured_resources():
     )
     stages = {s.name: s for s in plan(config, cluster_cpus=16)}
     assert list(stages) == [
-        *("caption:0", "caption:1", "alt_text", "ocr", "claims", "detect", "judge", "compose")
+        *("caption:0", "caption:1", "alt_text", "ocr", "claims", "detect", "check", "compose")
     ]
     assert (stages["detect"].num_gpus, stages["detect"].num_cpus) == (0.5, 2)
-    assert stages["judge"].replicas == 3 and stages["caption:0"].replicas == 1
+    assert stages["check"].replicas == 3 and stages["caption:0"].replicas == 1
     assert stages["claims"].num_gpus == stages["compose"].num_gpus == 0.25  # two LLM pools
     assert stages["caption:1"].num_cpus == 1.0  # unset: 1 CPU when the cluster has room
     # on 4 CPUs, the 8 actors without num_cpus share what decoding (1), detect (2) and the
@@ -260,7 +260,7 @@ def test_ray_gives_the_local_executors_records(shard, local_records, ray_cluster
             assert record["captions"]["detailed"] and len(record["proposals"]) == 2
             stages = set(record["timings_ms"])
             assert {"decode", "caption:tiny:blip", "claims", "detect", "compose"} <= stages
-    assert any("judge" in r["timings_ms"] for r in records.values())  # its own pool ran too
+    assert any("check" in r["timings_ms"] for r in records.values())  # its own pool ran too
 
     # the sink got each record's own input item: the images are the shard's bytes
     with tarfile.open(shard) as tar:

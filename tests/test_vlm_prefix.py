@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from factcap.backends import registry
-from factcap.backends.openai_compat import OpenAIJudge, RemoteBatchError, image_order
+from factcap.backends.openai_compat import OpenAIVQA, RemoteBatchError, image_order
 from factcap.roles import batches_by_image
 from fake_openai import FakeOpenAIServer, Fault, Reply
 from spies import count_forwards, rejected
@@ -144,7 +144,7 @@ def test_reuse_prefix_option_and_the_plain_path_table(three):
     assert prefix_reuse_blocker(_Named("idefics3"), judge.processor) is None
     assert all(isinstance(why, str) and why for why in PLAIN_PATH_MODELS.values())
     judge.reuse_prefix = True
-    assert batches_by_image(judge)  # the judge stage puts an image's questions in one call
+    assert batches_by_image(judge)  # the check stage puts an image's questions in one call
     judge.prefix_reuse_off = "qwen2_vl: 3D positions"
     assert not batches_by_image(judge)
     calls, handle = count_forwards(judge.model)
@@ -196,7 +196,7 @@ def _expected(question: str) -> float:
 def test_openai_judge_sends_an_images_questions_consecutively_with_one_url(three):
     images, questions = _asks(three)
     with FakeOpenAIServer(_answer) as server:
-        judge = OpenAIJudge("vlm", base_url=server.base_url, max_concurrency=1, cache=False)
+        judge = OpenAIVQA("vlm", base_url=server.base_url, max_concurrency=1, cache=False)
         probs = judge.yes_probability(images, questions)
         sent = [r.json["messages"][0]["content"] for r in server.completions]
     np.testing.assert_allclose(probs, [_expected(q) for q in questions], rtol=1e-9)
@@ -214,7 +214,7 @@ def test_openai_judge_sends_an_images_questions_consecutively_with_one_url(three
 def test_openai_judge_concurrent_answers_in_input_order_and_errors_by_input(three):
     images, questions = _asks(three)
     with FakeOpenAIServer(_answer) as server:
-        judge = OpenAIJudge(
+        judge = OpenAIVQA(
             "vlm", base_url=server.base_url, max_concurrency=4, max_retries=0, cache=False
         )
         probs = judge.yes_probability(images, questions)

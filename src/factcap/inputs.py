@@ -44,7 +44,7 @@ class InputItem:
     extra: dict[str, Any] = field(default_factory=dict)
     data: bytes | None = None
     problem: str | None = None  # set when the container holding it was damaged
-    kind: str = "CorruptInput"  # the error type its record carries when ``problem`` is set
+    problem_type: str = "CorruptInput"  # its record's error type when ``problem`` is set
     format: str = ""  # its file ending ("jpg", "glb"; "" unknown): decides its media kind
     views: list[Any] | None = None  # views made from it (an asset's renders), for sinks
 
@@ -114,17 +114,17 @@ def file_item(
     what = special_file(source)
     if what is not None:
         item.problem = f"{source} is {what}, not an image file: it was not opened"
-        item.kind = "NotAFile"
+        item.problem_type = "NotAFile"
     return item
 
 
 def bad_line(
-    manifest: Path, line_no: int, problem: str, kind: str = "BadManifestLine"
+    manifest: Path, line_no: int, problem: str, problem_type: str = "BadManifestLine"
 ) -> InputItem:
     """The item standing for a manifest line that cannot be read: its record says why."""
     source = f"{manifest}:{line_no}"
     item = InputItem(source=source, id=stable_id(f"{os.path.realpath(manifest)}:{line_no}"))
-    item.problem, item.kind = f"{source}: {problem}", kind
+    item.problem, item.problem_type = f"{source}: {problem}", problem_type
     return item
 
 

@@ -122,7 +122,7 @@ class VQA(Protocol):
 
     The probability comes from the model's logits (or a server's logprobs), renormalised over
     the "yes" and "no" answer tokens. The one exception is an ``openai:`` server that returns
-    no logprobs: its answer text gives 1.0 / 0.0 (documented in ``OpenAIJudge``; switch it off
+    no logprobs: its answer text gives 1.0 / 0.0 (documented in ``OpenAIVQA``; switch it off
     with ``require_logprobs=True``). NaN means the backend could not answer.
 
     A backend that does its image work once per distinct image of a call (BLIP's

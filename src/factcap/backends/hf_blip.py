@@ -1,4 +1,4 @@
-"""BLIP, BLIP-2 and Kosmos-2 captioners and the BLIP VQA judge (transformers).
+"""BLIP, BLIP-2 and Kosmos-2 captioners and the BLIP VQA model (transformers).
 
 Each backend runs a whole batch through one ``generate`` call (captioners) or one forward pass
 (VQA). These models are captioners, not instruction followers: the text they are conditioned
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from factcap.backends.hf_common import HFModel, YesNoJudge, generation_kwargs
+from factcap.backends.hf_common import HFModel, YesNoVQA, generation_kwargs
 from factcap.backends.options import check_int, check_text, check_token_counts, take_options
 
 if TYPE_CHECKING:
@@ -303,8 +303,8 @@ def _cross_attention_per_image(
             handle.remove()
 
 
-class BlipVQA(YesNoJudge, HFModel):
-    """BLIP visual question answering as a yes/no judge (``BlipForQuestionAnswering``).
+class BlipVQA(YesNoVQA, HFModel):
+    """BLIP visual question answering asked yes or no (``BlipForQuestionAnswering``).
 
     ``yes_probability`` encodes the image, encodes each question against it, and runs the
     answer decoder for ONE step from its start token. From the logits of the first answer

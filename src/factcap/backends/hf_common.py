@@ -1,6 +1,6 @@
 """What every transformers backend shares: device/dtype resolution, safe loading, the
 ``generate`` arguments and decoding of the generators, and the yes/no renormalisation of the
-judges (:class:`YesNoJudge`).
+judges (:class:`YesNoVQA`).
 
 Imported only when a ``hf:`` model is built, so ``import factcap`` stays light.
 Device and dtype are decided once, here, when the model is built; backends never move
@@ -229,7 +229,7 @@ class HFModel:
         return moved
 
 
-class YesNoJudge:
+class YesNoVQA:
     """The VQA role for a model whose answer position gives logits over its vocabulary.
 
     A subclass sets ``yes_ids`` / ``no_ids`` (the first tokens of its spellings of the two

@@ -2,7 +2,7 @@
 
 Any checkpoint that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load, whose processor
 has a chat template taking ``{"type": "image"}`` / ``{"type": "text"}`` content parts, serves
-as a captioner (:class:`ChatVLMCaptioner`), as a yes/no judge (:class:`ChatVLMJudge`) and as
+as a captioner (:class:`ChatVLMCaptioner`), as the yes/no VQA model (:class:`ChatVLMVQA`) and as
 a grader with token probabilities (:class:`ChatVLMGrader`).
 Imported lazily by the registry.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from factcap.backends.hf_common import HFModel, YesNoJudge, decode_new_tokens, generation_kwargs
+from factcap.backends.hf_common import HFModel, YesNoVQA, decode_new_tokens, generation_kwargs
 from factcap.backends.options import check_int, check_text, check_token_counts, take_options
 from factcap.errors import ConfigError
 from factcap.roles import (
@@ -221,8 +221,8 @@ class ChatVLMCaptioner(_ChatVLM):
         return decode_new_tokens(self.tokenizer, output, batch["input_ids"].shape[1])
 
 
-class ChatVLMJudge(YesNoJudge, _ChatVLM):
-    """A chat VLM as a yes/no judge: P(yes) at the first answer position.
+class ChatVLMVQA(YesNoVQA, _ChatVLM):
+    """A chat VLM as the VQA role, asked yes or no: P(yes) at the first answer position.
 
     Each question is asked as "<question> Answer yes or no." after the image; at the first
     answer position, P(yes) and P(no) each sum the probabilities of the first tokens of their

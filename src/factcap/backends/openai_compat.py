@@ -1,4 +1,4 @@
-"""LLM, captioner, yes/no judge and grader over any OpenAI-compatible chat-completions server.
+"""LLM, captioner, yes/no VQA and grader over any OpenAI-compatible chat-completions server.
 
 Works with vLLM, SGLang, Ollama, llama.cpp's server, LM Studio and OpenAI itself: only the
 ``POST {base_url}/chat/completions`` wire format is used, through plain ``httpx`` (no ``openai``
@@ -79,7 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OpenAICaptioner",
     "OpenAIGrader",
-    "OpenAIJudge",
+    "OpenAIVQA",
     "OpenAILLM",
     "RemoteBatchError",
     "RemoteError",
@@ -643,8 +643,8 @@ def _yes_no(token: str) -> str | None:
     return word if word in ("yes", "no") else None
 
 
-class OpenAIJudge(_OpenAIClient):
-    """A vision chat model as a yes/no judge (VQA role): P("yes") from logprobs.
+class OpenAIVQA(_OpenAIClient):
+    """A vision chat model as the VQA role, asked yes or no: P("yes") from logprobs.
 
     Asks ``"<question> <instruction>"`` (the instruction defaults to "Answer yes or no.") with
     ``max_tokens=1, logprobs=true, top_logprobs=20`` and returns P(yes) / (P(yes) + P(no)), summing every spelling of yes
@@ -660,7 +660,7 @@ class OpenAIJudge(_OpenAIClient):
     ``require_logprobs`` (False), ``image_format``, ``jpeg_quality``, ``max_image_side``,
     ``extra_body``, ``backoff``, ``jitter``, ``max_retry_wait``, ``cache``, ``cache_dir``.
 
-    >>> judge = OpenAIJudge("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
+    >>> judge = OpenAIVQA("Qwen/Qwen2.5-VL-7B-Instruct", base_url="http://gpu:8000/v1")
     >>> judge.probability_from_logprobs({"Yes": -0.1, "No": -2.3})
     0.9002495108803148
     """

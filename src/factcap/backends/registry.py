@@ -101,13 +101,13 @@ ENTRIES: list[Entry] = [
         "OWL-ViT / OWLv2 zero-shot detection",
     ),
     _e("vqa", "hf", ("blip",), "hf_blip:BlipVQA", "BLIP VQA, P(yes) from the answer decoder"),
-    _e("vqa", "hf", (ANY,), "hf_vlm:ChatVLMJudge", "any chat VLM as a yes/no judge, P(yes)"),
+    _e("vqa", "hf", (ANY,), "hf_vlm:ChatVLMVQA", "any chat VLM asked yes or no, P(yes)"),
     _e(
         "vqa",
         "openai",
         (ANY,),
-        "openai_compat:OpenAIJudge",
-        "a vision chat model as yes/no judge, P(yes) from logprobs",
+        "openai_compat:OpenAIVQA",
+        "a vision chat model asked yes or no, P(yes) from logprobs",
     ),
     _e(
         "judge",

@@ -44,7 +44,7 @@ from factcap.pipeline.work import Work, batched
 from factcap.schema import Record
 
 _FORWARDED_ENV = ("FACTCAP_", "HF_", "TRANSFORMERS_", "OPENAI_", "TOKENIZERS_")
-#: CPUs reserved by each task of a stage that runs no model (e.g. ``judge`` without VQA).
+#: CPUs reserved by each task of a stage that runs no model (e.g. ``check`` without VQA).
 TASK_CPUS = 0.1
 
 
@@ -74,7 +74,7 @@ def plan(
     Example:
         >>> from factcap.config import load_config
         >>> [s.name for s in plan(load_config(preset="tiny", overrides={"ocr": None}))]
-        ['caption:0', 'caption:1', 'alt_text', 'claims', 'detect', 'judge', 'compose']
+        ['caption:0', 'caption:1', 'alt_text', 'claims', 'detect', 'check', 'compose']
         >>> sorted({s.num_cpus for s in plan(load_config(preset="tiny"), cluster_cpus=2)})
         [0.1, 0.128571]
     """

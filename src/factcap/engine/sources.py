@@ -94,7 +94,7 @@ except ImportError:  # pragma: no cover - zlib is always built in CPython
 @dataclass(slots=True)
 class BrokenItem(InputItem):
     """An input that a container held but that cannot be read: ``problem`` says why and
-    ``kind`` is the error type its record should carry. Its payload is empty bytes, so
+    ``problem_type`` is the error type its record should carry. Its payload is empty bytes, so
     decoding it fails as well.
 
     Example:
@@ -531,7 +531,7 @@ def _tar_sample(
             item_id,
             extra=extra,
             problem=f"{source}: the sample has no image member (members: {members})",
-            kind="MissingImage",
+            problem_type="MissingImage",
         )
     if problems:
         return BrokenItem(source, item_id, extra=extra, problem=f"{source}: {'; '.join(problems)}")
@@ -659,7 +659,7 @@ def _batch_items(
                 row_id,
                 extra=extra,
                 problem=f"{source}: row {row} has no image (column {columns.image!r} is empty)",
-                kind="MissingImage",
+                problem_type="MissingImage",
             )
 
 
@@ -796,7 +796,7 @@ def _csv_items(path: str, column: str, id_col: str | None) -> Iterator[InputItem
                     given or stable_id(f"{os.path.realpath(path)}:{line}"),
                     extra=extra,
                     problem=f"{name}:{line}: the {column!r} cell is empty",
-                    kind="MissingImage",
+                    problem_type="MissingImage",
                 )
                 continue
             file = value if os.path.isabs(value) else os.path.join(base, value)

@@ -1,5 +1,5 @@
 """The fact-checking pipeline: decode, then the config's stages (propose, OCR, claims, detect,
-judge, compose; :mod:`factcap.pipeline.plan`). ARCHITECTURE.md has the picture."""
+check, compose; :mod:`factcap.pipeline.plan`). ARCHITECTURE.md has the picture."""
 
 from factcap.pipeline.runner import Pipeline
 

@@ -1,4 +1,4 @@
-"""Stage ``judge``: every claim gets a verdict, a score and its evidence.
+"""Stage ``check``: every claim gets a verdict, a score and its evidence.
 
 The detector's boxes (from the ``detect`` stage), OCR's reading and the VQA model's answers
 decide. With verification switched off (``verify.enabled: false``) the ``unverified`` stage
@@ -47,15 +47,15 @@ UNVERIFIED_NOTE = "verification switched off: claims were not checked"
 
 
 def stages(config: Config) -> list[Stage]:
-    """``judge`` (with the VQA model when there is one), or ``unverified`` when switched off."""
+    """``check`` (with the VQA model when there is one), or ``unverified`` when switched off."""
     if not config.verify.enabled:
         return [Stage("unverified", None, note_unverified)]
-    return [Stage("judge", "vqa" if config.vqa else None, run, fails_as="VQA {model} failed")]
+    return [Stage("check", "vqa" if config.vqa else None, run, fails_as="VQA {model} failed")]
 
 
 def run(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
-    """The stage function: :func:`judge_claims` with the config's thresholds."""
-    judge_claims(batch, model, context.config.verify)
+    """The stage function: :func:`check_claims` with the config's thresholds."""
+    check_claims(batch, model, context.config.verify)
 
 
 def note_unverified(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
@@ -103,7 +103,7 @@ def _text_similarity(claim: Claim, spans: Sequence[Any]) -> tuple[float, str]:
     return best, best_text
 
 
-def judge_claims(
+def check_claims(
     batch: Sequence[Work], vqa: tuple[Any, int | None] | None, cfg: VerifyConfig
 ) -> None:
     """Verdicts from the detections (taken off the items), OCR and the VQA model's answers

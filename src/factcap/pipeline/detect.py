@@ -1,7 +1,7 @@
 """Stage ``detect``: every object claim of an image goes to the open-vocabulary detector.
 
 All object (and count) subjects of an image are asked in one detector call; the boxes found
-per query travel on the work item (``extra["detections"]``) to the ``judge`` stage, which
+per query travel on the work item (``state["detections"]``) to the ``check`` stage, which
 turns them into verdicts. Without a detector in the config there is no such stage and the
 verdicts are left to the VQA model.
 """
@@ -17,7 +17,7 @@ from factcap.pipeline.work import Work, call_batched, live
 from factcap.schema import ClaimKind
 
 DETECTIONS = "detections"
-"""Key of ``Work.state`` holding an item's detections, from this stage to ``judge``: one
+"""Key of ``Work.state`` holding an item's detections, from this stage to ``check``: one
 ``{query: [{"score", "box"}]}`` per view the checkers look at (plain data)."""
 
 

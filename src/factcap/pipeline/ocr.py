@@ -2,7 +2,7 @@
 
 What it reads becomes one more proposal (``model: "<ocr spec>"``, ``"Text visible in the
 image: ..."``), so the LLM sees it, and stays on the work item (``ocr_spans``) for checking
-``text`` claims later (:mod:`factcap.pipeline.judge`). A 3D asset's views are all read; the
+``text`` claims later (:mod:`factcap.pipeline.check`). A 3D asset's views are all read; the
 same text on several views counts once.
 """
 

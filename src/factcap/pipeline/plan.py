@@ -6,7 +6,7 @@ is a new module with a ``stages`` function, and its line here.
 
 >>> from factcap.config import load_config
 >>> [s.name for s in stage_list(load_config(preset="tiny"))]
-['caption:0', 'caption:1', 'alt_text', 'ocr', 'claims', 'detect', 'judge', 'compose']
+['caption:0', 'caption:1', 'alt_text', 'ocr', 'claims', 'detect', 'check', 'compose']
 >>> [s.name for s in stage_list(load_config(preset="tiny", overrides={"verify": {"enabled": False}}))]
 ['caption:0', 'caption:1', 'alt_text', 'ocr', 'claims', 'unverified', 'compose']
 >>> ranked = {"proposals": {"rank_by": "clip_score", "keep_top": 1}}
@@ -34,7 +34,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "factcap.pipeline.ocr",  # OCR text as one more proposal
     "factcap.pipeline.claims",  # the LLM turns proposals into claims
     "factcap.pipeline.detect",  # the detector looks for every object claim
-    "factcap.pipeline.judge",  # verdicts from boxes, OCR and VQA answers
+    "factcap.pipeline.check",  # verdicts from boxes, OCR and VQA answers
     "factcap.pipeline.compose",  # the LLM writes each style's caption
     "factcap.pipeline.question",  # --question: the caption's answer, checked on the image
     "factcap.pipeline.regions",  # --regions: region captions, relations, the caption graph

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from factcap.config import Config, QuestionConfig
-from factcap.pipeline.judge import ask_once
+from factcap.pipeline.check import ask_once
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, live
 from factcap.prompts import answer_prompt, load_prompt

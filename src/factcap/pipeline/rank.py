@@ -34,7 +34,7 @@ import numpy as np
 
 from factcap.config import Config, ProposalsConfig
 from factcap.pipeline.alt_text import ALT_TEXT
-from factcap.pipeline.judge import ask_once
+from factcap.pipeline.check import ask_once
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, call_batched, live
 from factcap.prompts import caption_question

@@ -12,7 +12,7 @@ the same stage functions as a whole image:
 3. ``regions:claims``: the LLM extracts the claims of each region's captions (all regions of
    the batch in one call), and the region gets one more object claim, its label ("There is a
    dog.");
-4. ``regions:judge``: the VQA model checks the claims on the crop (no detector on crops: the
+4. ``regions:check``: the VQA model checks the claims on the crop (no detector on crops: the
    VQA question decides, as for attributes). A region whose label claim is refuted is dropped,
    and the record's notes say so;
 5. ``regions:compose``: the LLM writes each region's caption in the ``region`` style (refuted
@@ -45,7 +45,7 @@ from factcap.config import Config, RegionsConfig
 from factcap.pipeline import claims as claims_stage
 from factcap.pipeline import compose as compose_stage
 from factcap.pipeline import propose
-from factcap.pipeline.judge import ask_once, judge_claims
+from factcap.pipeline.check import ask_once, check_claims
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, failing, live
@@ -164,7 +164,7 @@ def stages(config: Config) -> list[Stage]:
     return [
         *captioning,
         Stage("regions:claims", "llm", run_claims),
-        Stage("regions:judge", vqa, run_judge),
+        Stage("regions:check", vqa, run_check),
         Stage("regions:compose", "llm", run_compose),
         Stage("regions:relations", vqa, run_relations),
     ]
@@ -275,7 +275,7 @@ def run_claims(batch: Sequence[Work], model: BoundModel | None, context: StageCo
             region.work.record.claims = [own, *others]
 
 
-def run_judge(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
+def run_check(batch: Sequence[Work], model: BoundModel | None, context: StageContext) -> None:
     """Check the regions' claims on their crops; drop the regions whose label is refuted."""
     cfg = context.config
     with regions_in(batch, cfg.regions) as found:
@@ -283,7 +283,7 @@ def run_judge(batch: Sequence[Work], model: BoundModel | None, context: StageCon
         if pairs:
             crops = [r.work for _, r in pairs]
             with failing(crops, "checking the region's claims failed"):
-                judge_claims(crops, model, cfg.verify)
+                check_claims(crops, model, cfg.verify)
         for w in live(batch):
             found[id(w)] = _checked(w, found[id(w)])
 

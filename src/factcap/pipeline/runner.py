@@ -148,7 +148,7 @@ class Pipeline:
         for prepare_record in self.record_preparers:
             prepare_record(record, self.config)
         if pending is None:
-            record.fail(item.kind, item.problem or "")
+            record.fail(item.problem_type, item.problem or "")
             record.add_timing("decode", 0.0)
             return Work(record)
         start, handle = pending

@@ -204,7 +204,7 @@ class Jobs:
         if item.image is None and item.data is None and not item.problem:
             root = self.root.resolve()
             if not Path(item.source).resolve().is_relative_to(root):
-                item.problem, item.kind = self.outside_root(item.source), "Forbidden"
+                item.problem, item.problem_type = self.outside_root(item.source), "Forbidden"
         return item
 
     def outside_root(self, source: str) -> str:

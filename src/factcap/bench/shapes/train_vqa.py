@@ -1,4 +1,4 @@
-"""Train the shapes world's yes/no judge: a BLIP VQA model from scratch.
+"""Train the shapes world's yes/no VQA model: a BLIP VQA model from scratch.
 
 The model is transformers' own ``BlipForQuestionAnswering`` (a small ViT, a BERT question
 encoder that cross-attends to the image, a BERT answer decoder that cross-attends to the
