@@ -85,7 +85,7 @@ def main() -> None:
     from factcap.engine import open_sink, open_source
     from factcap.engine.executor import run_job
     from factcap.pipeline import Pipeline
-    from factcap.pipeline.stage import Models
+    from factcap.pipeline.models import Models
 
     tmp = Path(tempfile.mkdtemp())
     make_images(tmp / "imgs", args.images)

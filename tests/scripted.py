@@ -112,7 +112,7 @@ def scripted_pipeline(config, caption: str = "A grey cat sits on a sofa."):
     captioners, an LLM that claims a cat and writes ``caption``, a detector that finds cats,
     a VQA model that says yes."""
     from factcap.pipeline import Pipeline
-    from factcap.pipeline.stage import Models
+    from factcap.pipeline.models import Models
 
     claims = '[{"kind": "object", "text": "There is a cat.", "subject": "cat"}]'
     built = {

@@ -19,7 +19,7 @@ from factcap.engine.records import read_records
 from factcap.inputs import InputItem
 from factcap.pipeline import Pipeline
 from factcap.pipeline.claims import ALT_TEXT_NOTE
-from factcap.pipeline.stage import Models
+from factcap.pipeline.models import Models
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedOCR, ScriptedVQA
 
 NOUNS = ("cat", "sofa", "dog", "tower", "bridge", "shoe")

@@ -112,7 +112,7 @@ def test_two_workers_overlap_batches_but_never_share_a_model(photos):
     two batches at once would more likely be caught."""
     from factcap.config import load_config
     from factcap.pipeline import Pipeline
-    from factcap.pipeline.runner import Models
+    from factcap.pipeline.models import Models
     from scripted import ScriptedDetector, ScriptedLLM, ScriptedVQA
 
     active: dict[str, int] = {}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from factcap.config import load_config
 from factcap.pipeline import Pipeline
-from factcap.pipeline.stage import Models
+from factcap.pipeline.models import Models
 from scripted import (
     Exploding,
     ScriptedCaptioner,

@@ -20,9 +20,9 @@ from factcap.evaluate import build_samples, evaluate, read_references
 from factcap.inputs import InputItem
 from factcap.metrics.resources import Resources
 from factcap.pipeline import Pipeline
+from factcap.pipeline.models import Models
 from factcap.pipeline.plan import stage_list
 from factcap.pipeline.question import captioner_prompt
-from factcap.pipeline.stage import Models
 from factcap.prompts import quote_question
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedVQA
 

@@ -17,7 +17,7 @@ from factcap.engine.records import read_records
 from factcap.errors import ConfigError
 from factcap.inputs import InputItem
 from factcap.pipeline import Pipeline
-from factcap.pipeline.stage import Models
+from factcap.pipeline.models import Models
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
 
 CLAIMS = json.dumps([{"kind": "object", "text": "There is a cat.", "subject": "cat"}])

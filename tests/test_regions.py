@@ -15,7 +15,7 @@ from factcap.config import load_config
 from factcap.engine.records import read_records
 from factcap.inputs import InputItem
 from factcap.pipeline import Pipeline
-from factcap.pipeline.stage import Models
+from factcap.pipeline.models import Models
 from factcap.roles import Detection
 from scripted import ScriptedCaptioner, ScriptedLLM, ScriptedVQA
 

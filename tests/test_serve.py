@@ -29,8 +29,8 @@ from PIL import Image
 
 from factcap.config import load_config
 from factcap.errors import FactcapError
+from factcap.pipeline.models import Models
 from factcap.pipeline.runner import Pipeline
-from factcap.pipeline.stage import Models
 from factcap.serve.app import check_exposure, create_app, is_loopback, run, serve_in_thread
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
 

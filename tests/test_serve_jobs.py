@@ -11,8 +11,8 @@ from PIL import Image
 
 from factcap.config import load_config
 from factcap.errors import PathRefused
+from factcap.pipeline.models import Models
 from factcap.pipeline.runner import Pipeline
-from factcap.pipeline.stage import Models
 from factcap.serve.jobs import Jobs, resolve_inside
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
 from test_serve import CLAIMS, WAIT_S, scripted_pipeline

@@ -17,7 +17,7 @@ from factcap.backends import registry
 from factcap.config import load_config
 from factcap.errors import ConfigError
 from factcap.pipeline import Pipeline
-from factcap.pipeline.stage import Models
+from factcap.pipeline.models import Models
 from scripted import ScriptedCaptioner, ScriptedDetector, ScriptedLLM, ScriptedVQA
 from spies import count_forwards
 

@@ -12,8 +12,9 @@ from factcap.config import Config, load_config
 from factcap.errors import ImageError
 from factcap.inputs import InputItem, expand
 from factcap.media import Loader, MediaKind, kind_for_format
+from factcap.pipeline.models import Models
 from factcap.pipeline.plan import record_preparers, stage_list
-from factcap.pipeline.stage import Models, Stage, StageContext, run_stage
+from factcap.pipeline.stage import Stage, StageContext, run_stage
 from factcap.pipeline.work import Work, batched
 from factcap.schema import Media, Record
 

@@ -5,7 +5,8 @@ runs it on one batch of :class:`~factcap.pipeline.work.Work` items. The ordered 
 config's stages comes from :func:`factcap.pipeline.plan.stage_list`; executors (the local
 one, Ray, the service's batcher) only loop over that list and call :func:`run_stage`, which
 times each stage and turns what it raises into its batch's error records, so no stage
-writes that and no executor names a stage.
+writes that and no executor names a stage. The models by slot are
+:class:`factcap.pipeline.models.Models`.
 
 >>> from factcap.config import load_config
 >>> from factcap.pipeline.plan import stage_list
@@ -16,11 +17,10 @@ writes that and no executor names a stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from factcap.backends.registry import BoundModel, build_configured
+from factcap.backends.registry import BoundModel
 from factcap.config import Config
 from factcap.pipeline.work import Work, failing, live
 
@@ -102,60 +102,3 @@ def run_stage(
         share = (time.perf_counter() - start) * 1000.0 / len(items)
         for w in items:
             w.record.add_timing(stage.timing_name(name), share)
-
-
-class Models(Mapping[str, BoundModel]):
-    """The models of a config by slot, each built on first use, once.
-
-    ``Models(config)`` serves every slot the config's stage list needs; ``slots`` names
-    others instead. ``built`` gives ready backends (``{slot: (backend, batch_size)}``)
-    instead of building them: a library user's own objects, or a test's. A stage whose
-    slot is not served runs without a model (e.g. no OCR, no VQA), as the stage says.
-
-    Example:
-        >>> from factcap.config import load_config
-        >>> models = Models(load_config(preset="tiny"), built={"llm": ("my-llm", 4)})
-        >>> list(models), models["llm"].batch_size, models.get("vqa")
-        (['llm'], 4, None)
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        slots: Sequence[str] | None = None,
-        built: Mapping[str, tuple[Any, int | None]] | None = None,
-    ):
-        from factcap.pipeline.plan import stage_list
-
-        self.config = config
-        if built is not None:
-            self._built = {k: BoundModel(*v) for k, v in built.items()}
-            self._slots = list(self._built)
-            return
-        needed = slots if slots is not None else [s.model for s in stage_list(config) if s.model]
-        self._slots = list(dict.fromkeys(needed))
-        self._built = {}
-
-    def __getitem__(self, slot_name: str) -> BoundModel:
-        if slot_name not in self._slots:
-            raise KeyError(slot_name)
-        if slot_name not in self._built:
-            self._built[slot_name] = build_configured(self.config, slot_name)
-        return self._built[slot_name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._slots)
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
-    def load(self) -> Models:
-        """Build every model now (errors surface before any work starts)."""
-        for slot_name in self._slots:
-            _ = self[slot_name]
-        return self
-
-    def wrap(self, wrapper: Callable[[Any], Any]) -> Models:
-        """A copy whose backends (all built now) are ``wrapper(backend)``."""
-        self.load()
-        return Models(self.config, built={k: (wrapper(m[0]), m[1]) for k, m in self.items()})
