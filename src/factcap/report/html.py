@@ -47,10 +47,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from factcap.assets.spec import asset_type
 from factcap.engine.records import ImageFinder, RecordFile, read_score_rows
 from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
+from factcap.media import MediaKind, kind_for, media_kinds
 from factcap.pipeline.compose import refuted_matchers
 from factcap.schema import CLAIM_KINDS, VERDICTS, Claim, Media
 from factcap.text.sanitize import display_safe, display_text
@@ -406,8 +406,8 @@ def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         size = _size(row.get("image_size"))
         box_space = (size[0] * len(asset_views), size[1]) if size else None
         _asset_boxes(views, size[0] if size else 0.0)
-    elif _is_asset(row, source):  # a 3D asset without views: its file is no image to decode
-        thumb, box_space, problem = None, None, "the 3D asset's views were not rendered"
+    elif made := _views_made_by(row, source):  # e.g. a 3D asset's file is no image to decode
+        thumb, box_space, problem = None, None, f"the {made.label}'s views were not made"
         if error:
             problem += f" ({error.get('type', 'Error')}: the error below says why)"
         for view in views:
@@ -528,12 +528,13 @@ def _claim(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_asset(row: dict[str, Any], source: str) -> bool:
-    """Whether a record is of a 3D asset: its media kind (``media.kind``, or ``kind`` in
-    records of 8d96429 and older), else its source's file ending."""
-    media = row.get("media")
-    kind = media.get("kind") if isinstance(media, dict) else row.get("kind")
-    return kind == "asset" or (kind in (None, "") and asset_type(source) is not None)
+def _views_made_by(row: dict[str, Any], source: str) -> MediaKind | None:
+    """The media kind of a record whose pictures are views made from its file (a 3D asset:
+    ``names_views``), None for a photo: the record's kind (``media.kind``, or ``kind`` in
+    records of 8d96429 and older), else the kind its source's file ending names."""
+    name = Media.from_row(row).kind
+    kind = media_kinds().get(name) if name != "image" else kind_for(source)
+    return kind if kind is not None and kind.names_views else None
 
 
 def _proposal_label(p: dict[str, Any], views: Any = None) -> str:
