@@ -52,7 +52,8 @@ from factcap.errors import ConfigError, ImageError
 from factcap.images import DecodeLimits, decode
 from factcap.media import MediaKind, kind_for, media_kinds
 from factcap.pipeline.compose import refuted_matchers
-from factcap.schema import CLAIM_KINDS, VERDICTS, Claim, Media
+from factcap.rows import ClaimRow, ProposalRow, RecordRow, finite
+from factcap.schema import VERDICTS, ErrorInfo
 from factcap.text.sanitize import display_safe, display_text
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
@@ -226,7 +227,7 @@ def study_section(study: dict[str, Any]) -> str:
     if bt:
         strengths = ", ".join(
             f"{esc(str(s))} {format_number(v)}"
-            for s, v in sorted(bt["strengths"].items(), key=lambda kv: -(_finite(kv[1]) or 0))
+            for s, v in sorted(bt["strengths"].items(), key=lambda kv: -(finite(kv[1]) or 0))
         )
         parts.append(f"<p>Bradley–Terry strength ({esc(bt['normalisation'])}): {strengths}</p>")
     agreement = study.get("agreement") or {}
@@ -393,59 +394,49 @@ def _asset_boxes(claims: list[dict[str, Any]], width: float) -> None:
                 box["box"] = [x0 + view * width, y0, x1 + view * width, y1]
 
 
-def _item(row: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, Any]:
+def _item(raw: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, Any]:
     """The JSON-ready view of one result record (tolerant of rows from other tools)."""
-    error = row.get("error") if isinstance(row.get("error"), dict) else None
-    status = str(row.get("status") or ("error" if error else "ok"))
-    claims = [c for c in row.get("claims") or [] if isinstance(c, dict)]
-    source = str(row.get("source", ""))
-    views = [_claim(c) for c in claims]
-    asset_views = Media.from_row(row).views
+    row = RecordRow(raw)
+    error, status, size = row.error, row.status, row.image_size
+    source = row.source or ""
+    views = [_claim(c) for c in row.claims]
+    asset_views = row.media.views
     if asset_views:  # an input of several views (a 3D asset): its strip of views
         thumb, problem = thumbs.strip(asset_views)
-        size = _size(row.get("image_size"))
         box_space = (size[0] * len(asset_views), size[1]) if size else None
         _asset_boxes(views, size[0] if size else 0.0)
     elif made := _views_made_by(row, source):  # e.g. a 3D asset's file is no image to decode
         thumb, box_space, problem = None, None, f"the {made.label}'s views were not made"
         if error:
-            problem += f" ({error.get('type', 'Error')}: the error below says why)"
+            problem += f" ({error.type}: the error below says why)"
         for view in views:
             view.pop("_views")
     else:
         thumb, decoded_size, problem = thumbs.get(source)
-        box_space = _size(row.get("image_size")) or decoded_size
+        box_space = size or decoded_size
         for view in views:
             view.pop("_views")
-        if error and problem and str(error.get("message")) in problem:
-            problem = f"it does not decode ({error.get('type', 'Error')}: the error below says why)"
-    captions = row.get("captions") if isinstance(row.get("captions"), dict) else {}
+        if error and error.message and problem and error.message in problem:
+            problem = f"it does not decode ({error.type}: the error below says why)"
+    if error is None and status == "error":
+        error = ErrorInfo("Error", "")
     return {
-        "id": str(row.get("id", index)),
+        "id": row.id if row.id is not None else str(index),
         "source": source,
         "status": status,
-        "error": {
-            "type": str((error or {}).get("type", "Error")),
-            "message": str((error or {}).get("message", "")),
-        }
-        if status == "error" or error
-        else None,
+        "error": {"type": error.type, "message": error.message} if error else None,
         "thumb": thumb,
         "thumb_problem": problem,
         "box_space": list(box_space) if box_space else None,
-        "captions": [[str(k), str(v)] for k, v in captions.items() if v is not None],
+        "captions": [[style, text] for style, text in row.captions.items()],
         "proposals": [
-            {
-                "model": _proposal_label(p, asset_views),
-                "segments": _segments(str(p.get("text", "")), views),
-            }
-            for p in row.get("proposals") or []
-            if isinstance(p, dict)
+            {"model": _proposal_label(p, asset_views), "segments": _segments(p.text, views)}
+            for p in row.proposals
         ],
         "claims": [{k: v for k, v in view.items() if k != "_claim"} for view in views],
         "n_refuted": sum(1 for v in views if v["verdict"] == "refuted"),
-        "notes": [str(n) for n in row.get("notes") or []],
-        "regions": [] if asset_views else _regions(row.get("regions"), box_space),
+        "notes": row.notes,
+        "regions": [] if asset_views else _regions(row.regions, box_space),
         "scores": {},
     }
 
@@ -478,7 +469,7 @@ def _regions(regions: Any, size: tuple[int, int] | None) -> list[dict[str, Any]]
                 "id": str(region.get("id", f"r{k}")),
                 "label": str(region.get("label") or ""),
                 "caption": str(region.get("caption") or ""),
-                "score": _finite(region.get("score")),
+                "score": finite(region.get("score")),
                 "box": [x0, y0, x1, y1],
             }
         )
@@ -488,56 +479,44 @@ def _regions(regions: Any, size: tuple[int, int] | None) -> list[dict[str, Any]]
 
 def _four(value: Any) -> list[float] | None:
     if isinstance(value, (list, tuple)) and len(value) == 4:
-        numbers = [_finite(v) for v in value]
+        numbers = [finite(v) for v in value]
         if all(v is not None for v in numbers):
             return [float(v) for v in numbers]  # type: ignore[arg-type]
     return None
 
 
-def _claim(c: dict[str, Any]) -> dict[str, Any]:
-    verdict = c.get("verdict") if c.get("verdict") in VERDICTS else "uncertain"
-    evidence = c.get("evidence") if isinstance(c.get("evidence"), dict) else {}
+def _claim(c: ClaimRow) -> dict[str, Any]:
+    evidence = c.evidence  # free-form: what each checker saw
     boxes, box_views = [], []
     for b in evidence.get("detector_boxes") or []:
         box = b.get("box") if isinstance(b, dict) else None
-        if isinstance(box, list) and len(box) == 4 and all(_finite(v) is not None for v in box):
-            boxes.append({"box": [float(v) for v in box], "score": _finite(b.get("score"))})
+        if isinstance(box, list) and len(box) == 4 and all(finite(v) is not None for v in box):
+            boxes.append({"box": [float(v) for v in box], "score": finite(b.get("score"))})
             box_views.append(b.get("view") if isinstance(b.get("view"), int) else None)
-    count = c.get("count")
-    kind = str(c.get("kind", ""))
-    claim = None
-    if kind in CLAIM_KINDS:  # rows from other tools may hold other kinds: shown, not matched
-        claim = Claim(
-            kind=kind,
-            text=str(c.get("text", "")),
-            subject=str(c.get("subject") or ""),
-            count=count if isinstance(count, int) else None,
-            verdict=str(verdict),
-        )
     return {
-        "kind": kind,
-        "text": str(c.get("text", "")),
-        "subject": str(c.get("subject") or ""),
-        "verdict": verdict,
-        "score": _finite(c.get("score")),
+        "kind": c.kind,
+        "text": c.text,
+        "subject": c.subject,
+        "verdict": c.verdict or "uncertain",
+        "score": c.score,
         "boxes": boxes,
         "_views": box_views,
         "detail": [f"{k}: {evidence[k]}" for k in _EVIDENCE_SHOWN if evidence.get(k) is not None]
-        + ([f"origin: {c['origin']}"] if c.get("origin") else []),
-        "_claim": claim,
+        + ([f"origin: {c.origin}"] if c.origin else []),
+        "_claim": c.claim,  # None for a kind factcap lacks (other tools): shown, not matched
     }
 
 
-def _views_made_by(row: dict[str, Any], source: str) -> MediaKind | None:
+def _views_made_by(row: RecordRow, source: str) -> MediaKind | None:
     """The media kind of a record whose pictures are views made from its file (a 3D asset:
     ``names_views``), None for a photo: the record's kind (``media.kind``, or ``kind`` in
     records of 8d96429 and older), else the kind its source's file ending names."""
-    name = Media.from_row(row).kind
+    name = row.media.kind
     kind = media_kinds().get(name) if name != "image" else kind_for(source)
     return kind if kind is not None and kind.names_views else None
 
 
-def _proposal_label(p: dict[str, Any], views: Any = None) -> str:
+def _proposal_label(p: ProposalRow | dict[str, Any], views: Any = None) -> str:
     """A proposal's model, with the view of an asset it describes (and that view's azimuth
     and elevation from the record's ``views``), its ranking score and whether it was kept
     when ranked.
@@ -546,23 +525,22 @@ def _proposal_label(p: dict[str, Any], views: Any = None) -> str:
     ...                 [{"index": 2, "azimuth": 90.0, "elevation": 20.0}])
     'blip · view 2 (azimuth 90°, elevation 20°)'
     """
-    label = str(p.get("model", ""))
-    view = p.get("view")
-    if isinstance(view, int) and not isinstance(view, bool):
+    p = p if isinstance(p, ProposalRow) else ProposalRow(p)
+    label, view = p.model or "", p.view
+    if view is not None:
         label += f" · view {view}"
         known = [v for v in views if isinstance(v, dict)] if isinstance(views, list) else []
         match = next((v for v in known if v.get("index") == view), None)
         angles = [
-            f"{name} {_finite(match.get(name)):g}°"
+            f"{name} {finite(match.get(name)):g}°"
             for name in ("azimuth", "elevation")
-            if match is not None and _finite(match.get(name)) is not None
+            if match is not None and finite(match.get(name)) is not None
         ]
         if angles:
             label += f" ({', '.join(angles)})"
-    score = _finite(p.get("score"))
-    if score is not None:
-        label += f" · score {score:.3f}"
-    if p.get("kept") is False:
+    if p.score is not None:
+        label += f" · score {p.score:.3f}"
+    if not p.kept:
         label += " · not kept"
     return label
 
@@ -601,7 +579,7 @@ def _attach_scores(
             continue
         source = str(row.get("caption_source", "final"))
         sources[source] = None
-        values = {str(k): _finite(v) for k, v in row["metrics"].items()}
+        values = {str(k): finite(v) for k, v in row["metrics"].items()}
         metrics.update(dict.fromkeys(values))
         failures = row.get("failures") if isinstance(row.get("failures"), dict) else {}
         for item in targets:
@@ -611,17 +589,3 @@ def _attach_scores(
             }
     ordered = sorted(sources, key=lambda s: (not s.startswith("final:"), list(sources).index(s)))
     return list(metrics), ordered, unmatched
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _size(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        w, h = (_finite(v) for v in value)
-        if w and h and w > 0 and h > 0:
-            return int(w), int(h)
-    return None
