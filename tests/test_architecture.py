@@ -33,6 +33,7 @@ LAYER = {
     "stats": 0,
     "access": 0,
     "boxes": 0,
+    "rows": 0,
     "backends": 1,
     "pipeline": 2,
     "metrics": 2,
@@ -62,6 +63,7 @@ BASE_MAY_IMPORT = {
     "stats": set(),
     "access": {"errors"},
     "boxes": set(),
+    "rows": {"schema"},
 }
 #: Allowed beyond the layers: metrics may not import the pipeline or the engine.
 FORBIDDEN = {("metrics", "pipeline"), ("metrics", "engine"), ("pipeline", "metrics")}
