@@ -104,8 +104,13 @@ def headless_gl() -> None:
         pytest.skip(problem)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` skip, saying why, where torch sees no CUDA device."""
+    """Tests in a browser are ``slow`` (not the fast tier); tests marked ``gpu`` skip, saying
+    why, where torch sees no CUDA device."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     gpu = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu:
         return

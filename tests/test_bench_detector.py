@@ -22,6 +22,7 @@ def smoke(tmp_path_factory):
     return out, td.train(out, size="smoke", seed=0, log=lambda _: None)
 
 
+@pytest.mark.slow  # smoke training
 def test_smoke_checkpoint_loads_through_the_registry_and_detects(smoke):
     out, stats = smoke
     assert stats["steps"] == td.PLANS["smoke"]["steps"]
@@ -38,6 +39,7 @@ def test_smoke_checkpoint_loads_through_the_registry_and_detects(smoke):
     assert found[0] and found[2]  # threshold 0 keeps every box
 
 
+@pytest.mark.slow  # smoke training
 def test_training_forward_matches_the_model_forward(smoke):
     from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
@@ -59,6 +61,7 @@ def test_training_forward_matches_the_model_forward(smoke):
     torch.testing.assert_close(boxes, expected.pred_boxes)
 
 
+@pytest.mark.slow  # smoke training
 def test_each_world_word_is_one_token(smoke):
     from transformers import CLIPTokenizer
 
@@ -108,6 +111,7 @@ def test_loss_prefers_the_right_answer():
     assert right < 0.01 < wrong_box < wrong_class
 
 
+@pytest.mark.slow  # smoke training, twice
 def test_training_is_deterministic(smoke, tmp_path):
     from safetensors.torch import load_file
 

@@ -151,6 +151,7 @@ def test_echo_weights_mark_phrases_that_repeat_a_subject(tokenizer):
             first.setdefault(subject, pos)
 
 
+@pytest.mark.slow  # smoke training
 def test_smoke_training_loads_through_the_registry_and_answers(tmp_path):
     from factcap.backends import registry
 

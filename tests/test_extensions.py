@@ -91,6 +91,7 @@ def _run(site: Path, *args: str, cwd: Path | None = None) -> subprocess.Complete
     )
 
 
+@pytest.mark.slow  # pip installs the plug-in, then Python runs it
 def test_an_installed_plugin_is_used_by_spec(plugin_site):
     code = (
         "from factcap.backends import registry\n"

@@ -80,6 +80,7 @@ def _cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: 
     )
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_outputs_that_cannot_be_written_are_refused_before_models_load(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -168,6 +169,12 @@ def test_serve_checks_every_option_before_loading_models(tmp_path):
     assert ok.jobs_dir.is_dir() and ok.data_root == tmp_path.resolve()
     with pytest.raises(UsageError):
         ServeOptions(queue_size=-1).checked()
+
+
+@pytest.mark.slow  # the CLI in a subprocess
+def test_serve_refuses_a_bad_option_in_one_line_before_loading_models(tmp_path):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
     done = _cli("serve", "--jobs-dir", str(a_file), "--data-root", str(tmp_path), timeout=60)
     assert done.returncode == 2 and "is not a folder" in done.stderr
     assert "Traceback" not in done.stderr and "Uvicorn" not in done.stderr
@@ -284,6 +291,7 @@ def test_quiet_means_quiet(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("factcap: 1 images")
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_a_hub_model_without_the_hub_is_one_line_at_once(tmp_path):
     """Without HF_HUB_OFFLINE, a model that is not on disk used to cost 30 s of download
     retries before its one-line message; an unreachable hub is now found out first."""

@@ -225,6 +225,7 @@ def test_make_random_refuses_what_it_did_not_make(tmp_path, capsys):
     assert not (tmp_path / "n").exists()
 
 
+@pytest.mark.slow  # the benchmark script, in a subprocess
 def test_gpu_check_refuses_clearly_without_cuda():
     import torch
 
