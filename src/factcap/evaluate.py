@@ -37,6 +37,7 @@ from factcap.engine.records import ImageFinder, read_jsonl
 from factcap.errors import ConfigError, MissingDependency, OutputError
 from factcap.metrics import Metric, Sample, Score, summarise
 from factcap.metrics import build as build_metric
+from factcap.rows import RecordRow
 from factcap.schema import Media, json_safe
 from factcap.stats import CONFIDENCE, N_RESAMPLES, paired_difference
 
@@ -52,22 +53,32 @@ class References:
     answers: dict[str, list[str]] = field(default_factory=dict)
     questions: dict[str, str] = field(default_factory=dict)
 
-    def for_row(self, row: dict[str, Any]) -> tuple[list[str], list[str] | None]:
-        keys = [str(row.get("id")), Path(str(row.get("source", ""))).name]
+    def for_row(self, row: RecordRow | dict[str, Any]) -> tuple[list[str], list[str] | None]:
+        """A row's reference captions and ground-truth objects (the references', else the
+        objects its input gave: ``extra.objects``)."""
+        row = RecordRow.of(row)
+        keys = _keys(row)
         caps = next((self.captions[k] for k in keys if k in self.captions), [])
         objs = next((self.objects[k] for k in keys if k in self.objects), None)
-        if objs is None and isinstance(row.get("extra", {}).get("objects"), list):
-            objs = [str(o) for o in row["extra"]["objects"]]
+        given = row.extra.get("objects")
+        if objs is None and isinstance(given, list):
+            objs = [str(o) for o in given]
         return caps, objs
 
-    def question_for(self, row: dict[str, Any]) -> tuple[str | None, list[str]]:
+    def question_for(self, row: RecordRow | dict[str, Any]) -> tuple[str | None, list[str]]:
         """The question about a row's image (the references', else the record's own
         ``question``) and its reference answers."""
-        keys = [str(row.get("id")), Path(str(row.get("source", ""))).name]
+        row = RecordRow.of(row)
+        keys = _keys(row)
         question = next((self.questions[k] for k in keys if k in self.questions), None)
-        if question is None and isinstance(row.get("question"), str):
-            question = row["question"].strip() or None
+        if question is None:
+            question = row.question
         return question, next((self.answers[k] for k in keys if k in self.answers), [])
+
+
+def _keys(row: RecordRow) -> list[str]:
+    """What references may be keyed by: the record's id, its image's file name."""
+    return [str(row.id), Path(row.source or "").name]
 
 
 def read_references(path: Path | None) -> References:
@@ -131,43 +142,44 @@ def build_samples(
     if isinstance(refs, dict):
         refs = References(**refs) if refs else References()
     samples: list[Sample] = []
-    for row in rows:
-        if row.get("status", "ok") != "ok" or "id" not in row or "source" not in row:
+    for raw in rows:
+        row = RecordRow.of(raw)
+        if not row.ok or row.id is None or row.source is None:
             continue
         references, objects = refs.for_row(row)
         question, answers = refs.question_for(row)
-        found = images.locate(str(row["source"])) if images else None
+        found = images.locate(row.source) if images else None
         common = {
-            "id": str(row["id"]),
-            "source": str(found) if isinstance(found, Path) else str(row["source"]),
+            "id": row.id,
+            "source": str(found) if isinstance(found, Path) else row.source,
             **_media_fields(row, images),
             "references": references,
             "objects": objects,
-            "claims": list(row.get("claims") or []),
+            "claims": [dict(c.raw) for c in row.claims],
             "question": question,
             "answers": answers,
-            "regions": list(row.get("regions") or []),
+            "regions": row.regions,
         }
         if source in ("final", "all"):
-            for style, text in (row.get("captions") or {}).items():
-                samples.append(Sample(caption_source=f"final:{style}", caption=str(text), **common))
+            for style, text in row.captions.items():
+                samples.append(Sample(caption_source=f"final:{style}", caption=text, **common))
         if source in ("proposals", "all"):
-            ocr = (row.get("models") or {}).get("ocr")
-            for proposal in row.get("proposals") or []:
-                if proposal.get("model") != ocr:
+            ocr = row.models.get("ocr")
+            for proposal in row.proposals:
+                if proposal.model != ocr:
                     samples.append(
                         Sample(
-                            caption_source=f"proposal:{proposal.get('model')}",
-                            caption=str(proposal.get("text", "")),
+                            caption_source=f"proposal:{proposal.model}",
+                            caption=proposal.text,
                             **common,
                         )
                     )
     return samples
 
 
-def _media_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, Any]:
+def _media_fields(row: RecordRow, images: ImageFinder | None) -> dict[str, Any]:
     """A row's media for its samples (saved view files found like images)."""
-    media = Media.from_row(row)
+    media = row.media
     views = []
     for view in media.views:
         view = dict(view)
@@ -175,10 +187,10 @@ def _media_fields(row: dict[str, Any], images: ImageFinder | None) -> dict[str, 
             found = images.locate(view["file"])
             view["file"] = str(found) if isinstance(found, Path) else None
         views.append(view)
-    size = row.get("image_size")
+    size = row.image_size
     return {
         "media": Media(media.kind, views, media.facts),
-        "view_size": size[0] if isinstance(size, list) and size else None,
+        "view_size": size[0] if size else None,
     }
 
 

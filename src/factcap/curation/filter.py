@@ -34,7 +34,8 @@ from factcap.engine.records import ImageFinder, read_records, read_score_rows
 from factcap.engine.sinks import SINKS, open_sink, sink_format
 from factcap.errors import ConfigError, DataError, UsageError
 from factcap.inputs import InputItem
-from factcap.schema import VERDICTS, Media, Record
+from factcap.rows import RecordRow
+from factcap.schema import VERDICTS, Record
 
 #: The record values: name → kind (what each one means: the README's filter table).
 RECORD_NAMES: dict[str, str] = {
@@ -127,25 +128,25 @@ def known_names(scores: Scores | None) -> dict[str, str]:
     return names
 
 
-def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record values of one record (:data:`RECORD_NAMES`)."""
-    claims = record.get("claims") or []
-    verdicts = [c.get("verdict") for c in claims if isinstance(c, dict)]
-    size = record.get("image_size")
-    error = record.get("error")
+def record_values(record: RecordRow | Mapping[str, Any]) -> dict[str, Any]:
+    """The record values of one record (:data:`RECORD_NAMES`; a value the record lacks, or
+    holds with the wrong type, is None: missing)."""
+    row = RecordRow.of(record)
+    verdicts = [c.verdict for c in row.claims]
+    size, error = row.image_size, row.error
     values: dict[str, Any] = {
-        "id": record.get("id"),
-        "source": record.get("source"),
-        "status": record.get("status", "ok"),
-        "kind": Media.from_row(record).kind,
-        "error_type": error.get("type") if isinstance(error, dict) else None,
-        "n_claims": len(claims),
-        "n_removed": len(record.get("removed") or []),
-        "n_proposals": len(record.get("proposals") or []),
-        "n_captions": len(record.get("captions") or {}),
-        "n_notes": len(record.get("notes") or []),
-        "width": size[0] if isinstance(size, list) and len(size) == 2 else None,
-        "height": size[1] if isinstance(size, list) and len(size) == 2 else None,
+        "id": row.id,
+        "source": row.source,
+        "status": row.status,
+        "kind": row.media.kind,
+        "error_type": error.type if error else None,
+        "n_claims": len(verdicts),
+        "n_removed": len(row.removed),
+        "n_proposals": len(row.proposals),
+        "n_captions": len(row.captions),
+        "n_notes": len(row.notes),
+        "width": size[0] if size else None,
+        "height": size[1] if size else None,
     }
     for verdict in VERDICTS:
         values[f"n_{verdict}"] = verdicts.count(verdict)
@@ -166,13 +167,15 @@ def caption_values(
     }
 
 
-def values_of(record: Mapping[str, Any], scores: Scores | None, style: str | None) -> Values:
+def values_of(
+    record: RecordRow | Mapping[str, Any], scores: Scores | None, style: str | None
+) -> Values:
     """What every name means for ``record`` (``style``: the default caption's style, None for
     the record's first caption)."""
-    captions = record.get("captions")
-    captions = captions if isinstance(captions, dict) else {}
-    by_style = scores.values.get(str(record.get("id")), {}) if scores else {}
-    each = [caption_values(str(s), t, by_style.get(str(s))) for s, t in captions.items()]
+    row = RecordRow.of(record)
+    captions = row.captions
+    by_style = scores.values.get(str(row.id), {}) if scores else {}
+    each = [caption_values(s, t, by_style.get(s)) for s, t in captions.items()]
     default_style = style if style is not None else next(iter(captions), None)
     if default_style is None:
         default: dict[str, Any] = {}
@@ -180,7 +183,7 @@ def values_of(record: Mapping[str, Any], scores: Scores | None, style: str | Non
         default = caption_values(
             default_style, captions.get(default_style), by_style.get(default_style)
         )
-    return Values(record_values(record), each, default)
+    return Values(record_values(row), each, default)
 
 
 @dataclass
@@ -328,14 +331,15 @@ class FilterJob:
         ]
         try:
             for number, row in enumerate(read_records(self.results), 1):
-                values = values_of(row, table, self.style)
+                view = RecordRow(row)
+                values = values_of(view, table, self.style)
                 verdict = where.evaluate(values)
                 for index, condition in enumerate(where.conditions):
                     rejects[index] += condition.evaluate(values) is not True
                 for name in where.names:
                     stats.missing[name] += values.lookup(name) is None
                 stats.records += 1
-                seen.add(str(row.get("id")))
+                seen.add(str(view.id))
                 record = _record(row, self.results, number)
                 if verdict is True:
                     stats.kept += 1
