@@ -36,7 +36,7 @@ from factcap.engine.records import ImageFinder, read_records
 from factcap.errors import ImageError, OutputError, UsageError, require
 from factcap.images import DecodeLimits, decode
 from factcap.prompts.style import description_kind
-from factcap.schema import Media
+from factcap.rows import RecordRow
 from factcap.text.sanitize import one_line
 
 #: The file every exported folder holds (what made it); ``overwrite`` replaces only such
@@ -70,6 +70,11 @@ class Item:
     """The image file's bytes, read once and decoded (copied and embedded images)."""
     view: int | None = None
     """A 3D asset's view index (the item is that view's saved image); None for a photo."""
+
+    @property
+    def row(self) -> RecordRow:
+        """The record, read field by field."""
+        return RecordRow(self.record)
 
 
 @dataclass
@@ -361,7 +366,7 @@ def _number(value: Any) -> bool:
 
 
 def gbc_graph(
-    record: dict[str, Any], captions: dict[str, str], img_path: str | None
+    record: RecordRow | dict[str, Any], captions: dict[str, str], img_path: str | None
 ) -> dict[str, Any]:
     """One record as a GBC graph (``gbc.data.graph.GbcGraph``'s JSON).
 
@@ -387,7 +392,8 @@ def gbc_graph(
     >>> g["vertices"][1]["bbox"], g["vertices"][1]["in_edges"]
     ({'left': 0.1, 'top': 0.2, 'right': 0.5, 'bottom': 0.6, 'confidence': 0.9}, [{'source': '', 'text': 'dog', 'target': 'r0'}])
     """
-    graph = record.get("graph") if isinstance(record.get("graph"), dict) else {}
+    row = RecordRow.of(record)
+    graph = row.graph  # free-form below: nodes, their descriptions, edges
     descs = [
         {"text": text, "label": description_kind(style)} for style, text in captions.items() if text
     ]
@@ -401,9 +407,7 @@ def gbc_graph(
             "out_edges": [],
         }
     ]
-    scores = {
-        str(r.get("id")): r.get("score") for r in record.get("regions") or [] if isinstance(r, dict)
-    }
+    scores = {str(r.get("id")): r.get("score") for r in row.regions}
     ids: dict[str, int] = {}  # the graph's node id -> index in vertices
     for node in graph.get("nodes") or []:
         if not isinstance(node, dict):
@@ -472,10 +476,10 @@ def write_gbc(items: Iterator[Item], context: Context) -> None:
     :func:`gbc_graph`)."""
     with context.path.open("w", encoding="utf-8") as out:
         for item in items:
-            graph = item.record.get("graph")
-            if not (isinstance(graph, dict) and graph.get("nodes")):
+            row = item.row
+            if not row.graph.get("nodes"):
                 context.stats.no_graph += 1
-            line = gbc_graph(item.record, item.captions, _gbc_path(item, context))
+            line = gbc_graph(row, item.captions, _gbc_path(item, context))
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
             context.stats.captions += len(item.captions)
 
@@ -617,10 +621,10 @@ class ExportJob:
     def _discover_styles(self) -> list[str]:
         """Every style of the chosen records, in order of first appearance (one pass)."""
         found: dict[str, None] = {}
-        for row in read_records(self.results):
-            if row.get("status", "ok") in self.statuses:
-                captions = row.get("captions")
-                found.update(dict.fromkeys(captions if isinstance(captions, dict) else ()))
+        for raw in read_records(self.results):
+            row = RecordRow(raw)
+            if row.status in self.statuses:
+                found.update(dict.fromkeys(row.captions))
         return list(found)
 
     def run(self, progress: Callable[[int], None] | None = None) -> ExportStats:
@@ -684,24 +688,22 @@ class ExportJob:
         needs_caption = self.exporter.one_style or self.to == "llava"
         used: set[str] = set()
         assert self.styles is not None
-        for row in read_records(self.results):
+        for raw in read_records(self.results):
             stats.records += 1
             if progress is not None:
                 progress(1)
-            status = str(row.get("status", "ok"))
+            row = RecordRow(raw)
+            status = row.status
             if status not in self.statuses:
                 stats.skipped_status += 1
                 continue
-            given = row.get("captions")
-            given = given if isinstance(given, dict) else {}
-            captions = {
-                s: self.prefix + given[s] for s in self.styles if isinstance(given.get(s), str)
-            }
+            given = row.captions
+            captions = {s: self.prefix + given[s] for s in self.styles if s in given}
             if not captions:
                 stats.no_caption += 1
                 if needs_caption:
                     continue
-            record_id, source = str(row.get("id")), str(row.get("source", ""))
+            record_id, source = str(row.id), row.source or ""
             media = self._media(row, record_id, needs_image, stats)
             if media is None:
                 continue
@@ -722,7 +724,7 @@ class ExportJob:
                         placed = self.image_dir / name
                 items.append(
                     Item(
-                        record=row,
+                        record=raw,
                         id=item_id,
                         source=source,
                         status=status,
@@ -743,14 +745,14 @@ class ExportJob:
             yield from items
 
     def _media(
-        self, row: dict[str, Any], record_id: str, needs_image: bool, stats: ExportStats
+        self, row: RecordRow, record_id: str, needs_image: bool, stats: ExportStats
     ) -> list[tuple[int | None, str, Path | None, bytes | None]] | None:
         """The files a record exports: its image, or each saved view of a 3D asset, as
         ``(view index or None, the file as the record names it, the file found, its bytes)``.
         Where the image is placed or embedded, every file must be found and decode as an
         image (:func:`factcap.images.decode`, default limits); the bytes are those that
         decoded (None when linked). None: the record is left out (and counted)."""
-        views = Media.from_row(row).views
+        views = row.media.views
         if views:  # an input of several views (a 3D asset): they are its images, not its file
             files: list[tuple[int | None, str]] = [
                 (v["index"] if isinstance(v.get("index"), int) else k, str(v.get("file") or ""))
@@ -760,7 +762,7 @@ class ExportJob:
                 stats.no_views += 1
                 return None
         else:
-            files = [(None, str(row.get("source", "")))]
+            files = [(None, row.source or "")]
         media = []
         for view, file in files:
             found = self.finder.locate(file)
@@ -819,10 +821,9 @@ def _place(image: Path, data: bytes | None, target: Path, mode: str) -> None:
         target.write_bytes(data)
 
 
-def _size(row: dict[str, Any], image: Path | None) -> tuple[int, int] | None:
-    size = row.get("image_size")
-    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size):
-        return size[0], size[1]
+def _size(row: RecordRow, image: Path | None) -> tuple[int, int] | None:
+    if row.image_size is not None:
+        return row.image_size
     if image is None:
         return None
     from PIL import Image

@@ -29,7 +29,7 @@ from typing import Any
 from factcap.engine.records import ImageFinder, read_records
 from factcap.errors import ImageError, OutputError, UsageError
 from factcap.images import DecodeLimits, decode
-from factcap.schema import Media
+from factcap.rows import RecordRow
 from factcap.study import design as study_design
 from factcap.study.store import DATABASE, STUDY_JSON, StudyStore
 from factcap.text.sanitize import display_text
@@ -94,7 +94,7 @@ def read_candidates(
         finder = ImageFinder(path, image_root)
         rows = [r for r in read_records(path, skip_torn_end=True)]
         records += len(rows)
-        by_id = {str(r.get("id")): r for r in rows}
+        by_id = {RecordRow(r).id: r for r in rows}
         for sample in build_samples(rows, "all", {}, {}):
             cand = found.get(sample.id)
             if cand is None:
@@ -107,7 +107,8 @@ def read_candidates(
 
 
 def _locate(cand: Candidate, record: dict[str, Any], finder: ImageFinder) -> None:
-    media = Media.from_row(record)
+    row = RecordRow(record)
+    media = row.media
     if media.views:  # an input of several views (a 3D asset): raters see its first view
         cand.asset = True
         views = [v for v in media.views if v.get("file")]
@@ -116,7 +117,7 @@ def _locate(cand: Candidate, record: dict[str, Any], finder: ImageFinder) -> Non
             return
         where = finder.locate(str(views[0]["file"]))
     else:
-        where = finder.locate(str(record.get("source", "")))
+        where = finder.locate(row.source or "")
     if not isinstance(where, Path):
         cand.missing = where
         return
