@@ -39,17 +39,6 @@ def per_item_fields(config: Any, req: CaptionRequest) -> dict[str, Any]:
     return extra
 
 
-@router.post(
-    "/v1/captions",
-    response_model=RecordOut,
-    response_model_exclude_unset=True,
-    openapi_extra=json_body_schema(CaptionRequest),
-    responses={
-        **UPLOAD_ERRORS,
-        422: {"description": "undecodable image, over the pixel limit, or bad fields"},
-        429: {"description": "queue full; retry after Retry-After seconds"},
-    },
-)
 def _form_fields(form: Any) -> dict[str, Any]:
     """A caption request's fields from a multipart form (``styles`` repeated or
     comma-separated)."""
@@ -63,6 +52,17 @@ def _form_fields(form: Any) -> dict[str, Any]:
     return fields
 
 
+@router.post(
+    "/v1/captions",
+    response_model=RecordOut,
+    response_model_exclude_unset=True,
+    openapi_extra=json_body_schema(CaptionRequest),
+    responses={
+        **UPLOAD_ERRORS,
+        422: {"description": "undecodable image, over the pixel limit, or bad fields"},
+        429: {"description": "queue full; retry after Retry-After seconds"},
+    },
+)
 async def captions(request: Request) -> dict[str, Any]:
     """Caption one image: a multipart upload (field ``image``, optional ``styles``,
     ``instruction`` and ``alt_text``) or JSON ``{"image_base64", "styles"?, "instruction"?,
