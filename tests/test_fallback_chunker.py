@@ -318,6 +318,7 @@ TABLE: list[Expected] = [
     ("many cars are parked along the road", ["car", "road"], {}),
     # coordination and lists
     ("a red and white bus parked on the street", ["red and white bus", "street"], {}),
+    ("a cat with a red or blue collar", ["cat", "collar"], {}),
     ("a laptop, a mouse and a keyboard on a desk", ["laptop", "mouse", "keyboard", "desk"], {}),
     ("a pizza with pepperoni and olives", ["pizza", "pepperoni", "olive"], {}),
     ("a plate with a sandwich and chips", ["plate", "sandwich", "chip"], {}),
@@ -403,11 +404,14 @@ _VOCABULARY = sorted(
 _VERB_ONLY = {w for w, (_, kind) in VERB_FORMS.items() if kind in ("past", "ing", "ed")}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(st.lists(st.sampled_from(_VOCABULARY), max_size=14))
 def test_no_subject_is_a_closed_class_word_an_adjective_or_a_verb_form(words):
     for subject, _ in noun_phrases(" ".join(words)):
-        assert subject and not set(subject.split()) & CLOSED_CLASS, (words, subject)
+        kept = subject.split()
+        joined = {w for k, w in enumerate(kept) if w == "and" and 0 < k < len(kept) - 1}
+        # the one closed-class word a subject keeps: "and" between adjectives ("red and white")
+        assert subject and not (set(kept) - joined) & CLOSED_CLASS, (words, subject)
         head = subject.split()[-1]
         assert head not in ADJECTIVES, (words, subject)
         assert head not in _VERB_ONLY or head in ("painting", "building"), (words, subject)

@@ -670,8 +670,15 @@ class NounPhrase:
 
 
 def _subject(words: list[str]) -> str:
-    """The head (singular) and up to two words before it, keeping "and" between adjectives."""
+    """The head (singular) and up to two words before it, keeping "and" between adjectives;
+    the head alone when its modifiers are alternatives ("big or red").
+
+    >>> _subject(["big", "or", "red", "dogs"]), _subject(["red", "and", "white", "bus"])
+    ('dog', 'red and white bus')
+    """
     head, mods = singular(words[-1]), words[:-1]
+    if "or" in mods:  # "a big or red dog": neither modifier is a fact to check
+        return head
     kept: list[str] = []
     k = len(mods) - 1
     while k >= 0 and sum(w not in ("and", "or", "&") for w in kept) < 2:
