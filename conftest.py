@@ -27,6 +27,16 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the Ray instances tests start rep
 # they start) see no CUDA device unless FACTCAP_TEST_GPU=1, which runs the `gpu` tests on one.
 if os.environ.get("FACTCAP_TEST_GPU") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Property tests draw the same examples on every run, so a red run is never luck of the draw;
+# HYPOTHESIS_PROFILE=explore draws new ones (e.g. while working on the fallback chunker).
+try:
+    from hypothesis import settings as _hypothesis
+
+    _hypothesis.register_profile("repeatable", derandomize=True, database=None)
+    _hypothesis.register_profile("explore", derandomize=False)
+    _hypothesis.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+except ImportError:  # hypothesis is a dev dependency; without it those tests are not collected
+    pass
 if "FACTCAP_CACHE" not in os.environ:
     os.environ["FACTCAP_CACHE"] = tempfile.mkdtemp(prefix="factcap-test-cache-")
     atexit.register(shutil.rmtree, os.environ["FACTCAP_CACHE"], ignore_errors=True)
