@@ -133,7 +133,7 @@ def claims_conversations(prompts: dict[str, str] | None = None) -> list[list[dic
     for i, texts in enumerate(CAPTIONS):
         record = Record(id=f"image{i}", source=f"image{i}.jpg")
         record.proposals = [Proposal(model=m, text=t) for m, t in zip(LABELS, texts, strict=True)]
-        items.append(Work(record=record, image=None))
+        items.append(Work(record))
     recorder = Recorder()
     extract_claims(
         items, recorder, max_new_tokens=8, temperature=0.0, max_claims=16, prompts=prompts

@@ -27,8 +27,8 @@ always generate the cap.
 images, each time with its own freshly loaded pipeline: first with the speed-ups on, then with
 them off where they have a switch (``baseline_switches`` in the output: BLIP VQA's
 ``encode_once=False``, one vision pass per (image, question) pair instead of per distinct
-image, the judge then sending pairs in calls of ``batch_size`` pairs instead of all the
-questions about ``batch_size`` images; a chat-VLM judge's and the LLM's
+image, the check stage then sending pairs in calls of ``batch_size`` pairs instead of all the
+questions about ``batch_size`` images; a chat VLM's (as the VQA model) and the LLM's
 ``reuse_prefix=False`` where the configured backend has that option; Grounding DINO's
 ``max_padding=1.0``, one forward for all the images of a call, each padded to the largest,
 instead of one per size). The prompt templates
@@ -42,7 +42,7 @@ stages that no switch touches (captioners, OCR, the detector where it has no swi
 same work in both runs) by counting each with the lower of its two runs' times in both.
 Each loaded pipeline first captions ``--warmup`` other images (default 1, not counted:
 first-call costs), and the "after" run goes first, so costs left over count against the
-speed-up. The judge asking a repeated (image, question) pair once and the detector skipping
+speed-up. The check stage asking a repeated (image, question) pair once and the detector skipping
 images without object claims have no switch: both runs have them (``no_switch``).
 ``--runs optimised`` or ``--runs baseline`` (``--baseline``) runs just one.
 
@@ -94,7 +94,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
 }
 #: Speed-ups of issue 16 without a switch: both runs have them.
 NO_SWITCH = {
-    "judge.ask_once": "a repeated (image, question) pair is asked once",
+    "check.ask_once": "a repeated (image, question) pair is asked once",
     "detect.detect_claims": "an image with no object or count claims skips the detector",
 }
 

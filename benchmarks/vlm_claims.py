@@ -1,4 +1,4 @@
-"""Chat-VLM judge cost of many claims about one image, at SmolVLM-256M size; prints one JSON
+"""Chat-VLM VQA cost of many claims about one image, at SmolVLM-256M size; prints one JSON
 line last.
 
     python benchmarks/vlm_claims.py                  # full size (256 M parameters), CPU heavy
@@ -11,7 +11,7 @@ line last.
 Builds SmolVLM-256M-Instruct (Idefics3: SigLIP at 512 px tiles, a SmolLM2-135M-shaped
 decoder) with its published sizes and random weights (``factcap.backends.real_size``; cached
 under ``--cache``, default ``$FACTCAP_CACHE/real_size`` or ``~/.cache/factcap/real_size``, so
-reruns skip the build), loads it through factcap's registry as a ``vqa`` judge
+reruns skip the build), loads it through factcap's registry as the ``vqa`` role
 (``ChatVLMVQA``) and times ``yes_probability`` for one photo with 1 question and with 16
 distinct questions, with ``reuse_prefix`` on (the image and the common prompt start prefilled
 once, the questions batched on its key/value cache) and off (one plain pass per pair, as
