@@ -291,14 +291,15 @@ class CaptionJob:
         saved = read_settings(self.spec.output)
         if saved is None:
             return  # an output made before settings were kept: nothing to compare
+        defaulted = stage_settings()
         differs = [
             f"{key}: {saved.get(key)!r} in the output, {value!r} now"
             for key, value in self.settings.items()
-            if key in saved and saved[key] != value and key not in stage_settings()
+            if key in saved and saved[key] != value and key not in defaulted
         ] + [
             f"{key}: {saved.get(key, 'default')!r} in the output, "
             f"{self.settings.get(key, 'default')!r} now"
-            for key in stage_settings()
+            for key in defaulted
             if saved.get(key) != self.settings.get(key)
         ]
         if differs:

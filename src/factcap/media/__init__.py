@@ -93,5 +93,11 @@ def kind_for_format(fmt: str) -> MediaKind:
 
 
 def media_suffixes() -> frozenset[str]:
-    """The file endings (with the dot) some kind besides the photo takes."""
-    return frozenset(f".{f}" for k in media_kinds().values() for f in k.formats)
+    """The file endings (with the dot) some kind besides the photo takes (asked once per tar
+    sample, so made once per registry)."""
+    return _suffixes(MEDIA_MODULES)
+
+
+@cache
+def _suffixes(modules: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(f".{f}" for k in _kinds(modules).values() for f in k.formats)
