@@ -71,9 +71,8 @@ class AssetLoader(Loader):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 image.save(path)
                 view["file"] = str(path)
-        notes = [f"not rendered: {'; '.join(asset.facts['skipped'])}"] * bool(
-            asset.facts.get("skipped")
-        )
+        skipped = asset.facts.get("skipped")
+        notes = [f"not rendered: {'; '.join(skipped)}"] if skipped else []
         return Loaded(
             views=[
                 View(image, view["index"], {k: v for k, v in view.items() if k != "index"})

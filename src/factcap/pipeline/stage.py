@@ -71,8 +71,15 @@ class Stage:
         return self.fails_as.format(name=self.name, model=model)
 
     def timing_name(self, model: str | None) -> str:
-        """The key of ``timings_ms`` its time goes to."""
-        return (self.timing or self.name).format(name=self.name, model=model)
+        """The key of ``timings_ms`` its time goes to (its name when it ran without a model,
+        never ``ocr:None``).
+
+        >>> Stage("ocr", "ocr", print, timing="ocr:{model}").timing_name(None)
+        'ocr'
+        """
+        if model is None or self.timing is None:
+            return self.name
+        return self.timing.format(name=self.name, model=model)
 
 
 def run_stage(

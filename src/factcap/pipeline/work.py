@@ -65,15 +65,17 @@ class Work:
     def to_row(self) -> dict[str, Any]:
         """This item as plain columns (JSON strings and raw RGB bytes) for another process;
         :meth:`from_row` rebuilds it."""
-        from PIL import Image
-
         views = []
         for v in self.views:
             image = v.image if v.image.mode == "RGB" else v.image.convert("RGB")
-            assert isinstance(image, Image.Image)
             views.append(
-                {"pixels": image.tobytes(), "width": image.width, "height": image.height}
-                | {"index": v.index, "meta": json.dumps(v.meta)}
+                {
+                    "pixels": image.tobytes(),
+                    "width": image.width,
+                    "height": image.height,
+                    "index": v.index,
+                    "meta": json.dumps(v.meta),
+                }
             )
         spans = None if self.ocr_spans is None else [dataclasses.asdict(s) for s in self.ocr_spans]
         return {
