@@ -241,3 +241,24 @@ def krippendorff_alpha(units: Sequence[Sequence[Any]], level: str = "nominal") -
     if expected == 0:
         return math.nan
     return 1.0 - (n - 1) * observed / expected
+
+
+def format_number(value: Any, digits: int = 3) -> str:
+    """A number as the report and ``factcap study results`` show it: ``digits`` decimals, and
+    ``n/a`` for what is not a finite number (NaN, infinity, None, text).
+
+    >>> format_number(0.25), format_number(float("nan")), format_number(None), format_number(2, 1)
+    ('0.250', 'n/a', 'n/a', '2.0')
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return f"{value:.{digits}f}" if ok else "n/a"
+
+
+def format_rate(value: Any, ci: Any) -> str:
+    """A value with its interval, ``ci`` a ``[low, high]`` pair (anything else: n/a).
+
+    >>> format_rate(0.5, [0.25, 0.75]), format_rate(0.5, None)
+    ('0.500 [0.250, 0.750]', '0.500 [n/a, n/a]')
+    """
+    low, high = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    return f"{format_number(value)} [{format_number(low)}, {format_number(high)}]"

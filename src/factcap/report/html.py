@@ -37,7 +37,6 @@ import hashlib
 import html
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -54,6 +53,7 @@ from factcap.media import MediaKind, kind_for, media_kinds
 from factcap.pipeline.compose import refuted_matchers
 from factcap.rows import ClaimRow, ProposalRow, RecordRow, finite
 from factcap.schema import VERDICTS, ErrorInfo
+from factcap.stats import format_number, format_rate
 from factcap.text.sanitize import display_safe, display_text
 
 _SENTENCE_GAP = re.compile(r"((?<=[.!?])\s+)")
@@ -179,22 +179,6 @@ def write_report(
     return out_path, stats
 
 
-def format_number(value: Any, digits: int = 3) -> str:
-    """A number as the report and ``factcap study results`` show it: ``digits`` decimals, and
-    ``n/a`` for what is not a finite number (NaN, infinity, None, text).
-
-    >>> format_number(0.25), format_number(float("nan")), format_number(None), format_number(2, 1)
-    ('0.250', 'n/a', 'n/a', '2.0')
-    """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return f"{value:.{digits}f}" if ok else "n/a"
-
-
-def _rate(value: Any, ci: Any) -> str:
-    low, high = ci if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
-    return f"{format_number(value)} [{format_number(low)}, {format_number(high)}]"
-
-
 def study_section(study: dict[str, Any]) -> str:
     """The human study's results (``factcap study results``' dict) as a static HTML table:
     per source pair wins / ties / losses with 95 % intervals, Bradley–Terry strengths,
@@ -210,7 +194,7 @@ def study_section(study: dict[str, Any]) -> str:
         f"<tr><td>{esc(str(p['a']))}</td><td>{esc(str(p['b']))}</td><td>{p['items']}</td>"
         f"<td>{p['votes']}</td>"
         + "".join(
-            f"<td>{_rate(p.get(k), p.get('ci95', {}).get(k))}</td>"
+            f"<td>{format_rate(p.get(k), p.get('ci95', {}).get(k))}</td>"
             for k in ("win_rate", "tie_rate", "loss_rate")
         )
         + "</tr>"

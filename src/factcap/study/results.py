@@ -31,6 +31,8 @@ import numpy as np
 from factcap.stats import (
     N_RESAMPLES,
     bradley_terry,
+    format_number,
+    format_rate,
     krippendorff_alpha,
     percentile_interval,
     resample_indices,
@@ -197,15 +199,8 @@ def compute(
     }
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _rate(row: dict[str, Any], key: str) -> str:
-    low, high = row["ci95"][key]
-    return f"{_fmt(row[key])} [{_fmt(low)}, {_fmt(high)}]"
+    return format_rate(row[key], row["ci95"][key])
 
 
 def table(results: dict[str, Any]) -> str:
@@ -227,11 +222,11 @@ def table(results: dict[str, Any]) -> str:
     if bt:
         lines += ["", f"Bradley-Terry strength ({bt['normalisation']}):"]
         for source, value in sorted(bt["strengths"].items(), key=lambda kv: -kv[1]):
-            lines.append(f"  {_fmt(value):>7}  {source}")
+            lines.append(f"  {format_number(value):>7}  {source}")
     agreement = results["agreement"]
     lines += [
         "",
-        f"agreement: Krippendorff's alpha (nominal) = {_fmt(agreement['krippendorff_alpha'])} "
+        f"agreement: Krippendorff's alpha (nominal) = {format_number(agreement['krippendorff_alpha'])} "
         f"over {agreement['units']} items x pairs with 2+ votes",
         "",
         f"raters (gold threshold {results['gold_threshold']:.2f}):",
