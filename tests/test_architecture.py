@@ -55,7 +55,7 @@ BASE_MAY_IMPORT = {
     "prompts": {"errors"},
     "images": {"errors"},
     "inputs": {"errors", "schema", "media"},
-    "config": {"errors", "prompts", "roles", "assets", "images"},
+    "config": {"errors", "prompts", "roles", "images", "media"},
     "media": {"errors", "schema", "assets", "images", "text"},
     "assets": {"errors"},
     "examples": set(),

@@ -304,25 +304,32 @@ def test_a_new_sink_is_one_class_and_its_reader(tmp_path, monkeypatch):
 
 FRAMES_MODULE = '''
 """An example media kind: a ``.frames`` file lists image files (one per line, relative to
-it): one item, whose views are those frames."""
+it): one item, whose views are those frames (every ``stride``-th, the kind's one setting)."""
 from pathlib import Path
+
+from pydantic import Field
 
 from factcap.errors import ImageError
 from factcap.images import decode
-from factcap.media import Loaded, Loader, MediaKind, View
+from factcap.media import KindSettings, Loaded, Loader, MediaKind, View
 from factcap.schema import Media
+
+
+class FramesConfig(KindSettings):
+    stride: int = Field(default=1, ge=1)
 
 
 class FramesLoader(Loader):
     def __init__(self, config):
         self.limits = config.limits.decode_limits()
+        self.stride = config.frames.stride
 
     def result(self, item):
         listing = Path(item.source)
         names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
         if not names:
             raise ImageError("EmptyFrames", f"{listing} lists no frames")
-        files = [str(listing.parent / name) for name in names]
+        files = [str(listing.parent / name) for name in names[:: self.stride]]
         views = [View(decode(f, self.limits).image, i) for i, f in enumerate(files)]
         listed = [{"index": i, "file": f} for i, f in enumerate(files)]
         return Loaded(views, Media(KIND.name, listed, {"frames": len(files)}))
@@ -333,6 +340,8 @@ class FramesKind(MediaKind):
     label = "frame folder"
     formats = ("frames",)
     names_views = True
+    config_key = "frames"
+    settings = FramesConfig
 
     def loader(self, config, in_process=False):
         return FramesLoader(config)
@@ -343,8 +352,9 @@ KIND = FramesKind()
 
 
 def test_a_new_media_kind_is_one_module_and_one_line(tmp_path, monkeypatch):
-    """A toy media kind (a list of frames as one item) the way ARCHITECTURE.md says: its
-    module and its line in MEDIA_MODULES; then caption, evaluate and report handle it."""
+    """A toy media kind (a list of frames as one item, with a config section) the way
+    ARCHITECTURE.md says: its module and its line in MEDIA_MODULES; then config, caption,
+    evaluate and report handle it."""
     import shutil
 
     from factcap import media
@@ -361,7 +371,10 @@ def test_a_new_media_kind_is_one_module_and_one_line(tmp_path, monkeypatch):
         shutil.copy(path, clip / f"f{i}.jpg")
     (clip / "shot.frames").write_text("f0.jpg\nf1.jpg\nf2.jpg\n")
     (clip / "empty.frames").write_text("\n")
-    config = load_config(preset="tiny", overrides={"ocr": None})
+    assert load_config(preset="tiny").frames.stride == 1  # its section, defaulted
+    with pytest.raises(ConfigError, match="frames.stride"):
+        load_config(preset="tiny", overrides={"frames": {"stride": 0}})
+    config = load_config(preset="tiny", overrides={"ocr": None, "frames": {"stride": 1}})
     out = tmp_path / "out.jsonl"
     inputs = [str(clip), str(example_paths()[3])]  # the folder: its .frames files are found
     CaptionJob(JobSpec(inputs=inputs, output=out), config).run(scripted_pipeline(config))

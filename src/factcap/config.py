@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from factcap.errors import ConfigError
+from factcap.media import media_kinds
 from factcap.prompts import TEMPLATES
 from factcap.prompts.style import Style, selectable, style_registry
 from factcap.roles import ROLES, slot
@@ -110,71 +111,6 @@ class LimitsConfig(_Strict):
 
         return DecodeLimits(
             max_pixels=self.max_pixels, max_file_bytes=int(self.max_file_mb * 1024 * 1024)
-        )
-
-
-class AssetsConfig(_Strict):
-    """3D assets (``.glb``, ``.gltf``, ``.obj``, ``.ply``, ``.stl``, ``.off``): how their views
-    are rendered and which limits they must keep (``factcap.assets``).
-
-    ``views`` views in the default layout when ``azimuths`` / ``elevations`` are not given (8:
-    four around at 15°, two from above, two from below; another count: evenly around at 15°).
-    ``caption_views`` are the view indices the captioners see (default all); the checkers
-    look at every view. ``render_workers`` processes render (one GL context each; 0 renders
-    in the reading thread, without the timeout). ``save_views`` keeps each view as a PNG in
-    that folder (``<folder>/<record id>/view-<i>.png``).
-    """
-
-    views: int = Field(default=8, ge=1, le=64)
-    azimuths: list[float] | None = None
-    elevations: list[float] | None = None
-    size: int = Field(default=512, ge=32, le=4096)
-    background: tuple[int, int, int] = (255, 255, 255)
-    caption_views: list[int] | None = None
-    max_file_mb: float = Field(default=256.0, gt=0)
-    max_faces: int = Field(default=2_000_000, ge=1)
-    max_points: int = Field(default=5_000_000, ge=1)
-    render_timeout_s: float = Field(default=120.0, gt=0)
-    render_workers: int = Field(default=1, ge=0, le=64)
-    save_views: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AssetsConfig:
-        if (self.azimuths is None) != (self.elevations is None):
-            raise ValueError("give azimuths and elevations together")
-        if self.azimuths is not None and len(self.azimuths) != len(self.elevations or []):
-            raise ValueError("azimuths and elevations need the same number of entries")
-        count = len(self.azimuths) if self.azimuths is not None else self.views
-        if self.caption_views and not all(0 <= i < count for i in self.caption_views):
-            raise ValueError(f"caption_views must be view indices from 0 to {count - 1}")
-        if not all(0 <= c <= 255 for c in self.background):
-            raise ValueError("background is an RGB colour: three numbers from 0 to 255")
-        return self
-
-    def view_settings(self) -> Any:
-        """The :class:`~factcap.assets.ViewSettings` of this config."""
-        from factcap.assets.spec import DEFAULT_VIEWS, ViewSettings, ViewSpec
-
-        if self.azimuths is not None:
-            views = tuple(
-                ViewSpec(float(a), float(e))
-                for a, e in zip(self.azimuths, self.elevations or [], strict=True)
-            )
-        elif self.views == len(DEFAULT_VIEWS):
-            views = DEFAULT_VIEWS
-        else:
-            views = tuple(ViewSpec(360.0 * i / self.views, 15.0) for i in range(self.views))
-        return ViewSettings(views=views, size=self.size, background=tuple(self.background))
-
-    def limits(self) -> Any:
-        """The :class:`~factcap.assets.AssetLimits` of this config."""
-        from factcap.assets.spec import AssetLimits
-
-        return AssetLimits(
-            max_file_bytes=int(self.max_file_mb * 1024 * 1024),
-            max_faces=self.max_faces,
-            max_points=self.max_points,
-            render_timeout_s=self.render_timeout_s,
         )
 
 
@@ -314,8 +250,18 @@ class EvaluateConfig(_Strict):
         return list(DEFAULT_METRICS) + (list(REFERENCE_METRICS) if references else [])
 
 
-class Config(_Strict):
-    """Everything a :class:`factcap.Pipeline` needs."""
+class Config(BaseModel):
+    """Everything a :class:`factcap.Pipeline` needs. Besides the fields below, each media kind
+    with settings has its section under its ``config_key`` (``assets``: the 3D asset's
+    :class:`~factcap.media.asset.AssetsConfig`), read as ``config.assets``.
+
+    >>> load_config(preset="tiny", overrides={"assets": {"views": 3}}).assets.views
+    3
+    """
+
+    # media kinds' sections arrive as extra keys; _media_sections validates them (or says
+    # which key is unknown, as a strict model would)
+    model_config = ConfigDict(extra="allow")
 
     preset: str | None = None
     captioners: list[RoleConfig] = Field(min_length=1)
@@ -339,13 +285,31 @@ class Config(_Strict):
     custom_styles: dict[str, str] = Field(default_factory=dict)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    assets: AssetsConfig = Field(default_factory=AssetsConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     alt_text: AltTextConfig = Field(default_factory=AltTextConfig)
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
     question: QuestionConfig = Field(default_factory=QuestionConfig)
+
+    @model_validator(mode="after")
+    def _media_sections(self) -> Config:
+        sections = media_sections()
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        errors: list[Any] = []
+        for key in extra:
+            if key not in sections:
+                errors.append(
+                    {"type": "extra_forbidden", "loc": (key,), "input": extra[key], "ctx": {}}
+                )
+        for key, settings in sections.items():
+            try:
+                extra[key] = settings.model_validate(extra.get(key) or {})
+            except ValidationError as err:
+                errors += [{**e, "loc": (key, *e["loc"])} for e in err.errors()]
+        if errors:
+            raise ValidationError.from_exception_data("Config", errors)
+        return self
 
     @model_validator(mode="after")
     def _ranker_configured(self) -> Config:
@@ -401,6 +365,15 @@ class Config(_Strict):
             elif value is not None:
                 slots[role.name] = value
         return slots
+
+
+def media_sections() -> dict[str, type[BaseModel]]:
+    """The config section of each media kind that has settings, by key.
+
+    >>> sorted(media_sections())
+    ['assets']
+    """
+    return {k.config_key: k.settings for k in media_kinds().values() if k.config_key and k.settings}
 
 
 def preset_names() -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from factcap.cli.common import FORMATTER, add_model_source, load_config, positive, quiet_libraries
 from factcap.errors import UsageError
+from factcap.media import media_kinds
 
 EXAMPLES = """examples:
   factcap caption photos/ -o captions.jsonl                    # tiny preset, offline smoke run
@@ -119,18 +120,8 @@ def add_parser(sub: Any) -> None:
         help="Ray cluster to run on, with --executor ray (default: $RAY_ADDRESS, else the "
         "cluster 'ray start' last started here, else a new local Ray instance)",
     )
-    cap.add_argument(
-        "--save-views",
-        type=Path,
-        metavar="DIR",
-        help="keep the rendered views of 3D assets as PNG files in DIR (DIR/<id>/view-<i>.png)",
-    )
-    cap.add_argument(
-        "--render-workers",
-        type=int,
-        metavar="N",
-        help="processes that render 3D assets (default 1; 0 renders in the reading thread)",
-    )
+    for kind in media_kinds().values():
+        kind.add_arguments(cap)
     cap.add_argument(
         "--alt-text-field",
         metavar="NAME",
@@ -197,15 +188,9 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
-    assets: dict[str, Any] = {}
-    if args.save_views is not None:
-        assets["save_views"] = str(args.save_views)
-    if args.render_workers is not None:
-        if args.render_workers < 0:
-            raise UsageError(f"--render-workers must be 0 or more, not {args.render_workers}")
-        assets["render_workers"] = args.render_workers
-    if assets:
-        overrides["assets"] = assets
+    for kind in media_kinds().values():
+        if settings := kind.option_settings(args):
+            overrides[kind.config_key] = settings
     if args.no_alt_text and args.alt_text_field:
         raise UsageError("--no-alt-text and --alt-text-field exclude each other")
     if args.no_alt_text or args.alt_text_field:

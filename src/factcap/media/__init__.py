@@ -20,10 +20,11 @@ from importlib import import_module
 from pathlib import PurePosixPath
 
 from factcap.errors import ConfigError
-from factcap.media.base import Loaded, Loader, MediaKind, View
+from factcap.media.base import KindSettings, Loaded, Loader, MediaKind, View
 
 __all__ = [
     "MEDIA_MODULES",
+    "KindSettings",
     "Loaded",
     "Loader",
     "MediaKind",

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
 from factcap.schema import Media
 
 
@@ -51,6 +53,13 @@ class Loader:
         """Release what the loader holds (worker processes)."""
 
 
+class KindSettings(BaseModel):
+    """The base of a kind's config section (:attr:`MediaKind.settings`): unknown keys are
+    errors, as everywhere in a config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class MediaKind:
     """One kind of input. A subclass sets the class attributes and defines :meth:`loader`;
     the rest has defaults that fit a kind of one view. Registered in
@@ -69,6 +78,18 @@ class MediaKind:
     """Added to the compose prompt's style paragraph."""
     load_timing: ClassVar[str] = "decode"
     """The record's timing name for loading one (``decode``, ``render``)."""
+    config_key: ClassVar[str | None] = None
+    """The config section of this kind's settings (``assets``), read as ``config.<key>``."""
+    settings: ClassVar[type[KindSettings] | None] = None
+    """The model of that section; its defaults apply when a config leaves it out."""
+
+    def add_arguments(self, parser: Any) -> None:
+        """Add this kind's options to ``factcap caption`` (an argparse parser)."""
+
+    def option_settings(self, args: Any) -> dict[str, Any]:
+        """The settings of this kind's config section that the parsed options set; raises
+        :class:`~factcap.errors.UsageError` for a value no setting takes."""
+        return {}
 
     def loader(self, config: Any, in_process: bool = False) -> Loader:  # pragma: no cover
         """A loader for this kind with ``config``'s limits and settings; ``in_process``: load
