@@ -1,19 +1,27 @@
 """JSON recovered from LLM answers, which are untrusted input.
 
-An LLM may wrap its JSON in code fences, add prose around it, use single quotes or trailing
-commas, stop mid-list, or answer something else entirely. :func:`extract_json` recovers what
-it can and raises :class:`ParseError` otherwise (never anything else); :func:`json_values`
-yields every value it can recover, in order.
+An LLM may wrap its JSON in code fences, add prose around it, use single quotes, trailing
+commas, comments or unquoted keys, stop mid-list, or answer something else entirely.
+:func:`extract_json` recovers what it can and raises :class:`ParseError` otherwise (never
+anything else); :func:`json_values` yields every value it can recover, in order.
+
+Finding the JSON in the answer is done here: fenced blocks first, then every bracketed span,
+a cut-off one closed after its last complete object. Repairing one such span is the
+``json-repair`` library's (imported on the first answer that is not strict JSON). Its result
+is kept only when it is the value the span opens (an object for ``{``, an array for ``[``) and
+not empty, so that prose in braces ("see {below}") stays no value, as a hopeless answer stays
+a :class:`ParseError`.
 
 >>> extract_json("Sure! ```json\\n[{'kind': 'object', 'text': 'a dog', },]\\n``` Hope it helps")
 [{'kind': 'object', 'text': 'a dog'}]
 >>> extract_json('[{"a": 1}, {"a": 2}, {"a"')  # cut off: closed after the last whole object
 [{'a': 1}, {'a': 2}]
+>>> extract_json('Scores: {accuracy: 4, /* out of 5 */ "note": "a "red" car"}')
+{'accuracy': 4, 'note': 'a "red" car'}
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from collections.abc import Iterable
@@ -25,7 +33,7 @@ class ParseError(ValueError):
 
 
 _FENCE = re.compile(r"```(?:json|JSON|javascript)?\s*(.*?)(?:```|$)", re.S)
-_TRAILING_COMMA = re.compile(r",\s*([\]}])")
+_OPENS: dict[str, type] = {"{": dict, "[": list}
 _MAX_ANSWER_CHARS = 200_000
 
 
@@ -83,21 +91,19 @@ def _candidates(text: str) -> Iterable[str]:
 
 
 def _loads(text: str) -> Any:
-    """Strict JSON, then JSON without trailing commas, then a Python literal (single quotes)."""
-    cleaned = _TRAILING_COMMA.sub(r"\1", text.strip())
-    for attempt in (text, cleaned):
-        try:
-            return json.loads(attempt)
-        except (ValueError, RecursionError):
-            pass
-    pythonish = re.sub(r"\btrue\b", "True", cleaned)
-    pythonish = re.sub(r"\bfalse\b", "False", pythonish)
-    pythonish = re.sub(r"\bnull\b", "None", pythonish)
+    """Strict JSON, else json-repair's reading of ``text`` if it is the array or object that
+    ``text`` opens, and not empty."""
     try:
-        value = ast.literal_eval(pythonish)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    from json_repair import loads as repair
+
+    try:
+        value = repair(text, skip_json_loads=True)
+    except Exception:  # whatever the library may raise on hostile input
         raise ParseError("not JSON") from None
-    if not isinstance(value, (list, dict)):
+    if not value or not isinstance(value, _OPENS.get(text.lstrip()[:1], ())):
         raise ParseError("not a JSON array or object")
     return value
 
