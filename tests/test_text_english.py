@@ -238,3 +238,13 @@ def test_the_text_package_needs_no_torch():
         "m.split('.')[1] not in ('text', 'errors')], sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("many", "one"),
+    [("corgis", "corgi"), ("zebus", "zebu"), ("broccolis", "broccoli"), ("tvs", "tv")],
+)
+def test_coco_names_round_trip(many, one):
+    # found by checking every name in CHAIR's COCO table against inflect: singular(plural(w))
+    # gave "corgis", "zebus", "broccolis", "tvs", so "two corgis" was no mention of a dog
+    assert plural(one) == many and singular(many) == one

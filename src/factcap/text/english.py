@@ -113,6 +113,8 @@ _IRREGULAR: dict[str, str] = {
     "iris": "irises",
     "quiz": "quizzes",
     "fez": "fezzes",
+    # a short word the three-letter rule would leave alone
+    "tv": "tvs",
 }
 #: plural → singular only: a second plural, or one whose singular pluralises otherwise.
 _SINGULAR_ONLY: dict[str, str] = {
@@ -157,7 +159,7 @@ _PLUS_S = frozenset(
     backache earache heartache quiche brioche creche psyche douche pastiche microfiche cloche
     use fuse muse ruse excuse abuse misuse recluse refuse hypotenuse
     taxi kiwi bikini martini safari alibi yeti emoji salami zucchini tsunami mini chili wiki
-    menu emu gnu tutu guru haiku bayou""".split()
+    corgi broccoli menu emu gnu zebu tutu guru haiku bayou""".split()
 )
 
 #: Compounds of an irregular noun change like it: "grandchildren", "bookshelves".
