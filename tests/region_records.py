@@ -38,6 +38,6 @@ def region_record(
         Relation(made[a], made[b], rel, [], verdict=Verdict(verdict), score=0.8)
         for a, b, rel, verdict in relations
     ]
-    record.regions = [region_entry(r, size) for r in made]
-    record.graph = build_graph(record, made, rels, size)
+    record.regions.items = [region_entry(r, size) for r in made]
+    record.regions.graph = build_graph(record, made, rels, size)
     return record.to_dict()

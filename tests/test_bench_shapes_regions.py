@@ -29,7 +29,7 @@ def region(label, box, caption):
 
 def test_figures_match_regions_to_objects_by_iou_and_check_labels_and_captions():
     record = Record("s", "s.png")
-    record.regions = [
+    record.regions.items = [
         region("green triangle", (1, 1, 28, 28), "A large green triangle."),  # right
         region("green triangle", (0, 2, 27, 28), "There are two green triangles."),  # worse IoU
         region("red square", (40, 41, 56, 56), "A red circle and a red square."),  # wrong label

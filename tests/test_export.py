@@ -385,7 +385,7 @@ def test_gbc_lines_follow_the_gbc_layout(region_results, tmp_path, capsys):
     assert vertices["relation:0"]["descs"][0]["label"] == "relation"
     assert vertices["composition:dog"]["descs"][0]["label"] == "composition"
     # boxes: the record's normalised boxes, clipped to the image; entities carry the score
-    r0 = source["regions"][0]["box_normalised"]
+    r0 = source["regions"]["items"][0]["box_normalised"]
     assert [vertices["r0"]["bbox"][k] for k in ("left", "top", "right", "bottom")] == r0
     assert vertices["r0"]["bbox"]["confidence"] == 0.91
     assert vertices["r2"]["bbox"]["right"] == 1.0 and vertices["r2"]["bbox"]["bottom"] == 1.0
@@ -399,7 +399,7 @@ def test_gbc_lines_follow_the_gbc_layout(region_results, tmp_path, capsys):
         ("composition:dog", "r1", "dog"), ("", "r2", "ball"), ("", "relation:0", "left of"),
         ("relation:0", "r0", "dog"), ("relation:0", "r2", "ball"),
     }  # fmt: skip
-    assert len(edges) == len(source["graph"]["edges"])
+    assert len(edges) == len(source["regions"]["graph"]["edges"])
     # a record without a graph: its image vertex alone
     plain = _check_gbc_line(lines[1])
     assert list(plain) == [""] and plain[""]["descs"] == [

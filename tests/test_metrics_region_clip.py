@@ -213,7 +213,7 @@ def test_tiny_clip_end_to_end_through_factcap_evaluate(tmp_path, capsys):
     results, scores = tmp_path / "regions.jsonl", tmp_path / "scores.jsonl"
     assert main(["caption", *photos, "-o", str(results), "--regions", "--quiet"]) == 0
     records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert all(r["regions"] for r in records)
+    assert all(r["regions"]["items"] for r in records)
     capsys.readouterr()
     args = ["evaluate", str(results), "-o", str(scores), "--metrics", "region_clip_score"]
     assert main([*args, "--quiet"]) == 0
@@ -227,7 +227,7 @@ def test_tiny_clip_end_to_end_through_factcap_evaluate(tmp_path, capsys):
         row = rows[record["id"]]
         assert row["failures"] == {}
         image = decode(record["source"]).image
-        captioned = [r for r in record["regions"] if r["caption"].strip()]
+        captioned = [r for r in record["regions"]["items"] if r["caption"].strip()]
         crops = [image.crop(pad(r["box"], DEFAULT_PADDING, image.size)) for r in captioned]
         texts = embed_split_texts([r["caption"] for r in captioned], clip)  # split as CLIP-S
         vectors = clip.embed_images(crops).astype(np.float64)

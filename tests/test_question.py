@@ -134,7 +134,7 @@ def test_question_option_adds_the_style_a_guided_proposal_and_an_agreeing_answer
     assert names[names.index("compose") :] == ["compose", "question:answer", "question:check"]
     [record] = pipeline.process([photo()])
     assert record.ok, record.error
-    assert record.question == ASLEEP
+    assert record.question.text == ASLEEP
     assert list(record.captions) == ["detailed", "question"]
     assert record.captions["question"] == "The grey cat is asleep on the red sofa."
     # the chat captioner is asked twice (plain, then with the question); BLIP never with one
@@ -148,7 +148,7 @@ def test_question_option_adds_the_style_a_guided_proposal_and_an_agreeing_answer
     assert "A grey cat on a red sofa." not in answer_prompt
     # a yes/no question: the VQA model is asked the question itself
     assert ASLEEP in asked(vqa)
-    assert record.answer == {
+    assert record.question.answer == {
         "style": "question",
         "llm_answer": "yes",
         "answered": True,
@@ -160,7 +160,7 @@ def test_question_option_adds_the_style_a_guided_proposal_and_an_agreeing_answer
     }
     assert not [n for n in record.notes if n.startswith("answer:")]
     data = record.to_dict()
-    assert data["question"] == ASLEEP and data["answer"]["agrees"] is True
+    assert data["question"]["text"] == ASLEEP and data["question"]["answer"]["agrees"] is True
 
 
 def test_the_compose_prompt_holds_the_question_as_data():
@@ -179,14 +179,19 @@ def test_the_compose_prompt_holds_the_question_as_data():
 def test_a_disagreeing_vqa_model_makes_agrees_false_with_a_note():
     pipeline, *_ = make({"text": ASLEEP}, vqa=lambda q: 0.1 if q == ASLEEP else 0.9)
     [record] = pipeline.process([photo()])
-    assert record.answer["llm_answer"] == "yes"
-    assert (record.answer["vqa_p_yes"], record.answer["vqa_answer"]) == (0.1, "no")
-    assert record.answer["agrees"] is False
+    assert record.question.answer["llm_answer"] == "yes"
+    assert (record.question.answer["vqa_p_yes"], record.question.answer["vqa_answer"]) == (
+        0.1,
+        "no",
+    )
+    assert record.question.answer["agrees"] is False
     assert any("does not confirm" in n and "'yes'" in n for n in record.notes)
     # between the thresholds (0.35 < 0.5 < 0.6): the VQA model's answer, but no verdict
     pipeline, *_ = make({"text": ASLEEP}, vqa=lambda q: 0.5 if q == ASLEEP else 0.9)
     [record] = pipeline.process([photo()])
-    assert record.answer["vqa_answer"] == "yes" and record.answer["agrees"] is None
+    assert (
+        record.question.answer["vqa_answer"] == "yes" and record.question.answer["agrees"] is None
+    )
 
 
 def test_an_open_question_checks_the_llm_answer():
@@ -197,23 +202,36 @@ def test_an_open_question_checks_the_llm_answer():
         )
         [record] = pipeline.process([photo()])
         assert checked in asked(vqa)
-        assert record.answer["yes_no"] is False and record.answer["llm_answer"] == "Red"
-        assert record.answer["vqa_question"] == checked and record.answer["vqa_p_yes"] == p
-        assert record.answer["vqa_answer"] is None and record.answer["agrees"] is agrees, p
+        assert (
+            record.question.answer["yes_no"] is False
+            and record.question.answer["llm_answer"] == "Red"
+        )
+        assert (
+            record.question.answer["vqa_question"] == checked
+            and record.question.answer["vqa_p_yes"] == p
+        )
+        assert (
+            record.question.answer["vqa_answer"] is None
+            and record.question.answer["agrees"] is agrees
+        ), p
 
 
 def test_a_caption_that_does_not_answer_is_said_so_and_not_checked():
     pipeline, *_, vqa = make({"text": COLOUR}, llm=QuestionLLM("Unknown."))
     [record] = pipeline.process([photo()])
-    assert record.answer["llm_answer"] is None and record.answer["answered"] is False
-    assert record.answer["agrees"] is None and record.answer["vqa_question"] is None
+    assert (
+        record.question.answer["llm_answer"] is None and record.question.answer["answered"] is False
+    )
+    assert (
+        record.question.answer["agrees"] is None and record.question.answer["vqa_question"] is None
+    )
     assert not [q for q in asked(vqa) if q.startswith(COLOUR)]
     assert any("does not answer the question" in n for n in record.notes)
     # an LLM that fails while answering: the captions stand, a note says why
     pipeline, *_ = make({"text": COLOUR}, llm=QuestionLLM(fail_answers=True))
     [record] = pipeline.process([photo()])
     assert record.ok and record.captions["question"]
-    assert record.answer["answered"] is False
+    assert record.question.answer["answered"] is False
     assert any("the LLM failed (RuntimeError" in n for n in record.notes)
 
 
@@ -233,19 +251,19 @@ def test_an_items_own_question_from_a_manifest_field(tmp_path):
     # the field alone: only the item with a question gets the style, proposal and answer
     pipeline, chat, *_ = make({"field": "question"}, llm=QuestionLLM("red"))
     records = {r.id: r for r in pipeline.caption([manifest])}
-    assert records["a"].question == COLOUR and list(records["a"].captions) == [
+    assert records["a"].question.text == COLOUR and list(records["a"].captions) == [
         "detailed",
         "question",
     ]
-    assert records["a"].answer["llm_answer"] == "red"
-    assert records["b"].question is None and list(records["b"].captions) == ["detailed"]
+    assert records["a"].question.answer["llm_answer"] == "red"
+    assert records["b"].question.text is None and list(records["b"].captions) == ["detailed"]
     assert "answer" not in records["b"].to_dict()
     assert [p.model for p in records["b"].proposals] == ["cap-plain", "cap-chat"]
     assert chat.prompts.count(captioner_prompt(COLOUR)) == 1
     # with --question too: the item's own question wins, the others get the option's
     pipeline, chat, *_ = make({"field": "question", "text": ASLEEP})
     records = {r.id: r for r in pipeline.caption([manifest])}
-    assert (records["a"].question, records["b"].question) == (COLOUR, ASLEEP)
+    assert (records["a"].question.text, records["b"].question.text) == (COLOUR, ASLEEP)
     assert sorted(p for p in chat.prompts if p) == sorted(
         [captioner_prompt(COLOUR), captioner_prompt(ASLEEP)]
     )  # one call per distinct question
@@ -289,18 +307,18 @@ def test_tiny_preset_writes_question_and_answer_in_every_format(tmp_path):
         assert len(records) == 2, fmt
         for record in records.values():
             assert record["status"] == "ok", (fmt, record["error"])
-            assert record["question"] == ASLEEP
+            assert record["question"]["text"] == ASLEEP
             assert record["captions"]["question"] and record["captions"]["detailed"]
             models = [p["model"] for p in record["proposals"]]
             assert "tiny:chat_vlm (question)" in models  # a chat VLM takes the prompt
             assert "tiny:blip (question)" not in models  # BLIP's prefix is no prompt
-            answer = record["answer"]
+            answer = record["question"]["answer"]
             assert answer["yes_no"] is True and answer["vqa_question"] == ASLEEP
             assert 0.0 <= answer["vqa_p_yes"] <= 1.0 and answer["vqa_answer"] in ("yes", "no")
             assert answer["agrees"] in (True, False, None)
     for fmt in ("parquet", "webdataset"):
-        assert {k: (r["question"], r["answer"]) for k, r in found[fmt].items()} == {
-            k: (r["question"], r["answer"]) for k, r in found["jsonl"].items()
+        assert {k: r["question"] for k, r in found[fmt].items()} == {
+            k: r["question"] for k, r in found["jsonl"].items()
         }
 
 

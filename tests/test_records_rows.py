@@ -60,10 +60,10 @@ def _record() -> Record:
     record.models = {"captioners": ["m1", "m2"], "ocr": "rapidocr"}
     record.image_size = (640, 480)
     record.extra = {"objects": ["cat"]}
-    record.regions = [{"id": "r0", "box": [0, 0, 10, 10], "caption": "a cat"}]
-    record.graph = {"nodes": [{"id": "image", "kind": "image"}], "edges": []}
-    record.question = "What animal is it?"
-    record.answer = {"llm_answer": "a cat", "agrees": True}
+    record.regions.items = [{"id": "r0", "box": [0, 0, 10, 10], "caption": "a cat"}]
+    record.regions.graph = {"nodes": [{"id": "image", "kind": "image"}], "edges": []}
+    record.question.text = "What animal is it?"
+    record.question.answer = {"llm_answer": "a cat", "agrees": True}
     return record
 
 
@@ -91,8 +91,8 @@ def test_a_factcap_record_reads_back_as_written():
         ("supported", 0.9, None),
         ("refuted", 0.1, 2),
     ]
-    assert row.regions == record.regions and row.graph == record.graph
-    assert row.question == record.question and row.answer == record.answer
+    assert row.regions == record.regions.items and row.graph == record.regions.graph
+    assert row.question == record.question.text and row.answer == record.question.answer
     assert row.extra == record.extra
 
     record.fail("DecodeError", "not an image")
@@ -106,6 +106,25 @@ def test_records_of_8d96429_read_with_their_media():
     assert photo.media == Media() and photo.image_size is not None
     assert cube.media.kind == "asset" and [v["index"] for v in cube.media.views] == [0, 1, 2, 3]
     assert cube.media.facts["faces"] == 12 and cube.ok and cube.captions
+
+
+def test_regions_and_question_of_records_before_the_grouping_read_the_same():
+    """Records written before 2026-12-08 kept ``regions`` (a list), ``graph``, ``question``
+    (the text) and ``answer`` at the top level; both layouts read alike."""
+    record = Record(id="a", source="a.jpg", captions={"question": "A cat."})
+    record.regions.items = [{"id": "r0", "box": [0, 0, 10, 10]}]
+    record.regions.graph = {"nodes": [{"id": "image", "kind": "image"}], "edges": []}
+    record.question.text = "What animal is it?"
+    record.question.answer = {"llm_answer": "a cat", "agrees": True}
+    new = record.to_dict()
+    assert new["regions"] == {"items": record.regions.items, "graph": record.regions.graph}
+    assert new["question"] == {"text": "What animal is it?", "answer": record.question.answer}
+    old = {k: v for k, v in new.items() if k not in ("regions", "question")}
+    old.update(regions=record.regions.items, graph=record.regions.graph)
+    old.update(question=record.question.text, answer=record.question.answer)
+    assert Record.from_dict(old).to_dict() == new
+    for name in ("regions", "graph", "question", "answer"):
+        assert getattr(RecordRow(old), name) == getattr(RecordRow(new), name), name
 
 
 def test_a_row_of_another_tool_reads_with_empty_values():
@@ -123,8 +142,12 @@ def test_every_field_of_the_wrong_type_reads_as_empty(value):
     """A row whose every field holds ``value`` (and the row itself being ``value``) reads
     without raising, each property with its own type."""
     fields = {name: value for name in PROPERTIES}
-    fields["kind"] = fields["views"] = fields["asset"] = value
-    for row in (RecordRow(fields), RecordRow(value)):
+    fields["kind"] = fields["views"] = fields["asset"] = fields["graph"] = value  # old layout
+    grouped = {
+        "regions": {"items": value, "graph": value},
+        "question": {"text": value, "answer": value},
+    }
+    for row in (RecordRow(fields), RecordRow(value), RecordRow(grouped)):
         got = {name: getattr(row, name) for name in PROPERTIES}
         assert got["id"] is None or isinstance(got["id"], str)
         assert isinstance(got["status"], str) and got["ok"] == (got["status"] == "ok")

@@ -128,9 +128,9 @@ def test_regions_are_suppressed_cropped_captioned_and_checked():
     pipeline, captioner, _, vqa = make(min_area=0.0005)
     [record] = pipeline.process([item()])
     assert record.ok, record.error
-    regions = {r["id"]: r for r in record.regions}
+    regions = {r["id"]: r for r in record.regions.items}
     # the second cat box is suppressed; the ghost was refuted on the whole image already
-    assert [(r["label"], r["box"]) for r in record.regions] == [
+    assert [(r["label"], r["box"]) for r in record.regions.items] == [
         ("sofa", list(map(float, SOFA))),
         ("cat", list(map(float, CAT))),
     ]
@@ -149,21 +149,21 @@ def test_min_area_max_and_a_refuted_region_is_dropped():
     for min_area, labels in ((0.315, ["sofa"]), (0.316, []), (0.125, ["sofa", "cat"])):
         pipeline, *_ = make(min_area=min_area)
         [record] = pipeline.process([item()])
-        assert [r["label"] for r in record.regions] == labels, min_area
+        assert [r["label"] for r in record.regions.items] == labels, min_area
     pipeline, *_ = make(min_area=0.0, max=1)
     [record] = pipeline.process([item()])
-    assert [r["label"] for r in record.regions] == ["sofa"]  # largest first
+    assert [r["label"] for r in record.regions.items] == ["sofa"]  # largest first
     pipeline, *_ = make(lambda q: 0.1 if q == "Is there a cat in the image?" else 0.9)
     [record] = pipeline.process([item()])
-    assert [r["label"] for r in record.regions] == ["sofa"]
+    assert [r["label"] for r in record.regions.items] == ["sofa"]
     assert any("dropped r1 (cat)" in n and "P(yes) 0.1" in n for n in record.notes)
-    assert [n["kind"] for n in record.graph["nodes"]] == ["image", "entity"]
+    assert [n["kind"] for n in record.regions.graph["nodes"]] == ["image", "entity"]
 
 
 def test_relations_sentences_checks_and_graph():
     pipeline, _, llm, vqa = make(min_area=0.0005)
     [record] = pipeline.process([item()])
-    graph = record.graph
+    graph = record.regions.graph
     kinds = [(n["id"], n["kind"]) for n in graph["nodes"]]
     assert kinds[:3] == [("image", "image"), ("r0", "entity"), ("r1", "entity")]
     asked = [q for call in vqa.calls for q in call]
@@ -202,11 +202,11 @@ def test_tiny_preset_writes_regions_and_graph_in_every_format(tmp_path):
         assert len(records) == 2, fmt
         for record in records.values():
             width, height = record["image_size"]
-            graph = record["graph"]
+            graph = record["regions"]["graph"]
             entities = [n["id"] for n in graph["nodes"] if n["kind"] == "entity"]
-            assert sorted(entities) == sorted(r["id"] for r in record["regions"]), fmt
+            assert sorted(entities) == sorted(r["id"] for r in record["regions"]["items"]), fmt
             assert graph["nodes"][0]["id"] == "image"
-            for region in record["regions"]:
+            for region in record["regions"]["items"]:
                 x0, y0, x1, y1 = region["box"]
                 assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
                 assert region["claims"][0]["text"] == f"There is a {region['label']}."
@@ -215,7 +215,9 @@ def test_tiny_preset_writes_regions_and_graph_in_every_format(tmp_path):
     assert {k: r["regions"] for k, r in found["parquet"].items()} == {
         k: r["regions"] for k, r in found["jsonl"].items()
     }
-    assert any(r["regions"] for r in found["jsonl"].values())  # the tiny detector finds boxes
+    assert any(
+        r["regions"]["items"] for r in found["jsonl"].values()
+    )  # the tiny detector finds boxes
 
 
 def test_a_region_caption_keeps_only_what_names_its_label():
@@ -228,11 +230,11 @@ def test_a_region_caption_keeps_only_what_names_its_label():
 
     llm.caption_answer = wander
     [record] = pipeline.process([item()])
-    captions = {r["label"]: r["caption"] for r in record.regions}
+    captions = {r["label"]: r["caption"] for r in record.regions.items}
     assert captions["sofa"] == "A red sofa. The sofa is red."  # both name the sofa
     # the cat's caption named no cat: the first draft sentence that does ("A grey cat.")
     assert captions["cat"] == "A grey cat."
-    cat = next(r for r in record.regions if r["label"] == "cat")
+    cat = next(r for r in record.regions.items if r["label"] == "cat")
     assert "regions: kept only what names the cat" in cat["notes"]
 
 
@@ -247,6 +249,6 @@ def test_a_region_caption_names_no_object_its_crop_did_not_support():
 
     llm.caption_answer = with_sofa
     [record] = pipeline.process([item()])
-    captions = {r["label"]: r["caption"] for r in record.regions}
+    captions = {r["label"]: r["caption"] for r in record.regions.items}
     assert captions["cat"] == "A grey cat."  # the sofa was not supported on the cat's crop
     assert captions["sofa"] == "A red sofa."  # its own label, though uncertain, stays

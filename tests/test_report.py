@@ -586,7 +586,7 @@ def test_the_data_element_carries_the_regions(region_report):
     assert "<script>alert(5)" not in text and "<img src=z" not in text
     [item] = _data(text)["items"]
     w, h = region_report["size"]
-    by_id = {r["id"]: r for r in region_report["record"]["regions"]}
+    by_id = {r["id"]: r for r in region_report["record"]["regions"]["items"]}
     assert [r["id"] for r in item["regions"]] == ["r0", "r2", "r1"]  # largest first
     for region in item["regions"]:
         source = by_id[region["id"]]

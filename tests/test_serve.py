@@ -169,8 +169,9 @@ def test_a_question_needs_a_service_that_takes_questions(client):
         r = asking.post("/v1/captions", headers=AUTH, json=body)
         assert r.status_code == 200, r.text
         rec = r.json()
-        assert rec["question"] == "Is there a cat?" and "question" in rec["captions"]
-        assert rec["answer"]["yes_no"] is True and rec["answer"]["vqa_p_yes"] == 0.9
+        assert rec["question"]["text"] == "Is there a cat?" and "question" in rec["captions"]
+        answer = rec["question"]["answer"]
+        assert answer["yes_no"] is True and answer["vqa_p_yes"] == 0.9
 
 
 def test_multipart_upload_returns_the_record(client):

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from factcap.schema import CLAIM_KINDS, VERDICTS, Claim, ErrorInfo, Media
+from factcap.schema import CLAIM_KINDS, VERDICTS, Claim, ErrorInfo, Media, Question, Regions
 
 
 class _View:
@@ -238,24 +238,23 @@ class RecordRow(_View):
     @property
     def regions(self) -> list[dict[str, Any]]:
         """With ``--regions``: the verified regions (free-form objects: ``id``, ``box``,
-        ``box_normalised``, ``label``, ``caption``, ``score`` ...)."""
-        return _dicts(self.raw.get("regions"))
+        ``box_normalised``, ``label``, ``caption``, ``score`` ...); records of any age."""
+        return Regions.from_row(self.raw).items
 
     @property
     def graph(self) -> dict[str, Any]:
         """With ``--regions``: the caption graph (``nodes``, ``edges``), else ``{}``."""
-        return _dict(self.raw.get("graph"))
+        return Regions.from_row(self.raw).graph
 
     @property
     def question(self) -> str | None:
         """The item's question, stripped; None when it has none."""
-        value = self.raw.get("question")
-        return value.strip() or None if isinstance(value, str) else None
+        return Question.from_row(self.raw).text
 
     @property
     def answer(self) -> dict[str, Any]:
         """With a question: the answer check (:mod:`factcap.pipeline.question`), else ``{}``."""
-        return _dict(self.raw.get("answer"))
+        return Question.from_row(self.raw).answer
 
     @property
     def extra(self) -> dict[str, Any]:

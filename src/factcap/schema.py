@@ -186,6 +186,81 @@ class Media:
 
 
 @dataclass(slots=True)
+class Regions:
+    """The results of ``--regions``, the record's ``regions``: ``items``, one per verified
+    region (``id``, ``box`` in pixels, ``label``, ``caption``, ``score``, ``claims``,
+    ``proposals``), and ``graph``, the caption graph (``nodes``: image, entity, composition,
+    relation; ``edges``: ``source``, ``target``, ``text``).
+
+    >>> Regions.from_row({"regions": [{"id": "r0"}], "graph": {"nodes": []}})  # before 2026-12
+    Regions(items=[{'id': 'r0'}], graph={'nodes': []})
+    >>> Regions.from_row({"regions": {"items": [], "graph": {"nodes": [1]}}}).to_dict()
+    {'items': [], 'graph': {'nodes': [1]}}
+    """
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    graph: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.graph or self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": list(self.items), "graph": dict(self.graph)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Regions:
+        """The regions of a record row: its ``regions`` object, or the ``regions`` list and
+        ``graph`` of records written before they were grouped. Wrong types read as empty."""
+        value = row.get("regions")
+        if isinstance(value, dict):
+            items, graph = value.get("items"), value.get("graph")
+        else:
+            items, graph = value, row.get("graph")
+        return cls(
+            items=[v for v in items if isinstance(v, dict)] if isinstance(items, list) else [],
+            graph=dict(graph) if isinstance(graph, dict) else {},
+        )
+
+
+@dataclass(slots=True)
+class Question:
+    """The item's question (``--question``, or its own ``question`` field) and, once the
+    ``question`` caption is written, its ``answer`` check (``llm_answer``, ``answered``,
+    ``yes_no``, ``vqa_question``, ``vqa_p_yes``, ``vqa_answer``, ``agrees``;
+    :mod:`factcap.pipeline.question`): the record's ``question``.
+
+    >>> Question.from_row({"question": " Why? ", "answer": {"answered": True}})  # before 2026-12
+    Question(text='Why?', answer={'answered': True})
+    >>> Question.from_row({"question": {"text": "Why?", "answer": {}}}).to_dict()
+    {'text': 'Why?', 'answer': {}}
+    """
+
+    text: str | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "answer": dict(self.answer)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Question:
+        """The question of a record row: its ``question`` object, or the ``question`` text
+        and ``answer`` of records written before they were grouped. Wrong types read as
+        empty; the text is stripped (None when blank)."""
+        value = row.get("question")
+        if isinstance(value, dict):
+            text, answer = value.get("text"), value.get("answer")
+        else:
+            text, answer = value, row.get("answer")
+        return cls(
+            text=text.strip() or None if isinstance(text, str) else None,
+            answer=dict(answer) if isinstance(answer, dict) else {},
+        )
+
+
+@dataclass(slots=True)
 class Record:
     """Everything factcap knows about one input. See module docstring for an example."""
 
@@ -204,18 +279,10 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     media: Media = field(default_factory=Media)
     """What the input was (:class:`Media`): its kind, its views, the kind's facts."""
-    regions: list[dict[str, Any]] = field(default_factory=list)
-    """With ``--regions``: one entry per verified region: ``id``, ``box`` (pixels), ``label``,
-    ``caption``, ``score``, ``claims``, ``proposals``."""
-    graph: dict[str, Any] = field(default_factory=dict)
-    """With ``--regions``: the caption graph, ``nodes`` (image, entity, composition, relation)
-    and ``edges`` (``source``, ``target``, ``text``)."""
-    question: str | None = None
-    """The item's question (``--question``, or its own ``question`` field), when it has one."""
-    answer: dict[str, Any] = field(default_factory=dict)
-    """With a question: the answer check of the ``question`` caption (``llm_answer``,
-    ``answered``, ``yes_no``, ``vqa_question``, ``vqa_p_yes``, ``vqa_answer``, ``agrees``;
-    :mod:`factcap.pipeline.question`)."""
+    regions: Regions = field(default_factory=Regions)
+    """With ``--regions``: the verified regions and the caption graph (:class:`Regions`)."""
+    question: Question = field(default_factory=Question)
+    """The item's question and its answer check, when it has one (:class:`Question`)."""
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -249,9 +316,8 @@ class Record:
             "image_size": list(self.image_size) if self.image_size else None,
             **({"extra": self.extra} if self.extra else {}),
             **({} if self.media.is_plain_photo else {"media": self.media.to_dict()}),
-            **({"regions": list(self.regions), "graph": dict(self.graph)} if self.graph else {}),
-            **({"question": self.question} if self.question else {}),
-            **({"answer": dict(self.answer)} if self.answer else {}),
+            **({"regions": self.regions.to_dict()} if self.regions else {}),
+            **({"question": self.question.to_dict()} if self.question else {}),
         }
 
     @classmethod
@@ -274,10 +340,8 @@ class Record:
             image_size=tuple(size) if size else None,
             extra=dict(data.get("extra", {})),
             media=Media.from_row(data),
-            regions=list(data.get("regions") or []),
-            graph=dict(data.get("graph") or {}),
-            question=data.get("question") or None,
-            answer=dict(data.get("answer") or {}),
+            regions=Regions.from_row(data),
+            question=Question.from_row(data),
         )
 
 

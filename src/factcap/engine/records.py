@@ -39,8 +39,8 @@ from factcap.errors import DataError, NotFound, require
 
 #: Record fields that :meth:`Record.to_dict` writes only when they say something.
 _OPTIONAL_FIELDS = (
-    *("extra", "media", "regions", "graph", "question", "answer"),
-    *("kind", "views", "asset"),  # the media fields of records written before "media"
+    *("extra", "media", "regions", "question"),
+    *("kind", "views", "asset", "graph", "answer"),  # of records written before 2026-12-08
 )
 _SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")
 

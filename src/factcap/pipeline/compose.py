@@ -27,7 +27,7 @@ were refuted and none supported; the record's notes say so), its names are not l
 alt-text is left out of the drafts, and any piece naming them is cut. The fallback caption
 never uses the alt-text, nor proposals that ranking did not keep.
 
-Questions (:mod:`factcap.pipeline.question`): an item with a question (``record.question``)
+Questions (:mod:`factcap.pipeline.question`): an item with a question (``record.question.text``)
 also gets the styles that ``added_by: question`` marks (the shipped ``question`` style), whose
 prompt holds the question as quoted data; items without one do not.
 """
@@ -273,7 +273,7 @@ def compose(
                     "content": render(
                         template,
                         **_facts(w, drop[id(w)]),
-                        style=style_text(style, instruction, w.record.question)
+                        style=style_text(style, instruction, w.record.question.text)
                         + w.kind.compose_rule,
                     ),
                 }

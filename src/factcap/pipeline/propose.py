@@ -76,8 +76,8 @@ def question_proposals(
     question (the prompt is one per call), a failure failing that question's items."""
     by_question: dict[str, list[Work]] = {}
     for w in items:
-        if w.record.question:
-            by_question.setdefault(w.record.question, []).append(w)
+        if text := w.record.question.text:
+            by_question.setdefault(text, []).append(w)
     for question, group in by_question.items():
         with failing(group, f"captioner {captioner.name} failed (question)"):
             propose(group, captioner, size, config, captioner_prompt(question))

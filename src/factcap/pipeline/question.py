@@ -2,14 +2,14 @@
 and a check of that answer against the image (``question:answer``, ``question:check``).
 
 README: "Captions that answer a question" has what an item with a question gets and what
-each field of the record's ``answer`` means. The question comes from the item's own field
+each field of the record's ``question.answer`` means. The question comes from the item's own field
 (``question.field``) or ``question.text``, and is set when the item is read
 (:func:`prepare_record`).
 
 >>> from factcap.schema import Record
 >>> from factcap.config import QuestionConfig
 >>> r = Record("a", "a.jpg", extra={"question": "  What is   on the sofa? "})
->>> set_question(r, QuestionConfig(text="Is it day?", field="question")); r.question
+>>> set_question(r, QuestionConfig(text="Is it day?", field="question")); r.question.text
 'What is on the sofa?'
 >>> check_question("What is on the sofa?", 'a "grey" cat')
 'What is on the sofa? Is the answer "a \\'grey\\' cat"?'
@@ -75,12 +75,12 @@ def prepare_record(record: Record, config: Config) -> None:
 
 
 def set_question(record: Record, cfg: QuestionConfig) -> None:
-    """Put the item's question in ``record.question`` (cut to ``max_chars``, with a note)."""
+    """Put the item's question in ``record.question.text`` (cut to ``max_chars``, with a note)."""
     text = question_of(record, cfg)
     if text and len(text) > cfg.max_chars:
         text = text[: cfg.max_chars].rsplit(" ", 1)[0] or text[: cfg.max_chars]
         record.notes.append(f"question: cut to {cfg.max_chars} characters")
-    record.question = text
+    record.question.text = text
 
 
 def captioner_prompt(question: str) -> str:
@@ -141,7 +141,9 @@ def run_answer(batch: Sequence[Work], model: BoundModel | None, context: StageCo
         [
             {
                 "role": "user",
-                "content": answer_prompt(w.record.captions[s], str(w.record.question), template),
+                "content": answer_prompt(
+                    w.record.captions[s], str(w.record.question.text), template
+                ),
             }
         ]
         for w, s in items
@@ -157,9 +159,9 @@ def run_answer(batch: Sequence[Work], model: BoundModel | None, context: StageCo
         for w, _ in items:
             w.record.notes.append(f"answer: the LLM failed ({type(err).__name__}: {err})"[:300])
     for (w, style), text in zip(items, answers, strict=True):
-        yes_no_question = is_yes_no(str(w.record.question))
+        yes_no_question = is_yes_no(str(w.record.question.text))
         answer = None if text is None else parse_answer(text, yes_no_question)
-        w.record.answer = {
+        w.record.question.answer = {
             "style": style,
             "llm_answer": answer,
             "answered": answer is not None,
@@ -181,13 +183,13 @@ def run_check(batch: Sequence[Work], model: BoundModel | None, context: StageCon
     verify = context.config.verify
     todo: list[tuple[Work, str]] = []
     for w in live(batch):
-        answer = w.record.answer
+        answer = w.record.question.answer
         if not answer or not w.record.question:
             continue
         if answer["yes_no"]:
-            todo.append((w, str(w.record.question)))
+            todo.append((w, str(w.record.question.text)))
         elif answer["llm_answer"] is not None:
-            todo.append((w, check_question(str(w.record.question), answer["llm_answer"])))
+            todo.append((w, check_question(str(w.record.question.text), answer["llm_answer"])))
     if model is None or not todo:
         return
     asks = [(image, q) for w, q in todo for image in w.images]
@@ -203,7 +205,7 @@ def run_check(batch: Sequence[Work], model: BoundModel | None, context: StageCon
 
 
 def _apply(record: Record, question: str, p: float | None, verify: Any) -> None:
-    answer = record.answer
+    answer = record.question.answer
     answer["vqa_question"] = question
     answer["vqa_p_yes"] = None if p is None else round(p, 4)
     decided = p is not None and (p >= verify.supported_threshold or p <= verify.refuted_threshold)

@@ -475,8 +475,8 @@ def run_relations(batch: Sequence[Work], model: BoundModel | None, context: Stag
             _apply(r, p, cfg)
     for w in items:
         own = regions[id(w)]
-        w.record.regions = [region_entry(r, w.image.size) for r in own]
-        w.record.graph = build_graph(w.record, own, rels[id(w)], w.image.size)
+        w.record.regions.items = [region_entry(r, w.image.size) for r in own]
+        w.record.regions.graph = build_graph(w.record, own, rels[id(w)], w.image.size)
         w.state.pop(REGIONS, None)
 
 

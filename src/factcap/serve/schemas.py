@@ -80,6 +80,28 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class MediaOut(BaseModel):
+    """What the input was, for anything but a plain photo (``factcap.schema.Media``)."""
+
+    kind: str
+    views: list[dict[str, Any]]
+    facts: dict[str, Any]
+
+
+class RegionsOut(BaseModel):
+    """With ``regions.enabled``: the verified regions and the caption graph."""
+
+    items: list[dict[str, Any]]
+    graph: dict[str, Any]
+
+
+class QuestionOut(BaseModel):
+    """With a question: its text and the answer check of the ``question`` caption."""
+
+    text: str | None
+    answer: dict[str, Any]
+
+
 class RecordOut(BaseModel):
     """One result record: the same JSON object as a line of ``factcap caption`` output."""
 
@@ -96,13 +118,9 @@ class RecordOut(BaseModel):
     models: dict[str, Any]
     image_size: list[int] | None
     extra: dict[str, Any] | None = None
-    kind: str | None = None
-    views: list[dict[str, Any]] | None = None
-    asset: dict[str, Any] | None = None
-    regions: list[dict[str, Any]] | None = None
-    graph: dict[str, Any] | None = None
-    question: str | None = None
-    answer: dict[str, Any] | None = None
+    media: MediaOut | None = None
+    regions: RegionsOut | None = None
+    question: QuestionOut | None = None
 
 
 class ScoresOut(BaseModel):

@@ -53,7 +53,7 @@ def region_figures(held_out: Sequence[Scene], records: Sequence[Any]) -> dict[st
     detected = correct = regions = spurious = one_shape = names_label = 0
     for scene, record in zip(held_out, records, strict=True):
         best: dict[int, tuple[float, str]] = {}  # object index -> (IoU, label) of its best region
-        for region in record.regions:
+        for region in record.regions.items:
             regions += 1
             overlaps = [iou(region["box"], obj.box) for obj in scene.objects]
             k = max(range(len(overlaps)), key=overlaps.__getitem__, default=None)
