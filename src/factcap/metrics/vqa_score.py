@@ -57,7 +57,7 @@ class VQAScore(Metric):
                 scores[i] = Score.failed(self.value_names, "the VQA model gave no yes/no answer")
             elif len(ps) == 1:
                 scores[i] = Score({"vqa_score": finite[0]})
-            else:  # a 3D asset: the mean over its views
+            else:  # an input of several views (a 3D asset): the mean over them
                 info = {"vqa_score_by_view": [round(p, 4) for p in finite]}
                 scores[i] = Score({"vqa_score": sum(finite) / len(finite)}, info=info)
         return [s for s in scores if s is not None]

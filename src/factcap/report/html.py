@@ -341,7 +341,7 @@ class _Thumbnailer:
 
     def strip(self, views: list[dict[str, Any]]) -> tuple[str | None, str | None]:
         """A 3D asset's saved views side by side, each ``px`` high: ``(data URI,
-        problem)``; boxes are drawn on it with the view's offset (:func:`_asset_boxes`)."""
+        problem)``; boxes are drawn on it with the view's offset (:func:`_strip_boxes`)."""
         from PIL import Image
 
         files = [self.finder.locate(str(v.get("file") or "")) for v in views]
@@ -369,8 +369,9 @@ def _data_uri(image: Any) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _asset_boxes(claims: list[dict[str, Any]], width: float) -> None:
-    """Move each box of an asset's claims to its view's place in the strip of views."""
+def _strip_boxes(claims: list[dict[str, Any]], width: float) -> None:
+    """Move each box of the claims of an input of several views to its view's place in the
+    strip of views."""
     for claim in claims:
         for box, view in zip(claim["boxes"], claim.pop("_views"), strict=True):
             if view is not None:
@@ -384,11 +385,11 @@ def _item(raw: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
     error, status, size = row.error, row.status, row.image_size
     source = row.source or ""
     views = [_claim(c) for c in row.claims]
-    asset_views = row.media.views
-    if asset_views:  # an input of several views (a 3D asset): its strip of views
-        thumb, problem = thumbs.strip(asset_views)
-        box_space = (size[0] * len(asset_views), size[1]) if size else None
-        _asset_boxes(views, size[0] if size else 0.0)
+    media_views = row.media.views
+    if media_views:  # an input of several views (a 3D asset): its strip of views
+        thumb, problem = thumbs.strip(media_views)
+        box_space = (size[0] * len(media_views), size[1]) if size else None
+        _strip_boxes(views, size[0] if size else 0.0)
     elif made := _views_made_by(row, source):  # e.g. a 3D asset's file is no image to decode
         thumb, box_space, problem = None, None, f"the {made.label}'s views were not made"
         if error:
@@ -414,13 +415,13 @@ def _item(raw: dict[str, Any], index: int, thumbs: _Thumbnailer) -> dict[str, An
         "box_space": list(box_space) if box_space else None,
         "captions": [[style, text] for style, text in row.captions.items()],
         "proposals": [
-            {"model": _proposal_label(p, asset_views), "segments": _segments(p.text, views)}
+            {"model": _proposal_label(p, media_views), "segments": _segments(p.text, views)}
             for p in row.proposals
         ],
         "claims": [{k: v for k, v in view.items() if k != "_claim"} for view in views],
         "n_refuted": sum(1 for v in views if v["verdict"] == "refuted"),
         "notes": row.notes,
-        "regions": [] if asset_views else _regions(row.regions, box_space),
+        "regions": [] if media_views else _regions(row.regions, box_space),
         "scores": {},
     }
 
