@@ -114,6 +114,17 @@ class LimitsConfig(_Strict):
         )
 
 
+class MemoryConfig(_Strict):
+    """How much of the job is in memory at once. ``mode: normal`` keeps every model loaded
+    and overlaps reading, the model stages and writing; ``mode: low`` holds one model at a
+    time, running each stage over ``chunk`` items before the next model loads, with the
+    items kept on disk between stages (:mod:`factcap.engine.stage_major`): slower, but the
+    memory is about the largest model's. Records are the same in both modes."""
+
+    mode: Literal["normal", "low"] = "normal"
+    chunk: int = Field(default=128, ge=1)
+
+
 class OpenAIConfig(_Strict):
     """The OpenAI-compatible server used by ``openai:`` models.
 
@@ -285,6 +296,7 @@ class Config(BaseModel):
     custom_styles: dict[str, str] = Field(default_factory=dict)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     alt_text: AltTextConfig = Field(default_factory=AltTextConfig)

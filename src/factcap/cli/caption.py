@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   factcap caption pages.jsonl -o out.jsonl --style detailed --style fused  # + the alt_text column
   factcap caption photos/ -o out.jsonl --rank-by clip_score --keep-top 2   # fuse the 2 best drafts
   factcap caption photos/ -o out.jsonl --question "How many people are in the photo?"
+  factcap caption photos/ -o out.jsonl --preset small --memory low  # one model in memory at a time
 
 inputs (any mix, streamed): image files; 3D assets (.glb, .gltf, .obj, .ply, .stl, .off;
 pip install 'factcap[3d]'), captioned through rendered views; directories (recursive, with
@@ -101,6 +102,18 @@ def add_parser(sub: Any) -> None:
     cap.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto")
     cap.add_argument(
         "--workers", type=int, help="batches in the model stages at once (local executor)"
+    )
+    cap.add_argument(
+        "--memory",
+        choices=("normal", "low"),
+        help="low: one model in memory at a time, each stage run over --chunk items with the "
+        "items kept on disk between stages (slower; same records); default normal",
+    )
+    cap.add_argument(
+        "--chunk",
+        type=int,
+        metavar="N",
+        help="items per round of stages with --memory low (default 128)",
     )
     cap.add_argument(
         "--no-verify",
@@ -188,6 +201,13 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
+    memory = {
+        key: value
+        for key, value in (("mode", args.memory), ("chunk", positive("--chunk", args.chunk)))
+        if value is not None
+    }
+    if memory:
+        overrides["memory"] = memory
     for kind in media_kinds().values():
         if settings := kind.option_settings(args):
             overrides[kind.config_key] = settings
@@ -240,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"factcap: loading the models of {_model_source(args)} ...", file=sys.stderr)
     pipeline = Pipeline(config)
     with _Progress(spec, quiet=args.quiet) as progress:
-        if args.executor == "local":
+        if args.executor == "local" and config.memory.mode == "low":
+            progress.stage("loading the first chunk (models load one at a time)")
+        elif args.executor == "local":
             progress.stage("loading models")
             pipeline.load()  # model errors surface before the output is touched
             progress.stage("captioning the first batch")
@@ -248,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
             progress.stage("starting Ray, loading models in its actors")
         loaded = time.perf_counter() - started
         result = job.run(pipeline, on_record=progress.advance, on_skip=progress.advance)
-    if args.executor == "local":
+    if args.executor == "local" and config.memory.mode == "normal":
         result.load_seconds = loaded
     print(f"factcap: {result.summary()}", file=sys.stderr)
     if result.written == 0 and result.skipped == 0:

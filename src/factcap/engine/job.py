@@ -252,6 +252,11 @@ class CaptionJob:
             raise UsageError("--ray-address needs --executor ray")
         if spec.executor == "ray":
             require("ray", "ray")
+        if spec.executor == "ray" and config.memory.mode == "low":
+            raise UsageError(
+                "--memory low is for the local executor (Ray holds each model in its own "
+                "actors: give each role the resources it needs instead)"
+            )
         if spec.styles:
             choices = selectable(config.style_registry())
             unknown = [s for s in spec.styles if s not in choices]
@@ -377,6 +382,20 @@ class CaptionJob:
                         todo,
                         sink,
                         address=spec.ray_address,
+                        styles=spec.styles,
+                        instruction=spec.instruction,
+                        on_record=written,
+                    )
+                elif self.config.memory.mode == "low":
+                    from factcap.engine.stage_major import run_stage_major, stage_dir
+
+                    run_stage_major(
+                        pipeline,
+                        todo,
+                        sink,
+                        work_dir=stage_dir(spec.output),
+                        chunk=self.config.memory.chunk,
+                        resume=self.resuming,
                         styles=spec.styles,
                         instruction=spec.instruction,
                         on_record=written,

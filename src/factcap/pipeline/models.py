@@ -33,9 +33,11 @@ class Models(Mapping[str, BoundModel]):
         built: Mapping[str, tuple[Any, int | None]] | None = None,
     ):
         self.config = config
+        self._given: set[str] = set()  # a caller's own objects: never released
         if built is not None:
             self._built = {k: BoundModel(*v) for k, v in built.items()}
             self._slots = list(self._built)
+            self._given = set(self._built)
             return
         needed = slots if slots is not None else [s.model for s in stage_list(config) if s.model]
         self._slots = list(dict.fromkeys(needed))
@@ -59,6 +61,18 @@ class Models(Mapping[str, BoundModel]):
         for slot_name in self._slots:
             _ = self[slot_name]
         return self
+
+    def release(self, slot_name: str) -> None:
+        """Forget the model built for ``slot_name`` (it is built again on its next use), so
+        its memory can be freed; a model given to the constructor is kept.
+
+        >>> from factcap.config import load_config
+        >>> models = Models(load_config(preset="tiny"), built={"llm": ("my-llm", 4)})
+        >>> models.release("llm"); models["llm"].backend
+        'my-llm'
+        """
+        if slot_name not in self._given:
+            self._built.pop(slot_name, None)
 
     def wrap(self, wrapper: Callable[[Any], Any]) -> Models:
         """A copy whose backends (all built now) are ``wrapper(backend)``."""
