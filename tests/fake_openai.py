@@ -16,7 +16,10 @@ Usage::
         ...  # point a client at server.base_url ("http://127.0.0.1:PORT/v1")
         server.requests[0].json["model"], server.requests[0].headers["authorization"]
 
-Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``. Anything else is a 404.
+Endpoints: ``POST /v1/chat/completions`` and ``GET /v1/models``, and Azure OpenAI's
+``POST /openai/deployments/<deployment>/chat/completions?api-version=...`` (point an Azure
+client at ``server.origin``). Anything else is a 404. A recorded request's ``path`` has no
+query string; ``query`` holds its parameters.
 
 Faults (see :class:`Fault`): an HTTP error status with a JSON error body (``status``), a 429
 with ``Retry-After`` (``rate_limit``), a delay before the normal answer (``delay``; use it to
@@ -39,6 +42,7 @@ and left to ``respond`` (which sees the whole request).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -46,8 +50,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "Reply", "echo"]
+
+
+_CHAT_PATHS = re.compile(r"^(?:/v1|/openai/deployments/[^/]+)/chat/completions$")
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,7 +132,8 @@ class Fault:
 
 @dataclass
 class RecordedRequest:
-    """A request the server received. ``headers`` keys are lower-case."""
+    """A request the server received. ``headers`` keys are lower-case; ``path`` is without
+    the query string, whose parameters are in ``query``."""
 
     method: str
     path: str
@@ -132,6 +141,7 @@ class RecordedRequest:
     json: Any
     fault: Fault | None
     received_at: float = field(default_factory=time.monotonic)
+    query: dict[str, str] = field(default_factory=dict)
 
 
 def _last_user_text(request: dict) -> str:
@@ -219,9 +229,14 @@ class FakeOpenAIServer:
         return self._httpd.server_address[1]
 
     @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:PORT``: what an Azure OpenAI client uses as its endpoint."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base_url(self) -> str:
         """What a client uses as ``base_url``: ``http://127.0.0.1:PORT/v1``."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.origin}/v1"
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -366,14 +381,17 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             headers = {k.lower(): v for k, v in self.headers.items()}
-            fault = server._enter(RecordedRequest("POST", self.path, headers, body, None))
+            url = urlsplit(self.path)
+            recorded = RecordedRequest("POST", url.path, headers, body, None)
+            recorded.query = dict(parse_qsl(url.query))
+            fault = server._enter(recorded)
             try:
                 self._handle(body, fault)
             finally:
                 server._leave()
 
         def _handle(self, body: Any, fault: Fault | None) -> None:
-            if self.path.rstrip("/") != "/v1/chat/completions":
+            if not _CHAT_PATHS.match(urlsplit(self.path).path.rstrip("/")):
                 self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
                 return
             if not isinstance(body, dict):

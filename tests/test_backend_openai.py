@@ -943,3 +943,180 @@ def test_fake_server_close_wakes_a_handler_in_a_long_delay():
     srv.close()
     wait_until(lambda: srv.in_flight == 0, "the sleeping handler woke up when the server closed")
     assert srv.pending_faults == 0
+
+
+# -- the SDK and Azure OpenAI ----------------------------------------------------------------
+
+AZURE_VERSION = "2024-10-21"
+
+
+@pytest.fixture
+def no_azure_env(monkeypatch):
+    for name in (
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        "AZURE_OPENAI_AD_TOKEN",
+        "OPENAI_API_VERSION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _azure(server: FakeOpenAIServer, deployment: str = "gpt-4o-caps", **kw) -> OpenAILLM:
+    kw = {"api_key": "az-key", "api_version": AZURE_VERSION, **FAST, **kw}
+    return OpenAILLM(deployment, api_type="azure", base_url=server.origin, **kw)
+
+
+def test_azure_sends_to_the_deployment_with_the_api_key_header(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-azure")
+    llm = _azure(server)
+    assert llm.endpoint == f"{server.origin}/openai/deployments/gpt-4o-caps/chat/completions"
+    assert llm.chat([_conv("hi"), _conv("there")], max_new_tokens=5) == [
+        "echo: hi",
+        "echo: there",
+    ]
+    assert len(server.completions) == 2
+    for req in server.completions:
+        assert req.path == "/openai/deployments/gpt-4o-caps/chat/completions"
+        assert req.query == {"api-version": AZURE_VERSION}
+        assert req.headers["api-key"] == "az-key"
+        # the OpenAI key of the environment never goes to Azure (SDKs before 3.x also send the
+        # Azure key as a bearer token)
+        assert req.headers.get("authorization", "Bearer az-key") == "Bearer az-key"
+        assert "sk-not-for-azure" not in str(req.headers)
+        assert req.json["model"] == "gpt-4o-caps" and req.json["max_tokens"] == 5
+
+
+def test_azure_faults_behave_as_for_any_server(server, waits):
+    server.script(Fault.rate_limit(retry_after=0.2), Fault.status(503))
+    llm = _azure(server, max_retries=2, backoff=0.01)
+    assert llm.chat([_conv("hi")]) == ["echo: hi"]
+    assert len(waits) == 2 and 0.2 <= waits[0] <= 0.2 + 0.5 * 0.01
+    server.script(*[Fault.status(500, body='{"error": "deployment overloaded"}')] * 3)
+    with pytest.raises(RemoteError) as info:
+        llm.chat([_conv("again")])
+    assert info.value.status == 500 and "3 attempt" in str(info.value)
+    assert llm.endpoint in str(info.value) and "deployment overloaded" in str(info.value)
+
+
+def test_azure_reads_the_sdk_environment_variables(server, monkeypatch, no_azure_env):
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.origin + "/")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-env")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2025-01-01-preview")
+    llm = OpenAILLM("dep", api_type="azure", **FAST)
+    assert llm.base_url == server.origin
+    assert llm.chat([_conv("x")]) == ["echo: x"]
+    (req,) = server.completions
+    assert req.headers["api-key"] == "az-env"
+    assert req.query == {"api-version": "2025-01-01-preview"}
+
+
+def test_azure_says_what_it_lacks(no_azure_env):
+    with pytest.raises(ValueError, match="api_version") as info:
+        OpenAILLM("dep", api_type="azure", base_url="https://res.openai.azure.com", api_key="k")
+    assert "base_url" not in str(info.value) and "api_key" not in str(info.value)
+    with pytest.raises(ValueError, match=r"base_url.*api_version.*api_key"):
+        OpenAILLM("dep", api_type="azure")
+    with pytest.raises(ValueError, match="api_type"):
+        OpenAILLM("m", api_type="anthropic")
+    with pytest.raises(ValueError, match="azure"):
+        OpenAILLM("m", api_version=AZURE_VERSION)  # an OpenAI server has no api-version
+
+
+def test_azure_answers_are_cached(server, tmp_path):
+    assert _azure(server, cache_dir=tmp_path).chat([_conv("q")]) == ["echo: q"]
+    assert _azure(server, cache_dir=tmp_path).chat([_conv("q")]) == ["echo: q"]
+    assert len(server.completions) == 1
+
+
+def test_azure_from_the_config(server, no_azure_env):
+    from factcap.config import load_config
+
+    section = {
+        "api_type": "azure",
+        "api_version": AZURE_VERSION,
+        "base_url": server.origin,
+        "api_key": "az-config",
+        "cache": False,
+    }
+    config = load_config(
+        preset="api", overrides={"openai": section, "llm": {"model": "openai:claims-dep"}}
+    )
+    llm = registry.build_configured(config, "llm").backend
+    assert (llm.api_type, llm.api_version) == ("azure", AZURE_VERSION)
+    assert llm.chat([_conv("x")]) == ["echo: x"]
+    (req,) = server.completions
+    assert req.path == "/openai/deployments/claims-dep/chat/completions"
+    assert req.headers["api-key"] == "az-config"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"api_type": "bedrock"}, "api_type"),
+        ({"api_version": AZURE_VERSION}, "api_version is for api_type: azure"),
+        ({"api_type": "azure", "api_version": ""}, "api_version"),
+    ],
+)
+def test_config_checks_the_new_keys(section, message):
+    from factcap.config import load_config
+    from factcap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(preset="api", overrides={"openai": section})
+
+
+def test_old_openai_sections_load_as_before():
+    from factcap.config import load_config
+
+    old = {"base_url": "http://gpu:8000/v1", "api_key": None, "timeout": 60, "max_retries": 2}
+    config = load_config(preset="api", overrides={"openai": old})
+    assert config.openai.api_type == "openai" and config.openai.api_version is None
+    llm = registry.build_configured(config, "llm").backend
+    assert llm.endpoint == "http://gpu:8000/v1/chat/completions"
+
+
+def test_concurrency_bound_holds_across_batches_called_together():
+    # two batches of four call one backend with max_concurrency 2 at once: still two in flight
+    pairs = Rendezvous(2)
+    with FakeOpenAIServer(pairs) as srv:
+        llm = OpenAILLM("m", base_url=srv.base_url, max_concurrency=2, timeout=2 * WAIT)
+        out: dict[int, list[str]] = {}
+        threads = [
+            threading.Thread(
+                target=lambda k=k: out.__setitem__(
+                    k, llm.chat([_conv(f"{k}-{i}") for i in range(4)])
+                )
+            )
+            for k in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert out == {k: [f"echo: {k}-{i}" for i in range(4)] for k in range(2)}
+    assert pairs.met and srv.max_in_flight == 2
+
+
+def test_sdk_is_imported_at_the_first_request_only(server):
+    code = (
+        "import sys, factcap, factcap.config, factcap.pipeline, factcap.engine, factcap.cli,"
+        " factcap.backends.registry\n"
+        "from factcap.backends.openai_compat import OpenAILLM\n"
+        f"llm = OpenAILLM('m', base_url={server.base_url!r}, cache=False)\n"
+        "print('openai' in sys.modules, 'torch' in sys.modules)\n"
+        "llm.chat([[{'role': 'user', 'content': 'hi'}]])\n"
+        "print('openai' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_without_the_sdk_a_backend_says_how_to_install_it(monkeypatch):
+    from factcap.errors import MissingDependency
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if not installed
+    with pytest.raises(MissingDependency, match=r"pip install 'factcap\[openai\]'") as info:
+        OpenAILLM("m")
+    assert "\n" not in str(info.value)
+    ok, where = registry.availability("openai:m")  # what `factcap models check` says
+    assert not ok and "factcap[openai]" in where

@@ -126,13 +126,25 @@ class MemoryConfig(_Strict):
 
 
 class OpenAIConfig(_Strict):
-    """The OpenAI-compatible server used by ``openai:`` models.
+    """The OpenAI-compatible server used by ``openai:`` models (sent by the ``openai`` SDK).
 
     ``base_url`` and ``api_key`` default to ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``.
     ``cache`` answers deterministic (temperature 0) requests from a response cache in
     ``cache_dir`` (default ``$FACTCAP_CACHE/requests``), so a resumed job does not pay twice.
-    Retries wait ``backoff * 2**n`` seconds, of which a ``jitter`` fraction is random."""
+    Retries wait ``backoff * 2**n`` seconds, of which a ``jitter`` fraction is random.
 
+    ``api_type: azure`` talks to Azure OpenAI's deployment API: ``base_url`` is then the
+    resource endpoint (``https://<resource>.openai.azure.com``, else ``AZURE_OPENAI_ENDPOINT``),
+    the model after ``openai:`` is the deployment name, ``api_version`` (else
+    ``OPENAI_API_VERSION``) is required, and the key (else ``AZURE_OPENAI_API_KEY``) goes in the
+    ``api-key`` header. ``api_version`` is for Azure only.
+
+    >>> OpenAIConfig(api_type="azure", api_version="2024-10-21").api_type
+    'azure'
+    """
+
+    api_type: Literal["openai", "azure"] = "openai"
+    api_version: str | None = Field(default=None, min_length=1)
     base_url: str | None = None
     api_key: str | None = None
     timeout: float = Field(default=60.0, gt=0)
@@ -142,6 +154,12 @@ class OpenAIConfig(_Strict):
     jitter: float = Field(default=0.5, ge=0, le=1)
     cache: bool = True
     cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _azure_only(self) -> OpenAIConfig:
+        if self.api_version is not None and self.api_type != "azure":
+            raise ValueError("api_version is for api_type: azure (Azure OpenAI) only")
+        return self
 
 
 class AltTextConfig(_Strict):

@@ -1,15 +1,33 @@
 """LLM, captioner, yes/no VQA and grader over any OpenAI-compatible chat-completions server.
 
-Works with vLLM, SGLang, Ollama, llama.cpp's server, LM Studio and OpenAI itself: only the
-``POST {base_url}/chat/completions`` wire format is used, through plain ``httpx`` (no ``openai``
-package, no torch). The base URL comes from the argument or ``OPENAI_BASE_URL`` (default
-``http://127.0.0.1:8000/v1``), the key from the argument or ``OPENAI_API_KEY`` (local servers
-usually need none).
+Works with vLLM, SGLang, Ollama, llama.cpp's server, LM Studio, OpenAI itself and Azure OpenAI:
+only ``POST {base_url}/chat/completions`` is used, sent by the official ``openai`` SDK
+(``pip install 'factcap[openai]'``; imported at the first request, never by ``import
+factcap``; no torch). The SDK's client makes the request (authentication, Azure's routing, the
+HTTP client and its proxy settings); this module keeps what the SDK does not do the way a
+captioning job needs: the response cache, bounded concurrent batches, the retry policy below,
+structured output with a fallback, and the checks on what comes back. Requests go through the
+SDK's ``client.post`` with the body as it is (the typed ``chat.completions.create`` costs
+about 1.5 ms of CPU per request in its parameter transform, which concurrent batches pay
+under the GIL), and the completion is read as JSON (the cache stores it as it came).
+
+``api_type="openai"`` (the default): the base URL comes from the argument or
+``OPENAI_BASE_URL`` (default ``http://127.0.0.1:8000/v1``), the key from the argument or
+``OPENAI_API_KEY`` (local servers usually need none: no ``Authorization`` header is sent
+then). ``api_type="azure"``: Azure OpenAI's deployment API through the SDK's ``AzureOpenAI``.
+``base_url`` is then the resource endpoint (``https://<resource>.openai.azure.com``, else
+``AZURE_OPENAI_ENDPOINT``), the model name is the *deployment* name, ``api_version`` (else
+``OPENAI_API_VERSION``) is required, and the key (else ``AZURE_OPENAI_API_KEY``, or an Entra
+ID token in ``AZURE_OPENAI_AD_TOKEN``) is sent as the ``api-key`` header to
+``{base_url}/openai/deployments/<model>/chat/completions?api-version=...``. (Azure's newer
+``/openai/v1`` API takes the plain client: ``api_type="openai"`` with ``base_url`` ending in
+``/openai/v1``.)
 
 **Concurrency.** A batch becomes concurrent requests (a thread pool bounded by
 ``max_concurrency``); results come back in input order. Every request of a batch runs to
 its end even when another fails; then :class:`RemoteBatchError` reports which failed
-(``errors``) and holds the answers of the others (``results``).
+(``errors``) and holds the answers of the others (``results``). At most ``max_concurrency``
+requests of one backend are in flight at once, also when several batches call it together.
 
 **Retries.** Rate limits (429), server errors (5xx but 501/505), timeouts and dropped
 connections are retried ``max_retries`` times. The wait before retry ``n`` (from 0) is drawn
@@ -19,7 +37,10 @@ that failed together do not come back together. A ``Retry-After`` header (second
 shortened: up to ``jitter * backoff`` seconds is added, and the total is capped at
 ``max_retry_wait``. See :meth:`retry_delay`. When a request still fails, or the server answers
 something that is not a chat completion, :class:`RemoteError` is raised: a failure is never
-turned into an empty caption.
+turned into an empty caption. The SDK's own retries are off (``max_retries=0`` on its
+client): it has no setting for its waits (0.5 s doubling to 8 s, a quarter of each random),
+no cap of its own on a ``Retry-After`` (it follows one up to a fixed limit, 60 s in 1.x and
+120 s in 3.x, beyond which it backs off or gives up), and it retries 501 and 505 too.
 
 **Response cache.** Deterministic requests (``temperature`` 0) are answered from a SQLite
 cache when the same request was answered before, so a resumed or retried job does not pay
@@ -44,6 +65,7 @@ vLLM, SGLang, Ollama, llama.cpp) or, with ``structured_output="guided_json"``, a
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import logging
 import math
@@ -56,11 +78,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
 from factcap.backends.options import check_int, check_text, take_options
 from factcap.backends.request_cache import RequestCache, cacheable, request_key
-from factcap.errors import FactcapError
+from factcap.errors import FactcapError, require
 from factcap.roles import (
     DEFAULT_CAPTION_PROMPT,
     JUDGE_INSTRUCTION,
@@ -72,6 +92,7 @@ from factcap.roles import (
 )
 
 if TYPE_CHECKING:
+    import openai
     from PIL import Image
 
     from factcap.roles import ChatMessage
@@ -89,6 +110,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 CHAT_PATH = "/chat/completions"
+API_TYPES = ("openai", "azure")
+# The SDK wants a key; with none (a local server), this one is never sent (see _send).
+_NO_KEY = "no-key"
 # 501 Not Implemented and 505 HTTP Version Not Supported will not change on a retry.
 RETRY_STATUSES = frozenset({408, 409, 429}) | (frozenset(range(500, 600)) - {501, 505})
 STRUCTURED_MODES = ("response_format", "guided_json", "off")
@@ -158,6 +182,62 @@ def _retry_after(value: str | None, cap: float) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, cap)
+
+
+def _server(
+    api_type: str, base_url: str | None, api_key: str | None, api_version: str | None
+) -> tuple[str, str | None, str | None]:
+    """``(base_url, api_key, api_version)`` for ``api_type``, from the arguments and the
+    environment variables the SDK reads; a ``ValueError`` for what Azure lacks.
+
+    >>> _server("openai", "http://gpu:8000/v1/", "sk-1", None)
+    ('http://gpu:8000/v1', 'sk-1', None)
+    >>> _server("azure", "https://res.openai.azure.com/", "k", "2024-10-21")
+    ('https://res.openai.azure.com', 'k', '2024-10-21')
+    """
+    env = os.environ.get
+    if api_type == "openai":
+        if api_version is not None:
+            raise ValueError("api_version is for api_type 'azure' (Azure OpenAI) only")
+        url = base_url or env("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        return url.rstrip("/"), api_key if api_key is not None else env("OPENAI_API_KEY"), None
+    if api_type != "azure":
+        raise ValueError(f"api_type must be one of {', '.join(API_TYPES)}, not {api_type!r}")
+    url = base_url or env("AZURE_OPENAI_ENDPOINT")
+    version = api_version or env("OPENAI_API_VERSION")
+    key = api_key if api_key is not None else env("AZURE_OPENAI_API_KEY")
+    missing = [
+        what
+        for what, value in [
+            ("base_url (the resource endpoint, or AZURE_OPENAI_ENDPOINT)", url),
+            ("api_version (or OPENAI_API_VERSION)", version),
+            (
+                "api_key (or AZURE_OPENAI_API_KEY, or AZURE_OPENAI_AD_TOKEN)",
+                key or env("AZURE_OPENAI_AD_TOKEN"),
+            ),
+        ]
+        if not value
+    ]
+    if missing:
+        raise ValueError(f"api_type 'azure' needs {'; '.join(missing)}")
+    return url.rstrip("/"), key or None, version  # type: ignore[union-attr]
+
+
+def _response_type(openai: Any) -> type:
+    """The response class of the HTTP library under the SDK (``httpx`` in openai 1.x and 2.x,
+    ``httpx2`` in 3.x): ``client.post(..., cast_to=<it>)`` returns the response unparsed."""
+    for cls in openai.DefaultHttpxClient.__mro__:
+        package = cls.__module__.split(".")[0]
+        if package not in ("openai", "builtins"):
+            return importlib.import_module(package).Response
+    raise RuntimeError("cannot tell which HTTP library the openai SDK uses")
+
+
+def _omit(openai: Any) -> Any:
+    """The SDK's marker for a header not to send (``openai.Omit``; older 1.x SDKs have it in
+    ``openai._types`` only)."""
+    omit = getattr(openai, "Omit", None) or importlib.import_module("openai._types").Omit
+    return omit()
 
 
 def _rejects_structured(err: RemoteError) -> bool:
@@ -234,6 +314,8 @@ class _OpenAIClient:
         timeout: float = 60.0,
         max_concurrency: int = 8,
         max_retries: int = 2,
+        api_type: str = "openai",
+        api_version: str | None = None,
         **options: Any,
     ) -> None:
         if not model:
@@ -245,11 +327,13 @@ class _OpenAIClient:
             raise ValueError(f"max_concurrency must be >= 1, not {max_concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, not {max_retries}")
+        require("openai", "openai")
         self.model = model
         self.name = f"openai:{model}"
-        url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = url.rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.api_type = api_type
+        self.base_url, self.api_key, self.api_version = _server(
+            api_type, base_url, api_key, api_version
+        )
         self.timeout = float(timeout)
         self.max_concurrency = int(max_concurrency)
         self.max_retries = int(max_retries)
@@ -257,8 +341,11 @@ class _OpenAIClient:
         self.cache: RequestCache | None = RequestCache(opts["cache_dir"]) if opts["cache"] else None
         self.structured_ok = True  # False once the server rejected structured output
         self.rng = random.Random()  # draws the jitter; seed it for reproducible waits
-        self._client: httpx.Client | None = None
+        self._client: openai.OpenAI | None = None
+        self._response_type: type | None = None  # the SDK's HTTP response class
         self._lock = threading.Lock()
+        # bounds the requests in flight, also across batches that call this backend together
+        self._gate = threading.BoundedSemaphore(self.max_concurrency)
 
     def _check_base(self, options: dict[str, Any]) -> None:
         owner = type(self).__name__
@@ -286,20 +373,31 @@ class _OpenAIClient:
 
     @property
     def endpoint(self) -> str:
+        """The URL requests go to (without Azure's ``api-version`` query)."""
+        if self.api_type == "azure":
+            return f"{self.base_url}/openai/deployments/{self.model}{CHAT_PATH}"
         return f"{self.base_url}{CHAT_PATH}"
 
-    def _http(self) -> httpx.Client:
+    def _sdk(self) -> tuple[openai.OpenAI, type]:
+        """The SDK's client (made at the first request) and its HTTP response class."""
         with self._lock:
             if self._client is None:
-                headers = {"Content-Type": "application/json"}
-                if self.api_key:
-                    headers["Authorization"] = f"Bearer {self.api_key}"
-                self._client = httpx.Client(
-                    timeout=self.timeout,
-                    headers=headers,
-                    limits=httpx.Limits(max_connections=self.max_concurrency),
-                )
-            return self._client
+                import openai
+
+                common = {"timeout": self.timeout, "max_retries": 0}  # retries are ours
+                if self.api_type == "azure":
+                    self._client = openai.AzureOpenAI(
+                        azure_endpoint=self.base_url,
+                        api_version=self.api_version,
+                        api_key=self.api_key,
+                        **common,
+                    )
+                else:
+                    self._client = openai.OpenAI(
+                        base_url=self.base_url, api_key=self.api_key or _NO_KEY, **common
+                    )
+                self._response_type = _response_type(openai)
+            return self._client, self._response_type  # type: ignore[return-value]
 
     def close(self) -> None:
         """Close the connection pool and the cache file (a later call opens them again)."""
@@ -318,12 +416,13 @@ class _OpenAIClient:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_client"], state["_lock"] = None, None
+        state["_client"], state["_response_type"], state["_lock"], state["_gate"] = (None,) * 4
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._gate = threading.BoundedSemaphore(self.max_concurrency)
 
     def _error(self, problem: str, status: int | None, body: str) -> RemoteError:
         """A RemoteError saying "<endpoint> <problem>", with the start of ``body``."""
@@ -357,8 +456,13 @@ class _OpenAIClient:
         return min(backoff * 2.0**attempt, cap) * (1.0 - jitter * u)
 
     def _send(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion over HTTP, retried on 429/5xx/timeouts/connection errors."""
-        client = self._http()
+        """One chat completion through the SDK, retried on 429/5xx/timeouts/connection errors."""
+        import openai
+
+        client, response_type = self._sdk()
+        # no key: the placeholder the SDK wants is not sent, nor any Authorization header
+        keyless = self.api_type == "openai" and not self.api_key
+        headers = {"Authorization": _omit(openai)} if keyless else {}
         attempts = self.max_retries + 1
         status: int | None = None
         text = ""
@@ -366,27 +470,32 @@ class _OpenAIClient:
         for attempt in range(attempts):
             retry_after = None
             try:
-                resp = client.post(self.endpoint, json=body)
-            except httpx.TimeoutException:
+                with self._gate:
+                    resp = client.post(
+                        CHAT_PATH, body=body, cast_to=response_type, options={"headers": headers}
+                    )
+            except openai.APITimeoutError:
                 status, text = None, ""
                 problem = f"timed out after {self.timeout:g} s"
-            except httpx.TransportError as exc:
+            except openai.APIConnectionError as exc:
                 status, text = None, ""
-                problem = f"connection failed ({type(exc).__name__}: {exc})"
-            else:
+                cause = exc.__cause__ or exc  # the HTTP client's own error says more
+                problem = f"connection failed ({type(cause).__name__}: {cause})"
+            except openai.APIStatusError as exc:
+                resp = exc.response
                 status, text = resp.status_code, resp.text
-                if status < 400:
-                    return self._parse(resp)
                 problem = f"HTTP {status}: {_snippet(text)}"
                 if status not in RETRY_STATUSES:
                     raise self._error(
                         f"rejected the request for model {self.model!r} with {problem}",
                         status,
                         text,
-                    )
+                    ) from None
                 retry_after = _retry_after(
                     resp.headers.get("Retry-After"), float(self.options["max_retry_wait"])
                 )
+            else:
+                return self._parse(resp)
             if attempt + 1 < attempts:
                 time.sleep(self.retry_delay(attempt, retry_after))
         raise self._error(
@@ -438,7 +547,7 @@ class _OpenAIClient:
             self.cache.put(key, data)  # type: ignore[union-attr]
         return result
 
-    def _parse(self, resp: httpx.Response) -> dict[str, Any]:
+    def _parse(self, resp: Any) -> dict[str, Any]:
         try:
             data = resp.json()
         except ValueError:

@@ -312,6 +312,10 @@ def availability(spec: str) -> tuple[bool, str]:
         built = tiny.is_built(path)
         return True, f"{'built at' if built else 'will be built offline into'} {path}"
     if scheme == "openai":
+        import importlib.util
+
+        if importlib.util.find_spec("openai") is None:
+            return False, "pip install 'factcap[openai]' (the openai SDK sends the requests)"
         return True, "remote: served by the OpenAI-compatible server in the config"
     if scheme == "bundled":
         try:
