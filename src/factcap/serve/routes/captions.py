@@ -1,4 +1,5 @@
-"""``POST /v1/captions``: caption one image, micro-batched with concurrent requests."""
+"""``POST /v1/captions``: caption one image, micro-batched with concurrent requests
+(:func:`caption_image`, the path the chat route takes too)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from factcap.serve.schemas import (
     RecordOut,
     json_body_schema,
 )
-from factcap.serve.state import check_styles, service
+from factcap.serve.state import Service, check_styles, service
 from factcap.serve.uploads import UPLOAD_ERRORS, decode_upload, image_request
 
 RETRY_AFTER_S = 1
@@ -71,15 +72,32 @@ async def captions(request: Request) -> dict[str, Any]:
     svc = service(request)
     req, data, name = await image_request(request, svc.max_bytes, CaptionRequest, _form_fields)
     styles = check_styles(req.styles, svc.style_names())
+    extra = per_item_fields(svc.config, req)
+    return await caption_image(svc, data, name, styles, req.instruction, extra)
+
+
+async def caption_image(
+    svc: Service,
+    data: bytes,
+    name: str | None,
+    styles: list[str] | None,
+    instruction: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of one image's bytes, as every caption route makes it: decoded with the
+    service's limits (422), queued on the batcher with the other requests (429 with
+    ``Retry-After`` when the queue is full) and micro-batched into the pipeline (500 when the
+    batch fails)."""
     decoded = await run_in_threadpool(decode_upload, data, svc.limits)
     source = f"upload:{name}" if name else "upload"
-    extra = per_item_fields(svc.config, req)
-    item = InputItem(source=source, id=stable_id("upload", data), image=decoded.image, extra=extra)
+    item = InputItem(
+        source=source, id=stable_id("upload", data), image=decoded.image, extra=extra or {}
+    )
     notes = list(decoded.notes)
     if decoded.frames > 1:
         notes.append(f"decoded the first of {decoded.frames} frames")
     try:
-        future = svc.batcher.submit(item, styles, req.instruction, notes)
+        future = svc.batcher.submit(item, styles, instruction, notes)
     except QueueFull as err:
         raise HTTPException(
             429, f"{err}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
