@@ -600,6 +600,7 @@ def test_cli_handler_refuses_a_public_host_without_key(monkeypatch):
         data_root=None,
         queue_size=64,
         jobs_dir=None,
+        image_url_host=[],
     )
     with pytest.raises(FactcapError, match="FACTCAP_API_KEY"):
         cmd_serve(args)

@@ -1,5 +1,7 @@
 """Who may reach factcap's HTTP servers (``factcap serve``, ``factcap study serve``): the
-loopback rule and the API key check they share.
+loopback rule and the API key check they share; and which hosts ``factcap serve`` may reach
+itself (:func:`host_patterns`, :func:`host_allowed`: the ``--image-url-host`` allow-list of the
+chat route's image URLs, empty by default so nothing is fetched).
 
 A server listens beyond this machine only with an API key (:func:`check_exposure`); a request
 carries the key as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (and, where a person
@@ -12,6 +14,7 @@ FastAPI is imported only when a checker is made, so this module stays light.
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -88,3 +91,57 @@ def key_checker(
             )
 
     return authorize
+
+
+_HOST = re.compile(
+    r"(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def host_patterns(patterns: Any) -> tuple[str, ...]:
+    """The allow-list of hosts a server may fetch from, lower-cased: each a host name or IP
+    address (``images.example.com``, ``10.0.0.7``, ``[::1]``), or ``*.example.com`` for that
+    domain's subdomains; a scheme, port, path or wildcard elsewhere is a
+    :class:`~factcap.errors.UsageError`.
+
+    >>> host_patterns(["CDN.example.com", "*.example.org", "[::1]"])
+    ('cdn.example.com', '*.example.org', '::1')
+    >>> host_patterns(["https://cdn.example.com/"])
+    Traceback (most recent call last):
+    factcap.errors.UsageError: --image-url-host 'https://cdn.example.com/' is not a host name or IP address (no scheme, port or path; '*.example.com' for subdomains)
+    """
+    found = []
+    for raw in patterns or ():
+        host = str(raw).strip().lower()
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            found.append(str(ipaddress.ip_address(bare)))
+            continue
+        except ValueError:
+            pass
+        if not _HOST.fullmatch(host) or len(host) > 253:
+            raise UsageError(
+                f"--image-url-host {raw!r} is not a host name or IP address (no scheme, port "
+                "or path; '*.example.com' for subdomains)"
+            )
+        found.append(host)
+    return tuple(dict.fromkeys(found))
+
+
+def host_allowed(host: str | None, patterns: tuple[str, ...]) -> bool:
+    """Whether ``host`` (a URL's host, as parsed) is on the allow-list ``patterns``
+    (:func:`host_patterns`): the same name or address, or a subdomain of a ``*.`` pattern.
+
+    >>> allowed = host_patterns(["cdn.example.com", "*.example.org"])
+    >>> [host_allowed(h, allowed) for h in ("CDN.example.com", "a.b.example.org", "example.org")]
+    [True, True, False]
+    >>> host_allowed("cdn.example.com.evil.net", allowed), host_allowed(None, allowed)
+    (False, False)
+    """
+    if not host:
+        return False
+    host = host.strip("[]").lower().rstrip(".")
+    for pattern in patterns:
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False

@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   factcap serve                                                # tiny preset on 127.0.0.1:8000
   FACTCAP_API_KEY=... factcap serve --host 0.0.0.0 --preset small --data-root /data
   curl -H "Authorization: Bearer $FACTCAP_API_KEY" -F image=@cat.jpg http://127.0.0.1:8000/v1/captions
+  factcap serve --image-url-host images.example.com            # chat image URLs from that host
 """
 
 
@@ -22,8 +23,9 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="serve captions over HTTP (FastAPI)",
         description="Serve the pipeline over HTTP: POST /v1/captions, /v1/scores, dataset jobs "
-        "under --data-root, GET /healthz. Set FACTCAP_API_KEY to require a key (needed off "
-        "loopback); with a key, the API docs (/docs, /openapi.json) need it too.",
+        "under --data-root, GET /healthz, and the OpenAI chat API (POST /v1/chat/completions, "
+        "GET /v1/models; base URL http://HOST:PORT/v1). Set FACTCAP_API_KEY to require a key "
+        "(needed off loopback); with a key, the API docs (/docs, /openapi.json) need it too.",
         epilog=EXAMPLES,
         formatter_class=FORMATTER,
     )
@@ -42,6 +44,14 @@ def add_parser(sub: Any) -> None:
     srv.add_argument(
         "--jobs-dir", type=Path, help="where job results go (default: a temporary folder)"
     )
+    srv.add_argument(
+        "--image-url-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="fetch the chat route's http(s) image URLs from HOST ('*.example.com': its "
+        "subdomains; repeat for more); default: image URLs are refused, data URLs only",
+    )
     srv.set_defaults(handler=run)
 
 
@@ -59,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         queue_size=args.queue_size,
         data_root=args.data_root,
         jobs_dir=args.jobs_dir,
+        image_url_hosts=tuple(args.image_url_host),
     ).checked()
     config = load_config(args)
 
@@ -73,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         queue_size=options.queue_size,
         data_root=options.data_root,
         jobs_dir=options.jobs_dir,
+        image_url_hosts=options.image_url_hosts,
     )
     return 0

@@ -9,14 +9,17 @@ Rules every request goes through:
   actually read are both checked);
 * images go through :func:`factcap.images.decode` with the config's pixel limit: a
   decompression bomb, an undecodable or unsupported file → 422 with the reason;
-* the JSON bodies take base64 bytes only: URLs are rejected, never fetched;
+* the JSON bodies take base64 bytes only: URLs are rejected, never fetched — but for the
+  chat route's ``image_url``, fetched (size- and time-capped) from the hosts of the
+  ``image_url_hosts`` allow-list, which is empty unless the service is started with one;
 * every error factcap raises on purpose answers with its ``http_status``
   (:mod:`factcap.errors`);
 * requests are micro-batched into the pipeline's batches (:class:`~.batcher.Batcher`); when
   the bounded queue is full → 429 with ``Retry-After``.
 
 The routes live in :mod:`factcap.serve.routes` (``health``, ``captions``, ``scores``,
-``jobs``), their bodies in :mod:`factcap.serve.schemas`.
+``jobs``, and ``chat``: the OpenAI chat API over the captions route's path, answering errors in
+OpenAI's shape), their bodies in :mod:`factcap.serve.schemas`.
 
 Example:
     >>> from factcap.config import load_config
@@ -38,14 +41,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from factcap.access import check_exposure, is_loopback
+from factcap.access import check_exposure, host_patterns, is_loopback
 from factcap.config import Config
 from factcap.errors import FactcapError
 from factcap.images import DecodeLimits
 from factcap.serve.batcher import Batcher
 from factcap.serve.jobs import Jobs
 from factcap.serve.options import ServeOptions
-from factcap.serve.routes import captions, health, jobs, scores
+from factcap.serve.routes import captions, chat, health, jobs, scores
 from factcap.serve.security import key_checker
 from factcap.serve.state import Service
 from factcap.serve.uploads import MiB
@@ -70,6 +73,7 @@ def create_app(
     max_wait_ms: float = 5.0,
     jobs_dir: Any = None,
     resources: Any = None,
+    image_url_hosts: tuple[str, ...] = (),
 ) -> FastAPI:
     """The service for ``config``'s models (built once at startup, or ``pipeline`` as given).
 
@@ -77,7 +81,9 @@ def create_app(
     that. ``data_root`` is the only folder dataset jobs may read (``None``: ``/v1/jobs`` is
     off); their results go to ``jobs_dir`` (default: a new temporary folder); unfinished jobs
     found there are resumed at startup. ``/v1/scores`` uses ``resources`` (default:
-    :func:`factcap.evaluate.resources_for` of ``config``, built once).
+    :func:`factcap.evaluate.resources_for` of ``config``, built once). ``image_url_hosts``
+    (:func:`factcap.access.host_patterns`) are the hosts whose image URLs the chat route
+    fetches; empty, it refuses URLs.
     """
     max_bytes = int(max_upload_mb * MiB)
     svc = Service(
@@ -85,6 +91,7 @@ def create_app(
         max_bytes=max_bytes,
         limits=DecodeLimits(max_pixels=config.limits.max_pixels, max_file_bytes=max_bytes),
         data_root=Path(data_root) if data_root is not None else None,
+        image_url_hosts=host_patterns(image_url_hosts),
     )
 
     @asynccontextmanager
@@ -129,7 +136,7 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
     app.include_router(health.router)
-    for router in (captions.router, scores.router, jobs.router):
+    for router in (captions.router, scores.router, jobs.router, chat.router):
         app.include_router(router, dependencies=[Depends(authorize)])
     if locked:  # the API docs need the key too
         _locked_docs(app, authorize)
@@ -182,6 +189,7 @@ def run(
         queue_size=options.pop("queue_size", 64),
         data_root=options.pop("data_root", None),
         jobs_dir=options.pop("jobs_dir", None),
+        image_url_hosts=options.pop("image_url_hosts", ()),
     ).checked()
     app = create_app(
         config or load_config(preset="tiny"),
@@ -190,6 +198,7 @@ def run(
         max_upload_mb=checked.max_upload_mb,
         queue_size=checked.queue_size,
         jobs_dir=checked.jobs_dir,
+        image_url_hosts=checked.image_url_hosts,
         **options,
     )
     make_server(app, host=host, port=port, log_level="info").run()

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from factcap.access import check_exposure
+from factcap.access import check_exposure, host_patterns
 from factcap.errors import UsageError
 
 
@@ -31,6 +31,8 @@ class ServeOptions:
     queue_size: int = 64
     data_root: Path | None = None
     jobs_dir: Path | None = None
+    #: hosts whose http(s) image URLs the chat route fetches (empty: URLs are refused)
+    image_url_hosts: tuple[str, ...] = ()
 
     def checked(self) -> ServeOptions:
         """These options, checked (and the folders resolved); raises :class:`UsageError`."""
@@ -41,6 +43,7 @@ class ServeOptions:
         if not self.max_upload_mb > 0:
             raise UsageError(f"--max-upload-mb must be above 0, not {self.max_upload_mb:g}")
         check_exposure(self.host, self.api_key)
+        hosts = host_patterns(self.image_url_hosts)
         root, jobs = self.data_root, self.jobs_dir
         if root is not None:
             if not root.is_dir():
@@ -59,4 +62,4 @@ class ServeOptions:
             except OSError as err:
                 raise UsageError(f"--jobs-dir {jobs} cannot be written: {err.strerror}") from None
             jobs = jobs.resolve()
-        return replace(self, data_root=root, jobs_dir=jobs)
+        return replace(self, data_root=root, jobs_dir=jobs, image_url_hosts=hosts)

@@ -146,6 +146,107 @@ class JobOut(BaseModel):
     deleted: bool | None = None
 
 
+class ChatMessage(BaseModel):
+    """One message of a chat request: ``content`` is text, or a list of parts (``{"type":
+    "text", "text"}``, ``{"type": "image_url", "image_url": {"url"}}``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``: OpenAI's chat request. Fields beyond these (sampling,
+    tools, ...) are accepted; those that would change the answer are named in the response's
+    ``warnings``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(description="factcap-<style> (GET /v1/models lists them)")
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="one image (an image_url part) in all, and text"
+    )
+    stream: bool | None = Field(default=False, description="answer as server-sent events")
+    n: int | None = Field(default=None, ge=1, le=128, description="choices (all the same)")
+    stop: str | list[str] | None = Field(
+        default=None, description="the caption is cut before the first of these"
+    )
+    stream_options: dict[str, Any] | None = Field(
+        default=None, description="include_usage: a last chunk with the usage"
+    )
+
+
+class ChatMessageOut(BaseModel):
+    role: str
+    content: str
+    refusal: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: str
+    logprobs: None
+
+
+class Usage(BaseModel):
+    """factcap counts no tokens: ``prompt_tokens`` is 0, ``completion_tokens`` the words of
+    the answer's choices."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionOut(BaseModel):
+    """OpenAI's chat completion, plus two fields plain clients ignore: ``warnings`` and
+    ``factcap`` (the full record)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    warnings: list[str] = Field(
+        description="request fields not applied (temperature, max_tokens, ...) and why"
+    )
+    factcap: RecordOut = Field(
+        description="the record: every caption, claim, verdict, evidence and what was removed "
+        "(the same object POST /v1/captions answers)"
+    )
+
+
+class ModelOut(BaseModel):
+    """One caption style as a model (``factcap-<style>``)."""
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    description: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelOut]
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """How the chat routes answer an error: OpenAI's shape, so its SDK raises the matching
+    exception (``AuthenticationError`` on 401, ``BadRequestError`` on 400, ...)."""
+
+    error: OpenAIErrorBody
+
+
 class Health(BaseModel):
     status: str
     queue: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ class Service:
     max_bytes: int
     limits: DecodeLimits
     data_root: Path | None = None
+    image_url_hosts: tuple[str, ...] = ()  # hosts the chat route may fetch image URLs from
+    fetch_timeout_s: float = 10.0  # the most one image URL may take, all of it
+    started: float = field(default_factory=time.time)
     batcher: Any = None
     jobs: Any = None
     resources: Any = None
