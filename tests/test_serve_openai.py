@@ -124,6 +124,10 @@ def test_models_are_the_styles_in_openai_list_shape(served):
     assert err.value.response.json()["error"]["code"] == "model_not_found"
     raw = httpx.get(f"{served.base}/v1/models", headers=AUTH).json()
     assert raw["object"] == "list" and isinstance(raw["data"], list)
+    spec = httpx.get(f"{served.base}/openapi.json", headers=AUTH).json()
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert "messages" in chat["requestBody"]["content"]["application/json"]["schema"]["required"]
+    assert "factcap" in spec["components"]["schemas"]["ChatCompletionOut"]["properties"]
 
 
 def test_an_unknown_model_is_not_found_with_the_choices(served):
