@@ -181,37 +181,38 @@ def models(svc: Service) -> dict[str, tuple[str, str]]:
     return {f"{PREFIX}{n}": (n, styles[n].description) for n in names}
 
 
-def _model(svc: Service, name: str) -> dict[str, Any]:
-    description = models(svc)[name][1]
+def _listed(svc: Service) -> dict[str, dict[str, Any]]:
     return {
-        "id": name,
-        "object": "model",
-        "created": int(svc.started),
-        "owned_by": "factcap",
-        "description": description,
+        name: {
+            "id": name,
+            "object": "model",
+            "created": int(svc.started),
+            "owned_by": "factcap",
+            "description": description,
+        }
+        for name, (_, description) in models(svc).items()
     }
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
 async def list_models(request: Request) -> dict[str, Any]:
     """The caption styles as models (OpenAI's list shape): ``factcap-<style>``."""
-    svc = service(request)
-    return {"object": "list", "data": [_model(svc, m) for m in models(svc)]}
+    return {"object": "list", "data": list(_listed(service(request)).values())}
 
 
 @router.get("/v1/models/{model}", response_model=ModelOut, responses=ERRORS)
 async def get_model(request: Request, model: str) -> dict[str, Any]:
     """One model; 404 for a name that is not one."""
-    svc = service(request)
-    if model not in models(svc):
-        raise _unknown_model(svc, model)
-    return _model(svc, model)
+    listed = _listed(service(request))
+    if model not in listed:
+        raise _unknown_model(model, listed)
+    return listed[model]
 
 
-def _unknown_model(svc: Service, model: str) -> APIError:
+def _unknown_model(model: str, known: Any) -> APIError:
     return APIError(
         404,
-        f"the model {model!r} does not exist; choose from {sorted(models(svc))}",
+        f"the model {model!r} does not exist; choose from {sorted(known)}",
         code="model_not_found",
         param="model",
     )
@@ -385,7 +386,7 @@ async def chat_completions(request: Request) -> Response:
     req = _parse(await read_capped(request, svc.max_bytes))
     known = models(svc)
     if req.model not in known:
-        raise _unknown_model(svc, req.model)
+        raise _unknown_model(req.model, known)
     style = known[req.model][0]
     conversation = read_messages(req.messages)
     if not conversation.images:
