@@ -27,6 +27,9 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # the Ray instances tests start rep
 # they start) see no CUDA device unless FACTCAP_TEST_GPU=1, which runs the `gpu` tests on one.
 if os.environ.get("FACTCAP_TEST_GPU") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Likewise "auto" on a CPU with native bf16 (avx512_bf16, amx_bf16) would load bfloat16: the
+# suite runs as on a CPU without it, so CI machines agree; tests that need it inject the flags.
+os.environ["FACTCAP_CPU_BF16"] = "0"
 # Property tests draw the same examples on every run, so a red run is never luck of the draw;
 # HYPOTHESIS_PROFILE=explore draws new ones (e.g. while working on the fallback chunker).
 try:

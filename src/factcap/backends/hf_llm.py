@@ -83,7 +83,8 @@ class CausalLM(HFModel):
     everywhere: one left-padded batch, each prompt prefilled whole.
 
     Options: ``min_new_tokens`` (default 0) forces at least that many tokens per reply;
-    ``reuse_prefix`` (true).
+    ``reuse_prefix`` (true); ``quantize`` (``8bit`` / ``4bit``: bitsandbytes on a CUDA GPU,
+    :mod:`factcap.backends.quantize`).
 
     >>> from factcap.backends import registry
     >>> llm = registry.build("llm", "tiny:llm", min_new_tokens=2)
@@ -100,13 +101,14 @@ class CausalLM(HFModel):
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
         owner = type(self).__name__
-        opts = take_options(owner, options, self.defaults)
+        opts = take_options(owner, options, {**self.defaults, "quantize": None})
+        quantize = opts.pop("quantize")
         check_token_counts(owner, 1, opts["min_new_tokens"])
         if not isinstance(opts["reuse_prefix"], bool):
             raise ValueError(
                 f"{owner}: reuse_prefix must be true or false, got {opts['reuse_prefix']!r}"
             )
-        super().__init__(location, device=device, dtype=dtype)
+        super().__init__(location, device=device, dtype=dtype, quantize=quantize)
         self.options = opts
         self.tokenizer = self.processor
         if not getattr(self.tokenizer, "chat_template", None):

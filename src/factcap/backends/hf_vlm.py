@@ -145,9 +145,10 @@ class _ChatVLM(HFModel):
     def __init__(
         self, location: str, device: str | None = None, dtype: str | None = None, **options: Any
     ):
-        opts = take_options(type(self).__name__, options, self.defaults)
+        opts = take_options(type(self).__name__, options, {**self.defaults, "quantize": None})
+        quantize = opts.pop("quantize")
         self._check(opts)
-        super().__init__(location, device=device, dtype=dtype)
+        super().__init__(location, device=device, dtype=dtype, quantize=quantize)
         self.options = opts
         if not getattr(self.processor, "chat_template", None):
             raise ConfigError(

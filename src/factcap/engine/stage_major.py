@@ -109,9 +109,13 @@ def run_stage_major(
 
 def release(models: Any, slot: str) -> None:
     """Let go of the model in ``slot`` (built again on its next use) and of the memory it
-    held (``gc``, and CUDA's cache where torch is loaded)."""
+    held (``gc``; the C heap's free pages back to the system; CUDA's cache where torch is
+    loaded)."""
+    from factcap.backends.hardware import trim_heap
+
     models.release(slot)
     gc.collect()
+    trim_heap()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -449,7 +449,7 @@ def evaluate(
     """
     from factcap.backends import registry
 
-    captioner = registry.build("captioner", f"hf:{out}", device=device)
+    captioner = registry.build("captioner", f"hf:{out}", device=device, dtype="float32")
     quirks = json.loads((Path(out) / NOISE_FILE).read_text(encoding="utf-8"))
     noise, quirk_seed = Noise(**quirks["noise"]), quirks["seed"]
     held_out = world.scenes(n, seed=seed, split="test")

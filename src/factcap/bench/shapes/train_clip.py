@@ -284,7 +284,7 @@ def evaluate(out: Path, n: int = 100, seed: int = 0) -> dict[str, Any]:
     from factcap.backends import registry
     from factcap.metrics.retrieval import recall_at_k
 
-    embedder = registry.build("embedder", f"hf:{out}")
+    embedder = registry.build("embedder", f"hf:{out}", device="cpu", dtype="float32")
     held_out = world.scenes(n, seed=seed, split="test")
     start = time.perf_counter()
     images = embedder.embed_images([s.render() for s in held_out])

@@ -336,7 +336,9 @@ def evaluate(
     """
     from factcap.backends import registry
 
-    detector = registry.build("detector", f"hf:{out}", box_threshold=box_threshold)
+    detector = registry.build(
+        "detector", f"hf:{out}", device="cpu", dtype="float32", box_threshold=box_threshold
+    )
     held_out = world.scenes(n, seed=seed, split="test")
     ways = {
         "single": [(i, [q]) for i in range(n) for q in QUERIES],

@@ -624,7 +624,7 @@ def evaluate(out: Path, n: int = 1000, seed: int = 0, batch: int = 64) -> dict[s
     ``hard`` / ``easy`` negatives), and the mean P(yes) of true and of false questions."""
     from factcap.backends import registry
 
-    vqa = registry.build("vqa", f"hf:{out}")
+    vqa = registry.build("vqa", f"hf:{out}", device="cpu", dtype="float32")
     items = held_out_questions(n, seed)
     start = time.perf_counter()
     probs: list[float] = []
