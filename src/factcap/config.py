@@ -119,10 +119,15 @@ class MemoryConfig(_Strict):
     and overlaps reading, the model stages and writing; ``mode: low`` holds one model at a
     time, running each stage over ``chunk`` items before the next model loads, with the
     items kept on disk between stages (:mod:`factcap.engine.stage_major`): slower, but the
-    memory is about the largest model's. Records are the same in both modes."""
+    memory is about the largest model's. Records are the same in both modes.
+
+    ``check`` (default true): a caption job whose models would not fit this machine's
+    memory in its mode and dtype is refused before any loads, with the modes that fit
+    (:mod:`factcap.backends.footprint`; ``--no-memory-check`` sets it false)."""
 
     mode: Literal["normal", "low"] = "normal"
     chunk: int = Field(default=128, ge=1)
+    check: bool = True
 
 
 class OpenAIConfig(_Strict):

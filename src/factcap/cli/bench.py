@@ -109,6 +109,13 @@ def add_parser(sub: Any, formatter: type[argparse.HelpFormatter] = FORMATTER) ->
         "./shapes-run-seed<S>-n<N> with the shipped models)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace an earlier run's folder")
+    run.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="what the pipeline's models load in (default float32, as the shapes preset; the "
+        "CLIP model that scores the captions stays float32)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     regions = actions.add_parser(
@@ -203,7 +210,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} holds an earlier run: pass --overwrite to replace it")
     args.out = out
     start = time.perf_counter()
-    result = run_benchmark(args.models, n=args.n, seed=args.seed, out=args.out, log=_log)
+    result = run_benchmark(
+        args.models, n=args.n, seed=args.seed, out=args.out, log=_log, dtype=args.dtype
+    )
     for story in result.pop("examples"):
         print(story)
     print(format_table(result))

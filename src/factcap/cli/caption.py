@@ -116,6 +116,12 @@ def add_parser(sub: Any) -> None:
         help="items per round of stages with --memory low (default 128)",
     )
     cap.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="load the models even where they would not fit this machine's memory "
+        "(config: memory: {check: false}); 'factcap models check' shows what each mode needs",
+    )
+    cap.add_argument(
         "--no-verify",
         action="store_true",
         help="skip fact-checking (compose from the proposals alone)",
@@ -203,7 +209,11 @@ def run(args: argparse.Namespace) -> int:
         overrides["verify"] = {"enabled": False}
     memory = {
         key: value
-        for key, value in (("mode", args.memory), ("chunk", positive("--chunk", args.chunk)))
+        for key, value in (
+            ("mode", args.memory),
+            ("chunk", positive("--chunk", args.chunk)),
+            ("check", False if args.no_memory_check else None),
+        )
         if value is not None
     }
     if memory:

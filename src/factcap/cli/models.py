@@ -146,11 +146,70 @@ def check_models(args: argparse.Namespace) -> int:
         missing += not ok
         role = slot_name.partition(":")[0]
         print(f"{'ok     ' if ok else 'MISSING'} {role:<10} {rc.model:<45} {where}")
+    fits = print_memory(config)
     source = f"config {args.config}" if args.config else f"preset {config.preset}"
     print(
-        f"{source}: " + ("all weights available" if not missing else f"{missing} model(s) missing")
+        f"{source}: "
+        + ("all weights available" if not missing else f"{missing} model(s) missing")
+        + ("" if fits else "; does not fit this machine's memory as configured")
     )
-    return 0 if not missing else 1
+    return 0 if not missing and fits else 1
+
+
+def print_memory(config: Any, ram: int | None = None, vram: int | None = None) -> bool:
+    """Print what a caption job with ``config`` needs in each memory mode and dtype on this
+    machine (computed from parameter counts; nothing loads) and whether it fits in ``ram`` /
+    ``vram`` bytes (default: what this machine has available now); returns whether the
+    configured mode fits."""
+    from factcap.backends import footprint, hardware
+    from factcap.pipeline.plan import stage_list
+
+    names = list(dict.fromkeys(s.model for s in stage_list(config) if s.model))
+    slots = footprint.job_slots(config, names)
+    ram = hardware.available_memory() if ram is None else ram
+    if vram is None:
+        vram = max((free for free, _ in hardware.cuda_memory()), default=0)
+    print("\nmemory of a caption job (computed from parameter counts; nothing loads):")
+    print(
+        f"  this machine: {hardware.describe()}"
+        + (f"; GPU {footprint.gb(vram)} free" if vram else "")
+    )
+    for s in slots:
+        if s.weights is None:
+            size = "unknown (not on disk, no shipped config): not counted"
+        elif s.weights.remote:
+            size = "remote"
+        elif not s.weights.parameters:
+            size = f"{footprint.gb(s.bytes())} ({s.weights.source})"
+        else:
+            size = (
+                f"{s.weights.parameters / 1e6:,.1f} M parameters, {footprint.gb(s.bytes())} as "
+                f"{s.quantize or s.dtype} on {s.device} ({s.weights.source})"
+            )
+        print(f"  {s.name:<12} {size}")
+
+    def verdict(need: footprint.Need) -> str:
+        return "fits" if footprint.fits(slots, need, ram, vram) else "does NOT fit"
+
+    print(f"  {'mode':<8} {'dtype':<9} {'RAM':>8} {'GPU':>8}")
+    for mode, dtype in footprint.modes_for(slots):
+        need = footprint.need(slots, mode, dtype)
+        gpu = footprint.gb(need.vram) if need.vram else "-"
+        print(f"  {mode:<8} {dtype:<9} {footprint.gb(need.ram):>8} {gpu:>8}  {verdict(need)}")
+    own = footprint.need(slots, config.memory.mode)
+    dtypes = "/".join(sorted({s.dtype for s in slots if s.device != "remote"})) or "-"
+    fits = verdict(own) == "fits"
+    print(
+        f"  as configured (memory: {config.memory.mode}, dtype {config.dtype} = {dtypes}): "
+        f"{footprint.gb(own.ram)} RAM"
+        + (f", {footprint.gb(own.vram)} GPU" if own.vram else "")
+        + f": {verdict(own)} ({footprint.gb(ram)} RAM available"
+        + (f", {footprint.gb(vram)} GPU free" if vram else "")
+        + ")"
+        + ("" if fits else "; " + footprint.suggest(slots, ram, vram))
+    )
+    print("")
+    return fits
 
 
 def make_tiny(args: argparse.Namespace) -> int:

@@ -54,7 +54,7 @@ from factcap.errors import (
     require,
 )
 from factcap.inputs import InputItem
-from factcap.pipeline.plan import stage_settings
+from factcap.pipeline.plan import stage_list, stage_settings
 from factcap.prompts.style import selectable
 from factcap.schema import Record
 
@@ -170,6 +170,21 @@ def job_settings(config: Config, spec: JobSpec) -> dict[str, Any]:
     return settings
 
 
+def check_models_fit(config: Config, local: bool = True) -> None:
+    """Refuse, before any model loads, what cannot load on this machine: a ``quantize``
+    option without a CUDA GPU (:mod:`factcap.backends.quantize`), and (``local`` jobs with
+    ``memory.check``) models that would not fit its memory in the configured mode and dtype,
+    with the modes that would (:mod:`factcap.backends.footprint`). Ray's actors may run
+    elsewhere: their memory is not checked here."""
+    from factcap.backends.footprint import check_fits
+    from factcap.backends.quantize import check_quantize
+
+    slots = list(dict.fromkeys(s.model for s in stage_list(config) if s.model))
+    check_quantize(config, slots)
+    if local and config.memory.check:
+        check_fits(config, slots, preset=config.preset)
+
+
 def _infer_format(output: Path, given: str | None) -> str:
     if given is not None:
         if given not in SINKS:
@@ -282,6 +297,7 @@ class CaptionJob:
         check_writable(spec.output, folder=sharded)
         if self.resuming and exists:
             self._check_same_settings()
+        check_models_fit(config, local=spec.executor == "local")
         self.items = self.inputs()
 
     def inputs(self) -> Iterator[InputItem]:

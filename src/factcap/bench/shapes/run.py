@@ -41,8 +41,11 @@ TARGETS = {
 }
 
 
-def pipeline_config(models: str | Path, verify: bool = True) -> dict[str, Any]:
-    """A plain factcap config (as a mapping) naming the world's models in ``models``."""
+def pipeline_config(
+    models: str | Path, verify: bool = True, dtype: str = "float32"
+) -> dict[str, Any]:
+    """A plain factcap config (as a mapping) naming the world's models in ``models``, loaded
+    in ``dtype`` (float32 unless a run compares another)."""
     from factcap.bench.shapes.train_detector import BOX_THRESHOLD
 
     root = Path(models).expanduser().resolve()
@@ -60,7 +63,7 @@ def pipeline_config(models: str | Path, verify: bool = True) -> dict[str, Any]:
         "vqa": {"model": spec("vqa")},
         "embedder": {"model": spec("clip")},
         "device": "cpu",
-        "dtype": "float32",
+        "dtype": dtype,
         "batch_size": BATCH_SIZE,
         "styles": [STYLE],
         "verify": {"enabled": verify},
@@ -143,7 +146,11 @@ def clip_metrics(
         for key, texts in sources.items()
         for p, text in zip(paths, texts, strict=True)
     ]
-    resources = Resources({"embedder": lambda: registry.build("embedder", clip_spec)}, 64)
+
+    def embedder() -> Any:  # float32 whatever the pipeline ran in: the figures compare
+        return registry.build("embedder", clip_spec, device="cpu", dtype="float32")
+
+    resources = Resources({"embedder": embedder}, 64)
     summary = evaluate(samples, ["clip_score", "self_retrieval"], resources).summary
     return {
         key: {
@@ -241,11 +248,13 @@ def run_benchmark(
     seed: int = 0,
     out: str | Path | None = None,
     log: Callable[[str], None] = print,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Run the benchmark (module docstring); returns the result that the JSON line prints.
 
     ``out`` keeps the scenes, their truth and both runs' records (default:
-    ``<models>/runs/seed<S>-n<N>``).
+    ``<models>/runs/seed<S>-n<N>``). ``dtype``: what the pipeline's models load in (the
+    CLIP model that scores the captions stays float32, so the figures compare).
     """
     from factcap.config import load_config
     from factcap.pipeline.runner import Pipeline
@@ -257,9 +266,11 @@ def run_benchmark(
     paths = write_scenes(held_out, folder)
 
     start = time.perf_counter()
-    verified = Pipeline.from_config(pipeline_config(models, verify=True))
+    verified = Pipeline.from_config(pipeline_config(models, verify=True, dtype=dtype))
     records = caption_pipeline(verified, paths, folder / "results.jsonl", "verify", log)
-    unverified = load_config(overrides=pipeline_config(models, verify=False), default_preset=None)
+    unverified = load_config(
+        overrides=pipeline_config(models, verify=False, dtype=dtype), default_preset=None
+    )
     ablation = Pipeline(unverified, models=verified.models)  # same models, no verification
     unchecked = caption_pipeline(
         ablation, paths, folder / "results_noverify.jsonl", "no verify", log
@@ -268,7 +279,7 @@ def run_benchmark(
 
     sources = source_captions(records, unchecked)
     clip = clip_metrics(paths, sources, f"hf:{models / 'clip'}")
-    result: dict[str, Any] = {"n": n, "seed": seed, "sources": {}}
+    result: dict[str, Any] = {"n": n, "seed": seed, "dtype": dtype, "sources": {}}
     for key, texts in sources.items():
         values = {**score_captions(held_out, texts), **clip[key]}
         result["sources"][key] = {k: round(float(values[k]), 4) for k in METRIC_KEYS}
