@@ -7,8 +7,9 @@ downloaded and no weight is read.
 The need of a job is then, per device: the weights at the dtype they load in (all models in
 ``memory: normal``, the largest in ``memory: low``), plus what a job holds besides the
 weights (:data:`RUNTIME_BYTES`) and its working memory (:data:`WORKING_SHARE` of the
-largest model's weights, at least :data:`WORKING_MIN_BYTES`). Those two constants are
-calibrated on ``benchmarks/memory_real_size.py``'s measured peaks (README, "Memory").
+largest model's weights, at least :data:`WORKING_MIN_BYTES`). Those constants are
+calibrated on ``benchmarks/memory_real_size.py``'s measured peaks, in
+README: "Memory: what a job needs, and how to make it fit".
 
 >>> dtype_bytes("bfloat16"), dtype_bytes("float32"), dtype_bytes("4bit")
 (2, 4, 0.5)

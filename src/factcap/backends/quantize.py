@@ -7,9 +7,9 @@ bitsandbytes' 8- and 4-bit kernels run on CUDA only, so a job that asks for them
 machine (or a device) without CUDA is refused in one line before any model loads
 (:func:`check_quantize`, called by the caption job and by ``HFModel``). On a CPU, use
 ``dtype: bfloat16`` and ``--memory low`` instead: dynamic int8 (``torch.ao``'s
-``quantize_dynamic`` of the LLM's linear layers) was measured and not adopted (README,
-"Memory"; it held more memory than bfloat16 while loading, and ``torch.ao.quantization`` is
-deprecated).
+``quantize_dynamic`` of the LLM's linear layers) was measured and not adopted: it held more
+memory than bfloat16, made the shapes world's captions hallucinate, and ``torch.ao.quantization``
+is deprecated; the figures are in README: "Memory: what a job needs, and how to make it fit".
 
 >>> check_value("llm", "4bit")
 >>> check_value("llm", "int4")
