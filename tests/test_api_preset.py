@@ -27,7 +27,10 @@ CLAIMS = [
 def server_answer(request: dict) -> Reply | str:
     content = request["messages"][-1]["content"]
     has_image = isinstance(content, list) and any(p.get("type") == "image_url" for p in content)
-    if has_image and request.get("logprobs"):
+    if has_image and request.get("logprobs"):  # the VQA: a red sofa, no other colour
+        question = " ".join(p.get("text", "") for p in content)
+        if "sofa" in question and "red" not in question:
+            return Reply("no", top_logprobs={"no": -0.05, "yes": -3.0})
         return Reply("yes", top_logprobs={"yes": -0.05, "no": -3.0})
     if has_image:
         return "A cat on a red sofa."

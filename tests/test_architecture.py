@@ -55,7 +55,7 @@ BASE_MAY_IMPORT = {
     "prompts": {"errors"},
     "images": {"errors"},
     "inputs": {"errors", "schema", "media"},
-    "config": {"errors", "prompts", "roles", "images", "media"},
+    "config": {"errors", "prompts", "roles", "images", "media", "text"},
     "media": {"errors", "schema", "assets", "images", "text"},
     "assets": {"errors"},
     "examples": set(),

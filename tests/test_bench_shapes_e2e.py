@@ -51,8 +51,12 @@ def test_benchmark_scores_every_source_against_the_generator_truth(smoke_models,
         "proposal:captioner_insertion",
         "proposal:captioner_colour",
         "final",
+        "final_noexpert",
+        "final_nocorrections",
         "final_noverify",
     }
+    assert set(result["model_inputs_per_image"]) >= {"llm", "detector", "vqa"}
+    assert all(v["n"] > 0 for kinds in result["claim_precision"].values() for v in kinds.values())
     for values in result["sources"].values():
         assert set(values) == set(bench_run.METRIC_KEYS)
         assert 0.0 <= values["self_retrieval_r1"] <= 1.0 and math.isfinite(values["clip_score"])

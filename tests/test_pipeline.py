@@ -48,6 +48,10 @@ CLAIMS = json.dumps(
     ]
 )
 
+#: Each claim's own question alone: the rules of the check stage's docstring (an attribute's
+#: alternatives are tests/test_experts_corrections.py's).
+ONE_QUESTION = {"alternatives": False}
+
 
 def make(llm, detector=None, vqa=None, ocr=None, captioners=None, **overrides):
     config = load_config(preset="tiny", overrides=overrides)
@@ -77,7 +81,7 @@ def by_text(record):
 
 def test_verdicts_follow_the_documented_rules(photos):
     llm = ScriptedLLM(CLAIMS, "A grey cat sits next to a pink unicorn. The sofa is red.")
-    pipe = make(llm, ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules))
+    pipe = make(llm, ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules), verify=ONE_QUESTION)
     [record] = pipe.caption(photos[:1])
     assert record.status == "ok", record.error
     claims = by_text(record)
@@ -116,7 +120,7 @@ def test_vqa_disagreeing_with_detector_gives_uncertain(photos):
 def test_styles_share_one_verification(photos):
     detector, vqa = ScriptedDetector(["cat"]), ScriptedVQA(vqa_rules)
     llm = ScriptedLLM(CLAIMS, lambda prompt: "Style answer: " + prompt.split()[-1])
-    pipe = make(llm, detector, vqa)
+    pipe = make(llm, detector, vqa, verify=ONE_QUESTION)
     [record] = pipe.caption(
         photos[:1], styles=["detailed", "short", "t2i", "alt"], instruction="Write it as a haiku."
     )
@@ -403,7 +407,12 @@ def test_vqa_thresholds_and_the_uncertain_band_for_attributes_and_counts(photos,
              "question": "Are there two cats?", "count": 2},
         ]
     )  # fmt: skip
-    pipe = make(ScriptedLLM(claims), ScriptedDetector(["cat"]), ScriptedVQA(lambda q: p))
+    pipe = make(
+        ScriptedLLM(claims),
+        ScriptedDetector(["cat"]),
+        ScriptedVQA(lambda q: p),
+        verify=ONE_QUESTION,
+    )
     [record] = pipe.run(expand_one(photos[0]))
     got = by_text(record)
     assert got["There is a cat."].verdict == "supported"  # the detector's box decides

@@ -208,6 +208,7 @@ def pipeline(server: FakeOpenAIServer, cache_dir: Path, **overrides: Any) -> Pip
         "ocr": None,
         "batch_size": BATCH,
         "styles": ["detailed"],
+        "verify": {"alternatives": False},  # one VQA request per claim: the faults' count
         "openai": {
             "base_url": server.base_url,
             "api_key": "sk-test",

@@ -280,7 +280,7 @@ def test_items_thumbnails_boxes_and_strikes(report):
     assert data["score_sources"] == ["final:detailed", "proposal:tiny:blip"]
     stats = report["stats"]
     assert (stats.records, stats.errors, stats.thumbnails, stats.unmatched_scores) == (6, 2, 4, 1)
-    assert stats.verdicts == {"supported": 4, "refuted": 3, "uncertain": 1}
+    assert stats.verdicts == {"supported": 4, "refuted": 3, "uncertain": 1, "corrected": 0}
     assert "1 score rows match no record" in data["summary"]
 
 

@@ -42,6 +42,7 @@ def test_the_shapes_preset_is_the_benchmarks_pipeline():
         assert rc.options == bench.model_slots()[slot].options, slot
     assert preset.llm.max_new_tokens == bench.llm.max_new_tokens
     assert (preset.batch_size, preset.styles, preset.ocr) == (bench.batch_size, bench.styles, None)
+    assert (preset.verify, preset.expert) == (bench.verify, bench.expert)  # the world's checks
 
 
 @pytest.mark.slow

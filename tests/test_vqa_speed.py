@@ -135,9 +135,11 @@ def test_encode_once_is_an_option():
 # --- the pipeline: repeated questions asked once, the detector skipped ---------------------
 
 
-def make(llm, detector, vqa, captioners=None, vqa_batch=4):
-    """The tiny preset's pipeline with scripted models (no OCR)."""
-    config = load_config(preset="tiny", overrides={"ocr": None})
+def make(llm, detector, vqa, captioners=None, vqa_batch=4, one_question=False):
+    """The tiny preset's pipeline with scripted models (no OCR); ``one_question``: each claim's
+    own question alone (no alternatives of an attribute)."""
+    verify = {"verify": {"alternatives": False}} if one_question else {}
+    config = load_config(preset="tiny", overrides={"ocr": None, **verify})
     captioners = captioners or [(ScriptedCaptioner("cap", "A grey cat on a red sofa."), 4)]
     config = config.model_copy(update={"captioners": config.captioners[: len(captioners)]})
     built = {f"captioner:{i}": c for i, c in enumerate(captioners)}
@@ -160,7 +162,9 @@ REPEATS = json.dumps(
 
 def test_a_repeated_question_about_an_image_is_asked_once(photos):
     vqa = ScriptedVQA(lambda q: {"Is the cat grey?": 0.9, "Is the sofa red?": 0.1}.get(q, 0.6))
-    pipe = make(ScriptedLLM(REPEATS), None, vqa)  # no detector: objects go to VQA too
+    pipe = make(
+        ScriptedLLM(REPEATS), None, vqa, one_question=True
+    )  # no detector: objects go to VQA too
     records = pipe.caption(photos[:2])
     assert [r.status for r in records] == ["ok", "ok"]
     asked = [q for call in vqa.calls for q in call]
@@ -229,7 +233,7 @@ def claims_by_caption(prompt: str) -> str:
 def test_an_image_without_object_claims_never_reaches_the_detector(photos):
     detector, vqa = ScriptedDetector(["cat"]), ScriptedVQA(lambda q: 0.9)
     captions = [(ScriptedCaptioner("sky", "A blue sky."), 4)]
-    pipe = make(ScriptedLLM(NO_OBJECTS), detector, vqa, captioners=captions)
+    pipe = make(ScriptedLLM(NO_OBJECTS), detector, vqa, captioners=captions, one_question=True)
     records = pipe.caption(photos[:2])
     assert [r.status for r in records] == ["ok", "ok"]
     assert detector.calls == []
@@ -241,7 +245,13 @@ def test_an_image_without_object_claims_never_reaches_the_detector(photos):
 def test_the_detector_gets_only_the_images_with_object_claims(photos):
     detector, vqa = ScriptedDetector(["cat"]), ScriptedVQA(lambda q: 0.9)
     caption = ScriptedCaptioner("mixed", lambda i: "A cat." if i == 1 else "A blue sky.")
-    pipe = make(ScriptedLLM(claims_by_caption), detector, vqa, captioners=[(caption, 4)])
+    pipe = make(
+        ScriptedLLM(claims_by_caption),
+        detector,
+        vqa,
+        captioners=[(caption, 4)],
+        one_question=True,
+    )
     records = pipe.caption(photos[:3])
     assert [r.status for r in records] == ["ok"] * 3
     assert detector.calls == [[["cat"]]]  # one call, one image: the one with a cat claim

@@ -84,6 +84,31 @@ class VerifyConfig(_Strict):
     refuted_threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     text_match_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     max_claims: int = Field(default=32, ge=1)
+    vqa_rescue: bool = True
+    """Whether the VQA model's yes (at ``supported_threshold``) makes an object the detector
+    did not find ``uncertain`` rather than ``refuted``; off for a detector trusted more than
+    the VQA model."""
+    alternatives: bool = True
+    """Ask an attribute claim's alternatives too (the other values of its set: "Is the cup
+    blue?" beside "Is the cup red?"): supported only when the stated value wins by
+    ``margin``, refuted when another does."""
+    margin: float = Field(default=0.2, ge=0.0, le=1.0)
+    corrections: bool = True
+    """A refuted attribute whose object stands and whose winning alternative is clear is
+    corrected (verdict ``corrected``) instead of removed."""
+    value_sets: dict[str, list[str]] = Field(default_factory=dict)
+    """Replace shipped value sets by attribute (``colour``, ``size``, ``material``) or add
+    one (:data:`factcap.text.attributes.VALUE_SETS`)."""
+
+    def sets(self) -> dict[str, tuple[str, ...]]:
+        """The value sets the checks compare (the shipped ones with ``value_sets`` over them).
+
+        >>> VerifyConfig(value_sets={"size": ["small", "large"]}).sets()["size"]
+        ('small', 'large')
+        """
+        from factcap.text.attributes import VALUE_SETS
+
+        return {**VALUE_SETS, **{k: tuple(v) for k, v in self.value_sets.items()}}
 
     @model_validator(mode="after")
     def _ordered(self) -> VerifyConfig:
@@ -206,6 +231,60 @@ class RegionsConfig(_Strict):
     max_relations: int = Field(default=12, ge=0)
 
 
+class ExpertConfig(_Strict):
+    """The detection expert (:mod:`factcap.pipeline.expert`): the detector looks for every
+    name of ``vocabulary`` (a shipped list: ``coco80``, ``shapes``; a file of one name per
+    line; or the names), and each name found with a score of at least ``threshold`` that no
+    claim mentions becomes an object claim (``origin: expert``), checked like any claim and
+    offered to compose when it holds: at most ``max_per_image``, the best first. Each such
+    object is also given a value of every attribute in ``attributes`` (``size``,
+    ``colour``, ...: the value the VQA model picks among ``verify.value_sets``).
+    ``queries_per_call`` names go to the detector at once (Grounding DINO reads a limited
+    prompt).
+
+    >>> ExpertConfig(enabled=True, vocabulary=["dog", "cat"]).names()
+    ['dog', 'cat']
+    >>> len(ExpertConfig(vocabulary="coco80").names())
+    80
+    """
+
+    enabled: bool = False
+    vocabulary: list[str] | str = "coco80"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_per_image: int = Field(default=5, ge=1)
+    attributes: list[str] = Field(default_factory=list)
+    queries_per_call: int = Field(default=32, ge=1)
+
+    @field_validator("vocabulary")
+    @classmethod
+    def _readable(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str) and value not in VOCABULARIES and not Path(value).is_file():
+            raise ValueError(
+                f"vocabulary {value!r} is neither a shipped list ({', '.join(VOCABULARIES)}) "
+                "nor a file"
+            )
+        if isinstance(value, list) and not [v for v in value if v.strip()]:
+            raise ValueError("the vocabulary is empty")
+        return value
+
+    def names(self) -> list[str]:
+        """The vocabulary's names, in order, each once."""
+        value = self.vocabulary
+        if isinstance(value, str):
+            path = _vocabulary_file(value) if value in VOCABULARIES else Path(value)
+            lines = path.read_text(encoding="utf-8").splitlines()
+            value = [line for line in lines if not line.lstrip().startswith("#")]
+        return list(dict.fromkeys(" ".join(v.split()) for v in value if v.strip()))
+
+
+#: The shipped vocabularies of the detection expert (``text/data/vocab/<name>.txt``).
+VOCABULARIES = ("coco80", "shapes")
+
+
+def _vocabulary_file(name: str) -> Path:
+    return Path(str(resources.files("factcap") / "text" / "data" / "vocab" / f"{name}.txt"))
+
+
 class QuestionConfig(_Strict):
     """Question-guided captions (``--question``; :mod:`factcap.pipeline.question`).
 
@@ -213,7 +292,7 @@ class QuestionConfig(_Strict):
     is read (a manifest or Parquet column, a tar member's extension, or a key of a tar
     sample's ``.json`` member), and an item's own question wins over ``text``. An item with a
     question gets the ``question`` caption style, a question-guided proposal from each
-    captioner that takes a prompt, and the record fields ``question`` and ``answer``; one
+    captioner that takes a prompt, and the record field ``question`` (its text and answer check); one
     without is captioned as before. Both unset (the default): no question stages at all.
     ``max_chars``: a longer question is cut (a note says so).
 
@@ -326,6 +405,7 @@ class Config(BaseModel):
     proposals: ProposalsConfig = Field(default_factory=ProposalsConfig)
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
     question: QuestionConfig = Field(default_factory=QuestionConfig)
+    expert: ExpertConfig = Field(default_factory=ExpertConfig)
 
     @model_validator(mode="after")
     def _media_sections(self) -> Config:

@@ -58,6 +58,9 @@ class Verdict(StrEnum):
     SUPPORTED = "supported"
     REFUTED = "refuted"
     UNCERTAIN = "uncertain"
+    CORRECTED = "corrected"
+    """Refuted as stated, with another value of its attribute clearly true instead: the claim
+    now states that value (its ``evidence["corrected"]`` says what it said)."""
 
 
 class Status(StrEnum):
@@ -271,6 +274,8 @@ class Record:
     claims: list[Claim] = field(default_factory=list)
     captions: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    corrected: list[dict[str, str]] = field(default_factory=list)
+    """Claims stated with another value than the checks found: ``{"from", "to"}`` texts."""
     notes: list[str] = field(default_factory=list)
     error: ErrorInfo | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -309,6 +314,7 @@ class Record:
             "claims": [c.to_dict() for c in self.claims],
             "captions": dict(self.captions),
             "removed": list(self.removed),
+            **({"corrected": list(self.corrected)} if self.corrected else {}),
             "notes": list(self.notes),
             "error": asdict(self.error) if self.error else None,
             "timings_ms": dict(self.timings_ms),
@@ -333,6 +339,7 @@ class Record:
             claims=[Claim(**c) for c in data.get("claims", [])],
             captions=dict(data.get("captions", {})),
             removed=list(data.get("removed", [])),
+            corrected=list(data.get("corrected") or []),
             notes=list(data.get("notes", [])),
             error=ErrorInfo(**err) if err else None,
             timings_ms=dict(data.get("timings_ms", {})),

@@ -127,6 +127,12 @@ def add_parser(sub: Any) -> None:
         help="skip fact-checking (compose from the proposals alone)",
     )
     cap.add_argument(
+        "--no-corrections",
+        action="store_true",
+        help="one question per claim and refuted values deleted, not corrected (no attribute "
+        "alternatives)",
+    )
+    cap.add_argument(
         "--executor",
         choices=("local", "ray"),
         default="local",
@@ -205,8 +211,12 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides[key] = value
+    if args.no_verify and args.no_corrections:
+        raise UsageError("--no-verify checks nothing: --no-corrections has nothing to switch off")
     if args.no_verify:
         overrides["verify"] = {"enabled": False}
+    if args.no_corrections:
+        overrides["verify"] = {"alternatives": False, "corrections": False}
     memory = {
         key: value
         for key, value in (

@@ -39,7 +39,7 @@ from factcap.errors import DataError, NotFound, require
 
 #: Record fields that :meth:`Record.to_dict` writes only when they say something.
 _OPTIONAL_FIELDS = (
-    *("extra", "media", "regions", "question"),
+    *("extra", "media", "regions", "question", "corrected"),
     *("kind", "views", "asset", "graph", "answer"),  # of records written before 2026-12-08
 )
 _SHARD_NAME = re.compile(r"part-(\d{5,})\.(parquet|tar)$")

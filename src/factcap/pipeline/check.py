@@ -42,6 +42,10 @@ from factcap.pipeline.stage import BoundModel, Stage, StageContext
 from factcap.pipeline.work import Work, call_batched, call_by_image, live
 from factcap.roles import batches_by_image
 from factcap.schema import Claim, ClaimKind, Verdict
+from factcap.text.attributes import alternatives, stated_value, with_value
+
+#: The ``origin`` of a claim the detection expert adds (:mod:`factcap.pipeline.expert`).
+EXPERT = "expert"
 
 UNVERIFIED_NOTE = "verification switched off: claims were not checked"
 
@@ -122,16 +126,117 @@ def check_claims(
 
     if vqa is not None and pending:
         model, size = vqa
-        asks = [(items[i].images[v], vqa_question(c)) for i, c, views in pending for v in views]
-        probs = ask_once(model, size, asks)
-        answers = iter(probs)
-        for i, claim, views in pending:
-            by_view = {v: next(answers) for v in views}
-            _apply_vqa(claim, by_view, cfg, items[i].kind)
+        sets = cfg.sets() if cfg.alternatives else {}
+        options = [compared_values(c, sets) for _, c, _ in pending]
+        asks = [
+            (items[i].images[v], question)
+            for (i, c, views), values in zip(pending, options, strict=True)
+            for question in _questions(c, values)
+            for v in views
+        ]
+        answers = iter(ask_once(model, size, asks))
+        for (i, claim, views), values in zip(pending, options, strict=True):
+            kind = items[i].kind
+            by_value = {value: {v: next(answers) for v in views} for value in values or [None]}
+            _apply_vqa(claim, by_value[values[0] if values else None], cfg, kind)
+            if values:
+                _compare(claim, values, by_value, cfg, kind)
 
     for w in items:
         _propagate_refuted_subjects(w.record.claims)
-        w.record.removed = [c.text for c in w.record.claims if c.verdict == Verdict.REFUTED]
+        if cfg.corrections:
+            _correct(w.record.claims, cfg)
+        w.record.corrected = [
+            {"from": c.evidence["corrected"]["text"], "to": c.text}
+            for c in w.record.claims
+            if c.verdict == Verdict.CORRECTED
+        ]
+        w.record.removed = [
+            c.text for c in w.record.claims if c.verdict == Verdict.REFUTED and c.origin != EXPERT
+        ]
+
+
+def compared_values(claim: Claim, sets: dict[str, tuple[str, ...]]) -> list[str]:
+    """The values an attribute claim is compared over: the one it states first, then the
+    other values of its set (empty when it states no value of a set, or is no attribute).
+
+    >>> c = Claim("attribute", "The cup is red.", "cup", "Is the cup red?")
+    >>> compared_values(c, {"colour": ("blue", "red", "green")})
+    ['red', 'blue', 'green']
+    """
+    if claim.kind != ClaimKind.ATTRIBUTE or not sets:
+        return []
+    stated = stated_value(claim.question or claim.text, claim.subject, sets)
+    if stated is None:
+        return []
+    attribute, value = stated
+    claim.evidence["attribute"] = attribute
+    return [value, *alternatives(value, sets[attribute], len(sets[attribute]))]
+
+
+def _questions(claim: Claim, values: Sequence[str]) -> list[str]:
+    question = vqa_question(claim)
+    return [question] + [with_value(question, values[0], v) for v in values[1:]]
+
+
+def _compare(
+    claim: Claim,
+    values: Sequence[str],
+    by_value: dict[Any, dict[int, float]],
+    cfg: VerifyConfig,
+    kind: MediaKind,
+) -> None:
+    """The verdict of an attribute claim from its value's P(yes) against its alternatives':
+    supported only when the stated value wins by ``margin``; refuted, with the winner in the
+    evidence, when it is refuted itself (P(yes) at most ``refuted_threshold``) and another
+    value wins; uncertain when another value wins but the stated one is not refuted (a claim
+    the expert asks to choose takes the winner)."""
+    p = {}
+    for value in values:
+        answered = [x for x in by_value[value].values() if x == x]
+        p[value] = kind.combine(answered) if answered else float("nan")
+    if any(x != x for x in p.values()):
+        return  # the VQA model could not answer all: the single-question verdict stands
+    claim.evidence["alternatives"] = {v: round(x, 4) for v, x in p.items()}
+    ranked = sorted(values, key=lambda v: -p[v])
+    winner, second = ranked[0], ranked[1] if len(ranked) > 1 else None
+    clear = p[winner] >= cfg.supported_threshold and (
+        second is None or p[winner] - p[second] >= cfg.margin
+    )
+    claim.evidence["winner"] = winner if clear else None
+    stated = values[0]
+    if claim.evidence.get("choose"):
+        if clear:
+            _restate(claim, stated, winner)
+        claim.verdict = Verdict.SUPPORTED if clear else Verdict.UNCERTAIN
+        claim.score = p[winner]
+    elif clear and winner == stated:
+        claim.verdict, claim.score = Verdict.SUPPORTED, p[stated]
+    elif clear and p[stated] <= cfg.refuted_threshold:  # refuted as stated, another holds
+        claim.verdict, claim.score = Verdict.REFUTED, p[stated]
+    elif claim.verdict == Verdict.SUPPORTED or clear:  # another value as likely, or likelier
+        claim.verdict = Verdict.UNCERTAIN
+
+
+def _restate(claim: Claim, old: str, new: str) -> None:
+    claim.text = with_value(claim.text, old, new)
+    claim.question = with_value(claim.question, old, new)
+
+
+def _correct(claims: Sequence[Claim], cfg: VerifyConfig) -> None:
+    """Refuted attribute claims whose object stands (not refuted) and whose winning value is
+    clear state that value instead: verdict ``corrected``, what they said in the evidence."""
+    for claim in claims:
+        winner = claim.evidence.get("winner")
+        if claim.verdict != Verdict.REFUTED or claim.kind != ClaimKind.ATTRIBUTE or not winner:
+            continue
+        if "refuted_because" in claim.evidence:
+            continue  # its object is not there
+        stated = next(iter(claim.evidence["alternatives"]))
+        claim.evidence["corrected"] = {"from": stated, "to": winner, "text": claim.text}
+        _restate(claim, stated, winner)
+        claim.verdict = Verdict.CORRECTED
+        claim.score = claim.evidence["alternatives"][winner]
 
 
 def ask_once(vqa: Any, size: int | None, asks: Sequence[tuple[Any, str]]) -> list[float]:
@@ -193,7 +298,7 @@ def _decide_without_vqa(
             if seen:
                 best = max(float(d["score"]) for found in per_view for d in found)
                 claim.verdict, claim.score = Verdict.SUPPORTED, best
-                return []
+                return seen if claim.origin == EXPERT else []  # the expert's: VQA asked too
             claim.verdict, claim.score = Verdict.REFUTED, 0.0
             claim.evidence["detector"] = "no box above the detector's threshold" + (
                 " on any view" if named else ""
@@ -259,7 +364,7 @@ def _apply_vqa(claim: Claim, by_view: dict[int, float], cfg: VerifyConfig, kind:
     claim.evidence["vqa_p_yes"] = round(p, 4)
     claim.evidence["vqa_answer"] = "yes" if p >= 0.5 else "no"
     if claim.kind == ClaimKind.OBJECT and claim.verdict == Verdict.REFUTED:
-        if p >= cfg.supported_threshold:
+        if cfg.vqa_rescue and p >= cfg.supported_threshold:
             claim.verdict, claim.score = Verdict.UNCERTAIN, p
         return  # the detector found nothing and VQA does not contradict it strongly
     claim.score = p

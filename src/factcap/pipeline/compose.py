@@ -40,6 +40,7 @@ from typing import Any
 
 from factcap.config import AltTextConfig, Config
 from factcap.pipeline.alt_text import ALT_TEXT
+from factcap.pipeline.check import EXPERT
 from factcap.pipeline.claims import alt_text_words, proposals_block, words_within
 from factcap.pipeline.parsing import clean_caption
 from factcap.pipeline.stage import BoundModel, Stage, StageContext
@@ -47,6 +48,7 @@ from factcap.pipeline.work import Work, live
 from factcap.prompts import load_prompt, quote_data, quote_question, render
 from factcap.prompts.style import INSTRUCTION, Style, added_by, shipped_styles
 from factcap.schema import Claim, ClaimKind, Verdict
+from factcap.text.attributes import value_words, with_value
 from factcap.text.english import NUMBER_WORDS, content_words
 from factcap.text.pieces import SENTENCE_BREAK, split_pieces
 
@@ -86,13 +88,73 @@ ALT_TEXT_RULE = (
 
 def verdicts_block(claims: Sequence[Claim], hidden: Sequence[Claim] = ()) -> str:
     """The checked facts as delimited data, one ``[i] SUPPORTED: "..."`` line per claim
-    (``ALT-TEXT LABEL`` for an unconfirmed alt-text name); ``hidden`` claims are left out."""
-    shown = [c for c in claims if not any(c is h for h in hidden)]
-    if not shown:
+    (``ALT-TEXT LABEL`` for an unconfirmed alt-text name); ``hidden`` claims are left out, and
+    so are the expert's that did not hold (no draft names them). A corrected claim is two
+    lines: what it said, ``REFUTED``, and what holds instead, ``SUPPORTED``."""
+    texts: list[str] = []
+    labels: list[str] = []
+    for c in claims:
+        if any(c is h for h in hidden) or (c.origin == EXPERT and c.verdict != Verdict.SUPPORTED):
+            continue
+        if c.verdict == Verdict.CORRECTED:
+            texts.append(c.evidence["corrected"]["text"])
+            labels.append(Verdict.REFUTED.upper())
+        texts.append(c.text)
+        labels.append(
+            ALT_TEXT_LABEL
+            if is_unconfirmed_name(c)
+            else Verdict.SUPPORTED.upper()
+            if c.verdict == Verdict.CORRECTED
+            else c.verdict.upper()
+        )
+    if not texts:
         return "<data>\n(no facts could be checked)\n</data>"
-    labels = [ALT_TEXT_LABEL if is_unconfirmed_name(c) else c.verdict.upper() for c in shown]
-    block = quote_data([c.text for c in shown], labels, "{}")
+    block = quote_data(texts, labels, "{}")
     return block + ALT_TEXT_RULE if ALT_TEXT_LABEL in labels else block
+
+
+def value_fixes(claims: Sequence[Claim]) -> list[tuple[re.Pattern[str], str, str]]:
+    """For each attribute claim whose value the checks settled against its alternatives
+    (``evidence["winner"]``), the values that lost, next to its subject ("a large red
+    circle", "the circle is large"): ``(pattern, lost value, winner)``.
+
+    >>> c = Claim("attribute", "The circle is small.", "circle", verdict="corrected",
+    ...           evidence={"alternatives": {"large": 0.1, "small": 0.9}, "winner": "small"})
+    >>> fix_values("A large circle and a large square.", value_fixes([c]))
+    'A small circle and a large square.'
+    """
+    fixes = []
+    for c in claims:
+        winner = c.evidence.get("winner")
+        if c.kind != ClaimKind.ATTRIBUTE or not winner or not c.subject:
+            continue
+        if c.verdict not in (Verdict.SUPPORTED, Verdict.CORRECTED):
+            continue
+        for lost in c.evidence.get("alternatives", {}):
+            if lost == winner:
+                continue
+            words = "|".join(re.escape(w) for w in value_words(lost))
+            subject = re.escape(c.subject)
+            pattern = re.compile(
+                rf"\b(?P<value>{words})(?=\s+{subject}(?:e?s)?\b)"
+                rf"|(?P<said>\b{subject}(?:e?s)?\s+(?:is|are)\s+)(?P<stated>{words})\b",
+                re.I,
+            )
+            fixes.append((pattern, lost, winner))
+    return fixes
+
+
+def fix_values(text: str, fixes: Sequence[tuple[re.Pattern[str], str, str]]) -> str:
+    """``text`` with each lost value next to its subject replaced by the winning one."""
+    for pattern, lost, winner in fixes:
+
+        def swap(m: re.Match[str], lost: str = lost, winner: str = winner) -> str:
+            if m.group("value"):
+                return with_value(m.group("value"), lost, winner)
+            return m.group("said") + with_value(m.group("stated"), lost, winner)
+
+        text = pattern.sub(swap, text)
+    return text
 
 
 def is_unconfirmed_name(claim: Claim) -> bool:
@@ -299,6 +361,12 @@ def _facts(work: Work, drop_names: bool) -> dict[str, str]:
 
 def _final_text(work: Work, style: Style, answer: str, drop_names: bool = False) -> str:
     written = work.kind.clean_caption(clean_caption(answer), style.pieces)
+    fixed = fix_values(written, value_fixes(work.record.claims))
+    if fixed != written:
+        work.record.notes.append(
+            f"captions.{style.name}: wrote the values the checks found where the LLM wrote others"
+        )
+        written = fixed
     text = drop_refuted(written, refuted_matchers(work.record.claims), style.pieces)
     if text != written and written:
         work.record.notes.append(

@@ -33,6 +33,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "factcap.pipeline.rank",  # score the proposals, keep the best (when configured)
     "factcap.pipeline.ocr",  # OCR text as one more proposal
     "factcap.pipeline.claims",  # the LLM turns proposals into claims
+    "factcap.pipeline.expert",  # the detector adds what no captioner said (when enabled)
     "factcap.pipeline.detect",  # the detector looks for every object claim
     "factcap.pipeline.check",  # verdicts from boxes, OCR and VQA answers
     "factcap.pipeline.compose",  # the LLM writes each style's caption
@@ -58,7 +59,7 @@ def stage_settings() -> tuple[str, ...]:
     holds: a resume must use the same ones (:func:`factcap.engine.job.job_settings`).
 
     >>> stage_settings()
-    ('alt_text', 'proposals', 'question', 'regions')
+    ('alt_text', 'proposals', 'expert', 'question', 'regions')
     """
     return tuple(
         section

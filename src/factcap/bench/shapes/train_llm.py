@@ -33,7 +33,6 @@ a ``PreTrainedTokenizerFast`` carrying a small chat template, so factcap loads i
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -58,6 +57,7 @@ from factcap.bench.shapes.language import (
 )
 from factcap.bench.shapes.training import Phase, TrainingRun
 from factcap.bench.shapes.world import Scene
+from factcap.pipeline.check import EXPERT
 from factcap.pipeline.compose import style_text, verdicts_block
 from factcap.pipeline.parsing import parse_claims
 from factcap.prompts import load_prompt, quote_data, render
@@ -74,6 +74,8 @@ LOWER_P = 0.6  # a lowercase proposal (the world's captioners write lowercase, l
 UNCERTAIN_P = 0.3  # compose samples whose verdicts are all "uncertain" (verification off)
 FLIP_UNCERTAIN_P = 0.15  # a checked claim left uncertain
 FLIP_WRONG_P = 0.05  # a checked claim judged wrongly (the checkers make mistakes)
+EXPERT_P = 0.8  # an object no draft names that the detection expert adds (checked samples)
+CORRECT_P = 0.8  # a refuted size of an object that holds, corrected to the true size
 
 USER, ASSISTANT, SYSTEM = "<|user|>", "<|assistant|>", "<|system|>"
 EOS, PAD = "<|end|>", "<|pad|>"
@@ -217,6 +219,46 @@ def judge(claims: Sequence[Claim], scene: Scene, rng: random.Random, checked: bo
             claim.verdict = "refuted"
 
 
+def expert_facts(scene: Scene, texts: Sequence[str], rng: random.Random) -> list[Claim]:
+    """What the detection expert adds (:mod:`factcap.pipeline.expert`), as the pipeline
+    passes it to compose: for objects of ``scene`` that no draft names, an object claim and a
+    size claim, both supported, ``origin: expert``."""
+    named = {(m.colour, m.shape) for text in texts for m in mentions(text)}
+    facts: list[Claim] = []
+    for obj in scene.objects:
+        name = f"{obj.colour} {obj.shape}"
+        if (obj.colour, obj.shape) in named or any(c.subject == name for c in facts):
+            continue
+        if rng.random() >= EXPERT_P:
+            continue
+        article = "an" if name[0] in "aeiou" else "a"
+        facts.append(Claim("object", f"There is {article} {name}.", name, origin=EXPERT))
+        facts.append(
+            Claim("attribute", f"The {name} is {obj.size}.", name, f"Is the {name} {obj.size}?",
+                  origin=EXPERT)
+        )  # fmt: skip
+    for fact in facts:
+        fact.verdict = "supported"
+    return facts
+
+
+def correct(claims: Sequence[Claim], scene: Scene, rng: random.Random) -> None:
+    """Turn refuted size claims of objects that hold into corrections to the true size, as the
+    pipeline's alternatives do (:func:`factcap.pipeline.check._correct`)."""
+    held = {c.subject for c in claims if c.kind == "object" and c.verdict == "supported"}
+    for claim in claims:
+        if claim.kind != "attribute" or claim.verdict != "refuted" or claim.subject not in held:
+            continue
+        colour, _, shape = claim.subject.rpartition(" ")
+        stated = claim.text.rstrip(".").rsplit(" ", 1)[-1]
+        true = [s for s in world.SIZES if s != stated and scene.count(shape, colour, s)]
+        if not true or rng.random() >= CORRECT_P:
+            continue
+        claim.evidence["corrected"] = {"from": stated, "to": true[0], "text": claim.text}
+        claim.text = claim.text.replace(stated, true[0])
+        claim.verdict = "corrected"
+
+
 @dataclass
 class Sample:
     """One training or evaluation example: the proposals (and, for compose, the checked
@@ -243,8 +285,14 @@ def make_sample(task: str, scene: Scene, rng: random.Random, checked: bool | Non
     if checked is None:
         checked = rng.random() >= UNCERTAIN_P
     judge(claims, scene, rng, checked)
-    dicts = json.loads(answer)[: len(claims)]
-    final = compose_answer(dicts, [c.verdict for c in claims], texts)
+    if checked:
+        correct(claims, scene, rng)
+        claims += expert_facts(scene, texts, rng)
+    final = compose_answer(
+        [{"kind": c.kind, "subject": c.subject, "text": c.text, "count": c.count} for c in claims],
+        ["supported" if c.verdict == "corrected" else c.verdict for c in claims],
+        texts,
+    )
     regime = "checked" if checked else "uncertain"
     prompt = compose_prompt(texts, labels, claims)
     return Sample(task, texts, labels, prompt, final, claims, regime)
