@@ -20,7 +20,7 @@ import ctypes
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -45,9 +45,9 @@ def flags_in(cpuinfo: str) -> frozenset[str]:
     """The feature flags of the first CPU in a ``/proc/cpuinfo`` text: x86's ``flags`` line,
     Arm's ``Features``.
 
-    >>> sorted(flags_in("processor : 0\nflags : fpu avx512_bf16 sse\n"))
+    >>> sorted(flags_in("processor : 0\\nflags : fpu avx512_bf16 sse\\n"))
     ['avx512_bf16', 'fpu', 'sse']
-    >>> sorted(flags_in("Features : fp asimd bf16\n"))
+    >>> sorted(flags_in("Features : fp asimd bf16\\n"))
     ['asimd', 'bf16', 'fp']
     """
     for line in cpuinfo.splitlines():
@@ -62,14 +62,19 @@ def native_bf16(flags: Iterable[str]) -> bool:
     return bool(set(flags) & set(BF16_FLAGS))
 
 
-def cpu_bf16(read_flags: FlagReader = cpu_flags) -> tuple[bool, str]:
-    """(whether ``auto`` should use bfloat16 on this CPU, why), from ``FACTCAP_CPU_BF16``
-    when set, else from the flags ``read_flags`` returns.
+def cpu_bf16(
+    read_flags: FlagReader = cpu_flags, env: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """(whether ``auto`` should use bfloat16 on this CPU, why), from ``FACTCAP_CPU_BF16`` in
+    ``env`` (default: the process environment) when set, else from the flags ``read_flags``
+    returns.
 
-    >>> cpu_bf16(lambda: {"avx512_bf16"})[0], cpu_bf16(lambda: {"sse4_2"})[1]
+    >>> cpu_bf16(lambda: {"avx512_bf16"}, {})[0], cpu_bf16(lambda: {"sse4_2"}, {})[1]
     (True, 'this CPU has no native bf16 instructions (avx512_bf16, amx_bf16 or bf16)')
+    >>> cpu_bf16(lambda: {"avx512_bf16"}, {"FACTCAP_CPU_BF16": "0"})
+    (False, 'FACTCAP_CPU_BF16=0')
     """
-    forced = os.environ.get("FACTCAP_CPU_BF16", "").strip()
+    forced = (os.environ if env is None else env).get("FACTCAP_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return forced == "1", f"FACTCAP_CPU_BF16={forced}"
     found = sorted(set(read_flags()) & set(BF16_FLAGS))
@@ -78,16 +83,19 @@ def cpu_bf16(read_flags: FlagReader = cpu_flags) -> tuple[bool, str]:
     return False, f"this CPU has no native bf16 instructions ({', '.join(BF16_FLAGS[:2])} or bf16)"
 
 
-def auto_dtype(device_type: str, read_flags: FlagReader = cpu_flags) -> str:
+def auto_dtype(
+    device_type: str, read_flags: FlagReader = cpu_flags, env: Mapping[str, str] | None = None
+) -> str:
     """What ``dtype: auto`` means on a device of type ``device_type``: float16 on CUDA,
-    bfloat16 on a CPU with native bf16, float32 elsewhere (MPS included).
+    bfloat16 on a CPU with native bf16, float32 elsewhere (MPS included); ``env`` as for
+    :func:`cpu_bf16`.
 
-    >>> auto_dtype("cuda"), auto_dtype("cpu", lambda: {"amx_bf16"}), auto_dtype("mps")
+    >>> auto_dtype("cuda"), auto_dtype("cpu", lambda: {"amx_bf16"}, {}), auto_dtype("mps")
     ('float16', 'bfloat16', 'float32')
     """
     if device_type == "cuda":
         return "float16"
-    if device_type == "cpu" and cpu_bf16(read_flags)[0]:
+    if device_type == "cpu" and cpu_bf16(read_flags, env)[0]:
         return "bfloat16"
     return "float32"
 
