@@ -99,12 +99,16 @@ def test_meta_device_counts_equal_the_checkpoints_and_the_loaded_models(name):
     assert footprint.model_weights(f"bundled:shapes/{name}").parameters == loaded
 
 
-def _huge_checkpoint(folder, parameters: int):
+def _huge_checkpoint(folder, parameters: int, pieces: int = 10):
     """A checkpoint folder whose safetensors header declares ``parameters`` float32 weights
-    (no data behind it: only the header is ever read before loading)."""
+    in ``pieces`` tensors (no data behind them: only the header is read before loading)."""
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "blip"}))
-    header = json.dumps({"w": {"dtype": "F32", "shape": [parameters], "data_offsets": [0, 0]}})
+    shape = [parameters // pieces]
+    tensors = {
+        f"w{i}": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]} for i in range(pieces)
+    }
+    header = json.dumps(tensors)
     data = header.encode()
     (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(data)) + data)
     return folder
@@ -121,6 +125,9 @@ def test_the_need_counts_each_mode_from_the_headers(tmp_path):
     half = footprint.need(slots, "normal", "bfloat16")
     assert normal.ram > 4 * 10**9 and low.ram < normal.ram and half.ram < normal.ram
     assert normal.vram == 0
+    # loading it in bf16 casts each tensor from float32: the largest's copy counts
+    assert llm.weights.largest == 100_000_000
+    assert footprint.need(slots, "low", "bfloat16").ram >= 2 * 10**9 + 4 * 10**8
 
 
 # --- refusing what does not fit ---------------------------------------------------------------

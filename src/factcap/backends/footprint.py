@@ -92,6 +92,18 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def largest_tensor(folder: Path) -> int:
+    """Elements of the largest tensor in a checkpoint folder's safetensors files."""
+    largest = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        for entry in read_header(path).values():
+            numel = 1
+            for dim in entry["shape"]:
+                numel *= dim
+            largest = max(largest, numel)
+    return largest
+
+
 def stored_tensors(folder: Path) -> dict[str, int]:
     """Elements per stored dtype (``float32``, ``bfloat16``, ``int64`` ...) over the
     safetensors files of a checkpoint folder; empty when it has none."""
@@ -129,6 +141,12 @@ def checkpoint_folder(location: str) -> Path | None:
 def meta_parameters(folder: Path) -> int:
     """Parameters of the checkpoint in ``folder`` built on the meta device from its
     ``config.json`` (the class its ``architectures`` names): nothing allocated or read."""
+    return meta_counts(folder)[0]
+
+
+def meta_counts(folder: Path) -> tuple[int, int]:
+    """(parameters, elements of the largest one) of the checkpoint in ``folder``, built on
+    the meta device from its ``config.json``."""
     import torch
     import transformers
 
@@ -142,7 +160,8 @@ def meta_parameters(folder: Path) -> int:
         build = model_class
     with torch.device("meta"):
         model = build(config)
-    return sum(p.numel() for p in model.parameters())
+    sizes = [p.numel() for p in model.parameters()]
+    return sum(sizes), max(sizes, default=0)
 
 
 def shipped_arch(hub_id: str) -> str | None:
@@ -157,12 +176,14 @@ def shipped_arch(hub_id: str) -> str | None:
 
 @dataclass
 class Weights:
-    """One model's weights: how many parameters (floating / other bytes), and from where."""
+    """One model's weights: how many parameters (floating / other bytes), the elements of
+    the largest tensor (held in float32 while it is cast on loading), and from where."""
 
     parameters: int
     other_bytes: int = 0
     source: str = ""
     remote: bool = False
+    largest: int = 0
 
     def bytes(self, dtype: str) -> int:
         """Bytes of these weights loaded in ``dtype``."""
@@ -175,8 +196,10 @@ def _from_folder(folder: Path) -> Weights:
         sizes = dict(SAFETENSORS_DTYPES.values())
         floating = sum(n for name, n in stored.items() if name in FLOATING)
         other = sum(n * sizes.get(name, 4) for name, n in stored.items() if name not in FLOATING)
-        return Weights(floating, other, f"safetensors headers in {folder}")
-    return Weights(meta_parameters(folder), 0, f"meta-device build of {folder}/config.json")
+        source = f"safetensors headers in {folder}"
+        return Weights(floating, other, source, largest=largest_tensor(folder))
+    total, largest = meta_counts(folder)
+    return Weights(total, 0, f"meta-device build of {folder}/config.json", largest=largest)
 
 
 def model_weights(spec: str) -> Weights | None:
@@ -211,7 +234,8 @@ def model_weights(spec: str) -> Weights | None:
         return None
     from factcap.backends import real_size
 
-    return Weights(real_size.count_parameters(arch), 0, f"shipped config {arch} (meta device)")
+    total, largest = real_size.parameter_counts(arch)
+    return Weights(total, 0, f"shipped config {arch} (meta device)", largest=largest)
 
 
 # --- a job's need -----------------------------------------------------------------------------
@@ -235,6 +259,12 @@ class Slot:
         chosen = self.quantize if self.quantize in DTYPE_BYTES else dtype or self.dtype
         return self.weights.bytes(chosen)
 
+    def casts(self, dtype: str | None = None) -> bool:
+        """Whether loading it in ``dtype`` (its own) casts from float32 (as a checkpoint is
+        stored unless its headers say otherwise): half precision, not quantised."""
+        chosen = dtype or self.dtype
+        return self.quantize is None and _ALIASES.get(chosen, chosen) in ("bfloat16", "float16")
+
 
 @dataclass
 class Need:
@@ -257,16 +287,19 @@ def need(slots: Iterable[Slot], mode: str, dtype: str | None = None) -> Need:
     slots = list(slots)
     ram_sizes = [s.bytes(dtype) for s in slots if s.device in ("cpu", "mps")]
     vram_sizes = [s.bytes(dtype) for s in slots if s.device == "cuda"]
+    # a model loaded in half precision from float32 holds its largest tensor in float32
+    # while casting it (the vocabulary's embedding: Qwen2.5-7B's is 2.2 GB)
+    cast = max((4 * s.weights.largest for s in slots if s.weights and s.casts(dtype)), default=0)
 
     def total(sizes: list[int]) -> int:
         if not sizes:
             return 0
         weights = sum(sizes) if mode == "normal" else max(sizes)
-        return weights + _working(max(sizes))
+        return weights + max(_working(max(sizes)), cast)
 
     ram = RUNTIME_BYTES + total(ram_sizes)
     if vram_sizes:  # a GPU model loads into RAM, then moves
-        ram = max(ram, RUNTIME_BYTES + max(vram_sizes))
+        ram = max(ram, RUNTIME_BYTES + max(vram_sizes) + cast)
     unknown = [s.name for s in slots if s.weights is None]
     return Need(mode, dtype or "config", ram, total(vram_sizes), unknown)
 

@@ -194,14 +194,23 @@ def reading_not_mapping() -> Iterator[bool]:
     Why: transformers maps a checkpoint and casts each tensor from the mapping; every page
     it touched stays mapped until the whole model is loaded, so loading a float32
     checkpoint as bfloat16 held the float32 file too (Qwen2.5-1.5B: 9.05 GB peak RSS for
-    2.9 GB of bf16 weights; read instead, 3.44 GB). Yields whether the switch is in place.
+    2.9 GB of bf16 weights; read instead, 3.44 GB). The tensors are read one at a time, so
+    at most one is held in float32 before its cast. Yields whether the switch is in place.
     """
     installed = _install_read_switch()
     token = _READ_NOT_MAP.set(True)
+    # one tensor at a time: transformers' loader otherwise reads several at once in threads,
+    # each in float32 before its cast (Qwen2.5-7B's two 2.2 GB embedding matrices together)
+    previous = os.environ.get("HF_DEACTIVATE_ASYNC_LOAD")
+    os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
     try:
         yield installed
     finally:
         _READ_NOT_MAP.reset(token)
+        if previous is None:
+            os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+        else:
+            os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = previous
 
 
 def load_weights(loader: Any, location: str, dtype: torch.dtype, **kwargs: Any) -> Any:

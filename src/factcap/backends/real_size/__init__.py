@@ -126,8 +126,19 @@ def layer_plan(arch: str, layers: int | None = None) -> tuple[dict[str, Any], bo
 
 def count_parameters(arch: str, layers: int | None = None) -> int:
     """Parameters of ``arch`` (cut to ``layers``), counted on the meta device: no memory."""
+    return parameter_counts(arch, layers)[0]
+
+
+def parameter_counts(arch: str, layers: int | None = None) -> tuple[int, int]:
+    """(parameters, elements of the largest one) of ``arch`` cut to ``layers``, on the meta
+    device (the largest, usually the vocabulary's embedding, is what a cast holds at once).
+
+    >>> total, largest = parameter_counts("qwen2.5-1.5b-instruct")
+    >>> largest == 151936 * 1536
+    True
+    """
     model_class, config, _, _ = _recipe(arch, layers)
-    return common.count_parameters(model_class, config)
+    return common.parameter_counts(model_class, config)
 
 
 def _builder(arch: str) -> Callable[..., dict[str, Any]]:

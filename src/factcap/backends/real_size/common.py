@@ -84,12 +84,19 @@ def transformers_config(config: dict[str, Any]) -> Any:
 
 def count_parameters(model_class: str, config: Any) -> int:
     """Parameters of ``model_class(config)``, built on the meta device: nothing allocated."""
+    return parameter_counts(model_class, config)[0]
+
+
+def parameter_counts(model_class: str, config: Any) -> tuple[int, int]:
+    """(parameters, elements of the largest parameter) of ``model_class(config)``, built on
+    the meta device: nothing allocated."""
     import torch
     import transformers
 
     with torch.device("meta"):
         model = getattr(transformers, model_class)(config)
-    return sum(p.numel() for p in model.parameters())
+    sizes = [p.numel() for p in model.parameters()]
+    return sum(sizes), max(sizes, default=0)
 
 
 def available_memory() -> int:
