@@ -201,7 +201,8 @@ def test_the_judge_asks_every_question_about_an_image_in_one_call(vqa, photos):
     def run():
         recorded = hooked(vqa.model.vision_model)
         try:
-            records = make(ScriptedLLM(FOUR_QUESTIONS), None, vqa, vqa_batch=2).caption(photos[:3])
+            pipe = make(ScriptedLLM(FOUR_QUESTIONS), None, vqa, vqa_batch=2, one_question=True)
+            records = pipe.caption(photos[:3])
         finally:
             unhook(recorded)
         assert [r.status for r in records] == ["ok"] * 3
