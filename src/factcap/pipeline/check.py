@@ -145,7 +145,7 @@ def check_claims(
     for w in items:
         _propagate_refuted_subjects(w.record.claims)
         if cfg.corrections:
-            _correct(w.record.claims, cfg)
+            _correct(w.record.claims)
         w.record.corrected = [
             {"from": c.evidence["corrected"]["text"], "to": c.text}
             for c in w.record.claims
@@ -223,7 +223,7 @@ def _restate(claim: Claim, old: str, new: str) -> None:
     claim.question = with_value(claim.question, old, new)
 
 
-def _correct(claims: Sequence[Claim], cfg: VerifyConfig) -> None:
+def _correct(claims: Sequence[Claim]) -> None:
     """Refuted attribute claims whose object stands (not refuted) and whose winning value is
     clear state that value instead: verdict ``corrected``, what they said in the evidence."""
     for claim in claims:

@@ -57,8 +57,8 @@ from factcap.bench.shapes.language import (
 )
 from factcap.bench.shapes.training import Phase, TrainingRun
 from factcap.bench.shapes.world import Scene
-from factcap.pipeline.check import EXPERT
 from factcap.pipeline.compose import style_text, verdicts_block
+from factcap.pipeline.expert import expert_claims
 from factcap.pipeline.parsing import parse_claims
 from factcap.prompts import load_prompt, quote_data, render
 from factcap.prompts.style import shipped_styles
@@ -231,12 +231,7 @@ def expert_facts(scene: Scene, texts: Sequence[str], rng: random.Random) -> list
             continue
         if rng.random() >= EXPERT_P:
             continue
-        article = "an" if name[0] in "aeiou" else "a"
-        facts.append(Claim("object", f"There is {article} {name}.", name, origin=EXPERT))
-        facts.append(
-            Claim("attribute", f"The {name} is {obj.size}.", name, f"Is the {name} {obj.size}?",
-                  origin=EXPERT)
-        )  # fmt: skip
+        facts += expert_claims(name, 1.0, {"size": (obj.size,)})  # its size, as chosen
     for fact in facts:
         fact.verdict = "supported"
     return facts
